@@ -1,0 +1,189 @@
+"""Catalog tables: supplier products, rejects, collection runs, COPY staging, catalog rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dropship.models import Base
+
+PRODUCT_STATUSES = ("active", "soldout", "gone", "invalid")
+
+
+class Product(Base):
+    __tablename__ = "products"
+    __table_args__ = (
+        UniqueConstraint("supplier", "supplier_sku"),
+        CheckConstraint(f"status IN {PRODUCT_STATUSES!r}", name="status_known"),
+        CheckConstraint(
+            "price >= 0 AND shipping_fee >= 0 AND stock >= 0", name="amounts_non_negative"
+        ),
+        # Indexes from the performance notes (seeds/performance-guide): the register sweep filters
+        # active products by category; listings pages read newest first; collect dashboards group
+        # by supplier+category and want name/price/stock without touching the heap.
+        Index(
+            "ix_products_category_status_active",
+            "category",
+            "status",
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index("ix_products_created_at_desc", text("created_at DESC")),
+        Index(
+            "ix_products_supplier_category_status",
+            "supplier",
+            "category",
+            "status",
+            postgresql_include=["name", "price", "stock"],
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    supplier: Mapped[str] = mapped_column(String(32))
+    supplier_sku: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(Text)
+    # Cost price from the supplier, KRW (integer won; KRW has no minor unit).
+    price: Mapped[int] = mapped_column(Integer)
+    shipping_fee: Mapped[int] = mapped_column(Integer, server_default="0")
+    stock: Mapped[int] = mapped_column(Integer, server_default="0")
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    category: Mapped[str | None] = mapped_column(String(128))
+    images: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    options: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    first_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class CollectRun(Base):
+    __tablename__ = "collect_runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('planned', 'running', 'merging', 'succeeded', 'failed')",
+            name="status_known",
+        ),
+        Index("ix_collect_runs_supplier_started", "supplier", text("started_at DESC")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    supplier: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), server_default="planned")
+    pages_planned: Mapped[int | None] = mapped_column(Integer)
+    pages_done: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Only a complete run may mark products missing from it as gone.
+    complete: Mapped[bool] = mapped_column(server_default=text("false"))
+    inserted: Mapped[int] = mapped_column(Integer, server_default="0")
+    updated: Mapped[int] = mapped_column(Integer, server_default="0")
+    unchanged: Mapped[int] = mapped_column(Integer, server_default="0")
+    rejected: Mapped[int] = mapped_column(Integer, server_default="0")
+    gone: Mapped[int] = mapped_column(Integer, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ProductReject(Base):
+    """An invalid supplier record, kept with its raw payload and the reason: nothing is dropped."""
+
+    __tablename__ = "product_rejects"
+    __table_args__ = (Index("ix_product_rejects_run", "run_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("collect_runs.id", ondelete="SET NULL"))
+    supplier: Mapped[str] = mapped_column(String(32))
+    supplier_sku: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class StagingProduct(Base):
+    """COPY target for collection pages. UNLOGGED: it is rebuilt from the supplier on a crash,
+    so WAL for it is pure cost. Rows are tagged with their run and cleared by the merge."""
+
+    __tablename__ = "staging_products"
+    __table_args__ = (
+        Index("ix_staging_products_run", "run_id"),
+        {"prefixes": ["UNLOGGED"]},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    supplier: Mapped[str] = mapped_column(String(32))
+    supplier_sku: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(Text)
+    price: Mapped[int] = mapped_column(Integer)
+    shipping_fee: Mapped[int] = mapped_column(Integer)
+    stock: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str | None] = mapped_column(String(128))
+    images: Mapped[list[str]] = mapped_column(JSONB)
+    options: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CategoryMap(Base):
+    """Supplier category -> marketplace category, per market."""
+
+    __tablename__ = "category_map"
+    __table_args__ = (UniqueConstraint("supplier", "supplier_category", "market"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    supplier: Mapped[str] = mapped_column(String(32))
+    supplier_category: Mapped[str] = mapped_column(String(128))
+    market: Mapped[str] = mapped_column(String(32))
+    market_category: Mapped[str] = mapped_column(String(128))
+
+
+class BannedWord(Base):
+    __tablename__ = "banned_words"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    word: Mapped[str] = mapped_column(String(128), unique=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class PricingRule(Base):
+    """Sale price = (cost + shipping) * (1 + margin) / (1 - market fee), rounded up to 10 KRW."""
+
+    __tablename__ = "pricing_rules"
+    __table_args__ = (
+        UniqueConstraint("market", "category"),
+        CheckConstraint("margin_rate >= 0 AND fee_rate >= 0 AND fee_rate < 1", name="rates_valid"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    market: Mapped[str] = mapped_column(String(32))
+    # NULL category is the market's default rule.
+    category: Mapped[str | None] = mapped_column(String(128))
+    margin_rate: Mapped[Decimal] = mapped_column(Numeric(6, 4))
+    fee_rate: Mapped[Decimal] = mapped_column(Numeric(6, 4))
+    min_margin_krw: Mapped[int] = mapped_column(Integer, server_default="0")
+    rounding_krw: Mapped[int] = mapped_column(Integer, server_default="10")

@@ -1,0 +1,213 @@
+"""The ``dropship`` command: run the stack, manage the schema, open a shell, one-off jobs."""
+
+from __future__ import annotations
+
+import code
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from dropship.settings import SettingsError, get_settings
+
+cli = typer.Typer(
+    help="dropship: collect supplier products, list them on marketplaces, forward orders.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_cli = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+partitions_cli = typer.Typer(help="Monthly partitions of the orders table.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(partitions_cli, name="partitions")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+@cli.command()
+def up(
+    sandbox: Annotated[
+        bool, typer.Option(help="Start the platform sandbox and point connectors at it.")
+    ] = True,
+) -> None:
+    """Start everything: PostgreSQL and Redis (embedded unless URLs are configured), migrations,
+    sandbox, workers, beat and Flower. Ctrl-C or SIGTERM stops all of it."""
+    from dropship.embedded.postgres import EmbeddedServerError
+    from dropship.stack import Stack, StackError
+
+    stack = Stack(get_settings(), console, with_sandbox=sandbox)
+    try:
+        stack.start()
+        stack.run_until_signalled()
+    except (StackError, EmbeddedServerError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        stack.stop()
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("\n[dim]interrupted: stopping...[/]")
+    stack.stop()
+    console.print("stopped.")
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: head), then ensure order partitions."""
+    from dropship import migrate
+    from dropship.db import session_scope
+    from dropship.maintenance.services import run_partition_maintenance
+
+    migrate.upgrade(revision=revision)
+    with session_scope() as session:
+        report = run_partition_maintenance(session)
+    console.print(
+        f"schema at {migrate.current_revision()}; partitions created: {report['created']}"
+    )
+
+
+@db_cli.command("current")
+def db_current() -> None:
+    """Show the applied and the latest migration revision."""
+    from dropship import migrate
+
+    console.print(f"applied: {migrate.current_revision()}  head: {migrate.head_revision()}")
+
+
+@db_cli.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (e.g. -1 or base)."""
+    from dropship import migrate
+
+    migrate.downgrade(revision=revision)
+    console.print(f"schema at {migrate.current_revision()}")
+
+
+@partitions_cli.command("ensure")
+def partitions_ensure(
+    months_ahead: Annotated[
+        int | None, typer.Option(help="Override DROPSHIP_PARTITIONS__MONTHS_AHEAD.")
+    ] = None,
+) -> None:
+    """Create this month's and the next months' partitions now and apply retention."""
+    from dropship.db import session_scope
+    from dropship.maintenance.services import run_partition_maintenance
+
+    with session_scope() as session:
+        report = run_partition_maintenance(session, months_ahead=months_ahead)
+    for key, names in report.items():
+        console.print(f"{key}: {', '.join(names) or '-'}")
+
+
+@partitions_cli.command("list")
+def partitions_list() -> None:
+    """List the attached partitions of orders."""
+    from dropship.db import get_engine
+    from dropship.maintenance.partitions import attached_partitions
+
+    with get_engine().connect() as conn:
+        for name in attached_partitions(conn):
+            console.print(name)
+
+
+SHELL_BANNER = """dropship shell: the Celery app is loaded as `app`.
+  from tasks.maintenance import ensure_partitions
+  ensure_partitions.delay().get(timeout=30)
+  from tasks.diagnostics import ping; ping.delay("hi").get(timeout=10)"""
+
+
+@cli.command()
+def shell() -> None:
+    """A Python shell with the Celery app loaded and pointed at the running stack."""
+    from dropship.celery_app import app
+    from dropship.runtime import resolved_redis_url
+
+    if not resolved_redis_url():
+        raise _fail(
+            "no broker: start the stack with `dropship up` in another terminal, "
+            "or set DROPSHIP_REDIS_URL"
+        )
+    app.loader.import_default_modules()
+    namespace = {"app": app}
+    try:
+        from IPython import start_ipython  # optional nicety
+
+        start_ipython(argv=[], user_ns=namespace, display_banner=False)
+        return
+    except ImportError:
+        pass
+    import readline  # noqa: F401  (line editing and history for code.interact)
+    import rlcompleter  # noqa: F401
+
+    code.interact(banner=SHELL_BANNER, local=namespace, exitmsg="")
+
+
+@cli.command()
+def sandbox(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default DROPSHIP_SANDBOX_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port, 0 for a free one.")] = None,
+    seed: Annotated[int | None, typer.Option(help="World seed.")] = None,
+) -> None:
+    """Run the platform sandbox (all five platforms) in the foreground."""
+    settings = get_settings()
+    args = [
+        sys.executable,
+        "-m",
+        "dropship.sandbox",
+        "--host",
+        host or settings.sandbox_host,
+        "--port",
+        str(settings.sandbox_port if port is None else port),
+        "--seed",
+        str(settings.sandbox_seed if seed is None else seed),
+    ]
+    os.execv(sys.executable, args)
+
+
+@cli.command()
+def status() -> None:
+    """Queues, workers and partitions of the running stack, on one screen."""
+    from rich.table import Table
+
+    from dropship.celery_app import QUEUE_NAMES, app
+    from dropship.runtime import resolved_redis_url
+
+    url = resolved_redis_url()
+    if not url:
+        raise _fail("no broker configured and no running stack found (dropship up)")
+    import redis
+
+    client = redis.Redis.from_url(url)
+    table = Table(title="queues")
+    table.add_column("queue")
+    table.add_column("waiting", justify="right")
+    for name in QUEUE_NAMES:
+        table.add_row(name, str(client.llen(name)))
+    console.print(table)
+    replies = app.control.inspect(timeout=2).active_queues() or {}
+    workers = Table(title="workers")
+    workers.add_column("worker")
+    workers.add_column("queues")
+    for worker, queues in sorted(replies.items()):
+        workers.add_row(worker, ", ".join(q["name"] for q in queues))
+    console.print(workers if replies else "[yellow]no workers answered[/]")
+
+
+def main() -> None:
+    try:
+        get_settings()
+    except SettingsError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    cli()
+
+
+if __name__ == "__main__":
+    main()

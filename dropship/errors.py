@@ -1,0 +1,47 @@
+"""Error vocabulary shared by services, connectors and the Celery base task.
+
+The base task (``dropship.celery_app.DropshipTask``) maps these to Celery behaviour:
+
+* ``TransientError``     -> retry with exponential backoff and jitter (network, 5xx, DB blips)
+* ``RateLimitedError``   -> retry after ``retry_after`` seconds, without spending the retry budget
+                            on waiting inside a worker slot
+* ``PermanentError``     -> fail fast, no retry (bad request, auth rejected, invalid input)
+
+Messages must never contain credentials or customer personal data: callers build them from
+ids, platform names and status codes only.
+"""
+
+from __future__ import annotations
+
+
+class DropshipError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class TransientError(DropshipError):
+    """Worth retrying later: the same call may succeed."""
+
+
+class RateLimitedError(TransientError):
+    """The platform (or our own limiter) says wait ``retry_after`` seconds before calling again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(0.0, float(retry_after))
+
+
+class PermanentError(DropshipError):
+    """Retrying will not help: fix the input, the configuration or the credentials."""
+
+
+class ConfigurationError(PermanentError):
+    """Settings or account configuration are missing or invalid."""
+
+
+class MissingPartitionError(TransientError):
+    """A row targets a month that has no ``orders`` partition yet; ensure it, then retry."""
+
+    def __init__(self, table: str, month: str) -> None:
+        super().__init__(f"no partition of {table} for month {month}; run ensure_partitions")
+        self.table = table
+        self.month = month

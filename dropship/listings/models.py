@@ -1,0 +1,49 @@
+"""Marketplace listings: one row per product x market account."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from dropship.models import Base
+
+LISTING_STATUSES = ("claimed", "registering", "active", "suspended", "failed", "deleted")
+
+
+class Listing(Base):
+    __tablename__ = "listings"
+    __table_args__ = (
+        UniqueConstraint("product_id", "account_id"),
+        # The external SKU carries our key on the marketplace so a retried registration finds the
+        # listing it already created instead of creating a duplicate.
+        UniqueConstraint("account_id", "external_sku"),
+        CheckConstraint(f"status IN {LISTING_STATUSES!r}", name="status_known"),
+        Index("ix_listings_status_synced", "status", "last_synced_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="RESTRICT"))
+    external_sku: Mapped[str] = mapped_column(String(64))
+    market_product_id: Mapped[str | None] = mapped_column(String(64))
+    sale_price: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), server_default="claimed")
+    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

@@ -1,0 +1,124 @@
+"""All configuration, read once from ``DROPSHIP_*`` environment variables and an optional ``.env``.
+
+Nested groups use ``__`` as the delimiter, e.g. ``DROPSHIP_PARTITIONS__MONTHS_AHEAD=6``.
+An invalid value stops start-up with a message that names the variable (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "DROPSHIP_"
+NESTED_DELIMITER = "__"
+
+
+class SettingsError(RuntimeError):
+    """Configuration is invalid; the message names the offending environment variable(s)."""
+
+
+class PartitionSettings(BaseModel):
+    months_ahead: int = Field(3, ge=1, le=36, description="future monthly partitions kept ready")
+    retention_months: int = Field(
+        0, ge=0, le=600, description="drop/detach order partitions older than this; 0 keeps all"
+    )
+    retention_action: Literal["detach", "drop"] = "detach"
+    lock_timeout_ms: int = Field(2000, ge=50, le=60000)
+
+
+class CelerySettings(BaseModel):
+    # Soft < hard < broker visibility timeout: a task killed by its hard limit is redelivered
+    # only after the visibility timeout, so a running task is never handed to a second worker.
+    soft_time_limit: int = Field(300, ge=1)
+    hard_time_limit: int = Field(360, ge=2)
+    visibility_timeout: int = Field(3600, ge=10)
+    worker_max_memory_per_child_kb: int = Field(400_000, ge=10_000)
+    autoscale_max: int = Field(4, ge=1, le=64)
+    autoscale_min: int = Field(1, ge=1, le=64)
+    memory_high_watermark_pct: float = Field(
+        30.0, gt=0, lt=100, description="grow only while available memory is above this %"
+    )
+    memory_low_watermark_pct: float = Field(
+        15.0, gt=0, lt=100, description="shrink while available memory is below this %"
+    )
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> CelerySettings:
+        if not self.soft_time_limit < self.hard_time_limit < self.visibility_timeout:
+            raise ValueError(
+                "need soft_time_limit < hard_time_limit < visibility_timeout, got "
+                f"{self.soft_time_limit} / {self.hard_time_limit} / {self.visibility_timeout}"
+            )
+        if self.autoscale_min > self.autoscale_max:
+            raise ValueError("autoscale_min must not exceed autoscale_max")
+        if self.memory_low_watermark_pct >= self.memory_high_watermark_pct:
+            raise ValueError("memory_low_watermark_pct must be below memory_high_watermark_pct")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # None means "start the embedded server" (dropship up / the test suite).
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    result_backend_url: SecretStr | None = None
+
+    data_dir: Path = Path(".dropship")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    flower_host: str = "127.0.0.1"
+    flower_port: int = Field(5555, ge=1, le=65535)
+    flower_basic_auth: SecretStr | None = Field(
+        None, description="user:password; required by deployments, optional locally"
+    )
+
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
+    sandbox_seed: int = 42
+
+    partitions: PartitionSettings = PartitionSettings()
+    celery: CelerySettings = CelerySettings()
+
+    def database_url_value(self) -> str | None:
+        return self.database_url.get_secret_value() if self.database_url else None
+
+    def redis_url_value(self) -> str | None:
+        return self.redis_url.get_secret_value() if self.redis_url else None
+
+    def result_backend_value(self) -> str | None:
+        if self.result_backend_url:
+            return self.result_backend_url.get_secret_value()
+        return self.redis_url_value()
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(parts).upper()
+
+
+def load_settings() -> Settings:
+    """Read settings, turning pydantic's error into one naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = _env_name(err["loc"]) if err["loc"] else ENV_PREFIX + "*"
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,405 @@
+"""``dropship up``: one command that runs the whole system on one machine.
+
+Starts (when no URLs are configured) embedded PostgreSQL and Redis under the data folder, applies
+migrations and partition maintenance, then the platform sandbox, Celery workers, one beat and
+Flower. Ctrl-C or SIGTERM stops every process it started, in reverse order.
+
+Workers: one worker consumes ``high,medium,low`` in priority order with memory-aware autoscaling,
+and a second, single-process worker consumes only ``high`` so money work always has a slot even
+when bulk tasks occupy the first (DESIGN.md "Queues and workers").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from dropship.embedded.postgres import EmbeddedPostgres, EmbeddedServerError, reachable_install
+from dropship.embedded.redis import EmbeddedRedis, find_redis_server
+from dropship.embedded.system import (
+    RunAs,
+    can_reach,
+    chown,
+    popen_as,
+    port_open,
+    private_tmp_dir,
+    service_user,
+)
+from dropship.runtime import clear_stack_state, read_stack_state, write_stack_state
+from dropship.settings import Settings
+
+READY_TIMEOUT_SECONDS = 90.0
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    where: str
+    log: Path
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 30.0
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    console: Console
+    project_dir: Path = field(default_factory=Path.cwd)
+    with_sandbox: bool = True
+    children: list[Child] = field(default_factory=list)
+    servers: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    database_url: str = ""
+    redis_url: str = ""
+    sandbox_url: str | None = None
+    _stopping: bool = False
+
+    # --- paths ----------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir.resolve()
+
+    @property
+    def log_dir(self) -> Path:
+        path = self.data_dir / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _server_data_dir(self, name: str, run_as: RunAs) -> Path:
+        """<data_dir>/<name>, or a private temp folder when the server user cannot reach it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if can_reach(self.data_dir, run_as):
+            path = self.data_dir / name
+            path.mkdir(exist_ok=True, mode=0o700)
+            chown(path, run_as)
+            return path
+        path = private_tmp_dir(name, self.project_dir, run_as)
+        self.notes.append(
+            f"{name} data kept in {path}: user {run_as.name!r} cannot reach {self.data_dir}"
+        )
+        return path
+
+    # --- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        running = read_stack_state()
+        if running:
+            raise StackError(
+                f"a dropship stack is already running (pid {running['pid']}); stop it first"
+            )
+        if port_open(self.settings.flower_host, self.settings.flower_port):
+            raise StackError(
+                f"port {self.settings.flower_port} on {self.settings.flower_host} is in use; "
+                "set DROPSHIP_FLOWER_PORT to a free port"
+            )
+        started = time.monotonic()
+        self._start_servers()
+        write_stack_state(
+            {
+                "pid": os.getpid(),
+                "database_url": self.database_url,
+                "redis_url": self.redis_url,
+                "flower": f"http://{self.settings.flower_host}:{self.settings.flower_port}",
+            }
+        )
+        self._migrate()
+        if self.with_sandbox:
+            self._start_sandbox()
+        self._start_celery()
+        self._wait_ready(started)
+        self._print_summary(time.monotonic() - started)
+
+    def _start_servers(self) -> None:
+        configured_db = self.settings.database_url_value()
+        configured_redis = self.settings.redis_url_value()
+        run_as: RunAs | None = None
+        if not (configured_db and configured_redis):
+            run_as = service_user()
+            if run_as.is_other:
+                self.notes.append(f"embedded servers run as unprivileged user {run_as.name!r}")
+        if configured_db:
+            self.database_url = configured_db
+        else:
+            assert run_as is not None
+            pg = EmbeddedPostgres(
+                self._server_data_dir("postgres", run_as),
+                run_as,
+                reachable_install(run_as, self.project_dir, self.notes),
+                log_file=self.log_dir / "postgres.log",
+            )
+            self._prepare_log(pg.log_file, run_as)
+            self.console.print("[dim]starting embedded PostgreSQL...[/]")
+            pg.start()
+            self.servers.append(("postgres", pg.stop))
+            self.database_url = pg.url()
+        if configured_redis:
+            self.redis_url = configured_redis
+        else:
+            assert run_as is not None
+            server = EmbeddedRedis(
+                self._server_data_dir("redis", run_as),
+                run_as,
+                find_redis_server(run_as, self.project_dir, self.notes),
+                log_file=self.log_dir / "redis.log",
+            )
+            self._prepare_log(server.log_file, run_as)
+            self.console.print("[dim]starting embedded Redis...[/]")
+            server.start()
+            self.servers.append(("redis", server.stop))
+            self.redis_url = server.url(0)
+
+    def _prepare_log(self, path: Path | None, run_as: RunAs) -> None:
+        # The log is opened by us (root) before dropping privileges, so ownership is moot; keep
+        # it private because server logs can contain query text.
+        if path is not None:
+            path.touch(mode=0o600, exist_ok=True)
+
+    def _migrate(self) -> None:
+        from dropship import migrate
+
+        self.console.print("[dim]applying migrations...[/]")
+        migrate.upgrade(self.database_url)
+        from sqlalchemy import create_engine, pool
+
+        from dropship.db import normalise_url
+        from dropship.maintenance.partitions import ensure_partitions
+
+        cfg = self.settings.partitions
+        engine = create_engine(normalise_url(self.database_url), poolclass=pool.NullPool)
+        with engine.begin() as conn:
+            report = ensure_partitions(
+                conn, months_ahead=cfg.months_ahead, lock_timeout_ms=cfg.lock_timeout_ms
+            )
+        engine.dispose()
+        if report.created:
+            self.console.print(f"[dim]created partitions {', '.join(report.created)}[/]")
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["DROPSHIP_DATABASE_URL"] = self.database_url
+        env["DROPSHIP_REDIS_URL"] = self.redis_url
+        env["DROPSHIP_DATA_DIR"] = str(self.data_dir)
+        if self.sandbox_url:
+            env["DROPSHIP_SANDBOX_URL"] = self.sandbox_url
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _spawn(self, name: str, args: list[str], where: str, **kw: float | int) -> Child:
+        log = self.log_dir / f"{name}.log"
+        log.write_bytes(b"")
+        process = popen_as(
+            args, RunAs("self"), env=self._child_env(), cwd=self.project_dir, log_file=log
+        )
+        child = Child(name, process, where, log, **kw)  # type: ignore[arg-type]
+        self.children.append(child)
+        return child
+
+    def _start_sandbox(self) -> None:
+        s = self.settings
+        child = self._spawn(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "dropship.sandbox",
+                "--host",
+                s.sandbox_host,
+                "--port",
+                str(s.sandbox_port),
+                "--seed",
+                str(s.sandbox_seed),
+            ],
+            where="",
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            match = re.search(r"listening on (http://\S+)", child.log.read_text(errors="replace"))
+            if match:
+                self.sandbox_url = match.group(1)
+                child.where = self.sandbox_url
+                return
+            if child.process.poll() is not None:
+                raise StackError(f"sandbox exited early; see {child.log}")
+            time.sleep(0.1)
+        raise StackError(f"sandbox did not start in 30 s; see {child.log}")
+
+    def _start_celery(self) -> None:
+        s = self.settings
+        celery = [sys.executable, "-m", "celery", "-A", "dropship.celery_app"]
+        self._spawn(
+            "worker-main",
+            [
+                *celery,
+                "worker",
+                "-Q",
+                "high,medium,low",
+                "-n",
+                "main@%h",
+                f"--autoscale={s.celery.autoscale_max},{s.celery.autoscale_min}",
+                "--loglevel",
+                s.log_level,
+            ],
+            where="queues high > medium > low, autoscale "
+            f"{s.celery.autoscale_min}-{s.celery.autoscale_max} by memory",
+        )
+        self._spawn(
+            "worker-high",
+            [
+                *celery,
+                "worker",
+                "-Q",
+                "high",
+                "-c",
+                "1",
+                "-n",
+                "high@%h",
+                "--loglevel",
+                s.log_level,
+            ],
+            where="queue high only (guaranteed slot for orders)",
+        )
+        run_dir = self.data_dir / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn(
+            "beat",
+            [
+                *celery,
+                "beat",
+                "--loglevel",
+                s.log_level,
+                "--schedule",
+                str(run_dir / "celerybeat-schedule"),
+                "--pidfile",
+                "",
+            ],
+            where="schedule from beat_schedule.py",
+        )
+        flower_args = [
+            *celery,
+            "flower",
+            f"--address={s.flower_host}",
+            f"--port={s.flower_port}",
+            "--persistent=False",
+        ]
+        if s.flower_basic_auth:
+            # Flower reads FLOWER_BASIC_AUTH from its environment: keeps it off the command line.
+            os.environ["FLOWER_BASIC_AUTH"] = s.flower_basic_auth.get_secret_value()
+        self._spawn("flower", flower_args, where=f"http://{s.flower_host}:{s.flower_port}")
+
+    def _wait_ready(self, started: float) -> None:
+        from dropship.celery_app import app
+
+        app.conf.broker_url = self.redis_url
+        app.conf.result_backend = self.redis_url
+        deadline = started + READY_TIMEOUT_SECONDS
+        want_workers = {"main", "high"}
+        flower_up = False
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            self.check_children()
+            if seen != want_workers:
+                replies = app.control.ping(timeout=1.0) or []
+                seen = {name.split("@", 1)[0] for reply in replies for name in reply}
+            if not flower_up:
+                flower_up = port_open(self.settings.flower_host, self.settings.flower_port)
+            if want_workers <= seen and flower_up:
+                return
+            time.sleep(0.5)
+        missing = sorted(want_workers - seen) + ([] if flower_up else ["flower"])
+        raise StackError(f"not ready after {READY_TIMEOUT_SECONDS:.0f} s: {', '.join(missing)}")
+
+    def _print_summary(self, elapsed: float) -> None:
+        table = Table(title="dropship stack", show_lines=False)
+        table.add_column("service")
+        table.add_column("where")
+        table.add_column("pid", justify="right")
+        table.add_row("postgres", _redact(self.database_url), "embedded" if self.servers else "-")
+        table.add_row("redis (broker + results)", _redact(self.redis_url), "")
+        for child in self.children:
+            table.add_row(child.name, child.where, str(child.process.pid))
+        self.console.print(table)
+        for note in self.notes:
+            self.console.print(f"[yellow]note:[/] {note}")
+        self.console.print(f"logs: {self.log_dir}")
+        self.console.print(
+            f"[bold green]ready[/] in {elapsed:.1f} s. Enqueue work from `dropship shell`; "
+            "Ctrl-C stops everything."
+        )
+
+    # --- run / stop -----------------------------------------------------------------------
+
+    def check_children(self) -> None:
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None and not self._stopping:
+                tail = child.log.read_text(errors="replace")[-1500:]
+                raise StackError(f"{child.name} exited with code {code}; last output:\n{tail}")
+
+    def run_until_signalled(self) -> None:
+        stop_requested: list[int] = []
+
+        def _request_stop(signum: int, _frame: object) -> None:
+            stop_requested.append(signum)
+
+        signal.signal(signal.SIGINT, _request_stop)
+        signal.signal(signal.SIGTERM, _request_stop)
+        while not stop_requested:
+            self.check_children()
+            time.sleep(0.5)
+        self.console.print(f"\n[dim]{signal.Signals(stop_requested[0]).name}: stopping...[/]")
+
+    def stop(self) -> None:
+        self._stopping = True
+        for child in reversed(self.children):
+            _stop_process_group(child)
+            self.console.print(f"[dim]stopped {child.name}[/]")
+        self.children.clear()
+        for name, stop in reversed(self.servers):
+            try:
+                stop()
+            except (OSError, EmbeddedServerError) as exc:
+                self.console.print(f"[red]could not stop {name}: {exc}[/]")
+            self.console.print(f"[dim]stopped {name}[/]")
+        self.servers.clear()
+        state = read_stack_state()
+        if state and state.get("pid") == os.getpid():
+            clear_stack_state()
+
+
+def _stop_process_group(child: Child) -> None:
+    proc = child.process
+    if proc.poll() is not None:
+        return
+    try:
+        # The whole group: Celery's pool children and Flower's threads go with their parent.
+        os.killpg(proc.pid, child.stop_signal)
+        proc.wait(child.stop_timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+    # Pool children that outlived their parent are in the same group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"://([^:@/]+):[^@/]+@", r"://\1:***@", url)

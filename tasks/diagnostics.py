@@ -1,0 +1,15 @@
+"""Diagnostics (queue ``low``): prove a worker consumes and answers, from a shell or a test."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dropship.celery_app import DropshipTask, app
+
+
+@app.task(bind=True, name="tasks.diagnostics.ping")
+def ping(self: DropshipTask, value: str = "pong") -> dict[str, Any]:
+    """Echo ``value`` with the worker's pid and the queue the message came from."""
+    delivery = self.request.delivery_info or {}
+    return {"value": value, "pid": os.getpid(), "queue": delivery.get("routing_key")}
