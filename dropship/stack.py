@@ -90,7 +90,7 @@ class Stack:
             path.mkdir(exist_ok=True, mode=0o700)
             chown(path, run_as)
             return path
-        path = private_tmp_dir(name, self.project_dir, run_as)
+        path = private_tmp_dir(name, self.data_dir, run_as)
         self.notes.append(
             f"{name} data kept in {path}: user {run_as.name!r} cannot reach {self.data_dir}"
         )
@@ -141,7 +141,7 @@ class Stack:
             pg = EmbeddedPostgres(
                 self._server_data_dir("postgres", run_as),
                 run_as,
-                reachable_install(run_as, self.project_dir, self.notes),
+                reachable_install(run_as, self.notes),
                 log_file=self.log_dir / "postgres.log",
             )
             self._prepare_log(pg.log_file, run_as)
@@ -156,7 +156,7 @@ class Stack:
             server = EmbeddedRedis(
                 self._server_data_dir("redis", run_as),
                 run_as,
-                find_redis_server(run_as, self.project_dir, self.notes),
+                find_redis_server(run_as, self.notes),
                 log_file=self.log_dir / "redis.log",
             )
             self._prepare_log(server.log_file, run_as)

@@ -57,7 +57,7 @@ def _start_embedded_postgres(tmp: Path) -> str:
     run_as = service_user()
     notes: list[str] = []
     pg = EmbeddedPostgres(
-        tmp / "pg", run_as, reachable_install(run_as, PROJECT_DIR, notes), log_file=tmp / "pg.log"
+        tmp / "pg", run_as, reachable_install(run_as, notes), log_file=tmp / "pg.log"
     )
     pg.start()
     SERVICES.stoppers.append(pg.stop)
@@ -72,7 +72,7 @@ def _start_embedded_redis(tmp: Path) -> str:
     server = EmbeddedRedis(
         tmp / "redis",
         run_as,
-        find_redis_server(run_as, PROJECT_DIR, []),
+        find_redis_server(run_as, []),
         persist=False,
         log_file=tmp / "redis.log",
     )

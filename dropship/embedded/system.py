@@ -91,9 +91,10 @@ def can_reach(path: Path, run_as: RunAs) -> bool:
     return True
 
 
-def private_tmp_dir(purpose: str, project_dir: Path, run_as: RunAs) -> Path:
-    """A folder under the system temp dir, stable per project, owned by ``run_as`` only."""
-    digest = hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:10]
+def private_tmp_dir(purpose: str, owner_dir: Path, run_as: RunAs) -> Path:
+    """A folder under the system temp dir, stable per ``owner_dir`` (the data folder it stands
+    in for, so two stacks never share one), owned by ``run_as`` only."""
+    digest = hashlib.sha256(str(owner_dir.resolve()).encode()).hexdigest()[:10]
     base = Path(tempfile.gettempdir()) / f"dropship-{run_as.name}-{digest}"
     base.mkdir(mode=0o755, exist_ok=True)
     target = base / purpose

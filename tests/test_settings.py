@@ -1,0 +1,63 @@
+"""Settings: defaults, nested env variables, and errors that name the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dropship.settings import Settings, SettingsError, load_settings
+from tests.conftest import PROJECT_DIR
+
+
+def test_nested_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DROPSHIP_PARTITIONS__MONTHS_AHEAD", "6")
+    monkeypatch.setenv("DROPSHIP_CELERY__AUTOSCALE_MAX", "8")
+    settings = load_settings()
+    assert settings.partitions.months_ahead == 6
+    assert settings.celery.autoscale_max == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DROPSHIP_FLOWER_PORT", "not-a-port"),
+        ("DROPSHIP_PARTITIONS__MONTHS_AHEAD", "0"),
+        ("DROPSHIP_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_invalid_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
+
+
+def test_time_limits_must_stay_below_visibility_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DROPSHIP_CELERY__HARD_TIME_LIMIT", "7200")
+    with pytest.raises(SettingsError, match="DROPSHIP_CELERY") as info:
+        load_settings()
+    assert "visibility_timeout" in str(info.value)
+
+
+def test_secrets_are_not_shown_in_repr() -> None:
+    settings = Settings(database_url="postgresql://u:hunter2@db/x")  # type: ignore[arg-type]
+    assert "hunter2" not in repr(settings)
+    assert settings.database_url_value() == "postgresql://u:hunter2@db/x"
+
+
+def test_cli_refuses_to_start_with_invalid_settings() -> None:
+    env = dict(os.environ, DROPSHIP_FLOWER_PORT="99999")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropship.cli", "status"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "DROPSHIP_FLOWER_PORT" in proc.stderr

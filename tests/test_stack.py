@@ -1,0 +1,145 @@
+"""`dropship up` end to end: real servers, real workers, Flower, and a clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from dropship.embedded.system import free_port
+from tests.conftest import PROJECT_DIR
+
+pytestmark = [pytest.mark.worker, pytest.mark.slow]
+
+
+def _stack_env(data_dir: Path, flower_port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env.update(
+        DROPSHIP_DATA_DIR=str(data_dir),
+        DROPSHIP_FLOWER_PORT=str(flower_port),
+        COLUMNS="200",
+        **extra,
+    )
+    return env
+
+
+def _processes_of(data_dir: Path) -> list[psutil.Process]:
+    """Every process that belongs to the stack under data_dir (by cmdline or environment)."""
+    found = []
+    marker = str(data_dir)
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            env = proc.environ() if marker not in cmdline else {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if marker in cmdline or env.get("DROPSHIP_DATA_DIR") == marker:
+            found.append(proc)
+    return found
+
+
+class RunningStack:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dropship.cli", "up"],
+            cwd=PROJECT_DIR,
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started = time.monotonic()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 60.0) -> float:
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            out = self.output()
+            if "ready" in out and "Ctrl-C" in out:
+                return time.monotonic() - self.started
+            if self.proc.poll() is not None:
+                pytest.fail(f"dropship up exited with {self.proc.returncode}:\n{out}")
+            time.sleep(0.25)
+        self.terminate()
+        pytest.fail(f"dropship up not ready in {timeout} s:\n{self.output()}")
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    flower_port = free_port()
+    stack = RunningStack(_stack_env(data_dir, flower_port), tmp_path / "up.log")
+    try:
+        elapsed = stack.wait_ready()
+        out = stack.output()
+        assert elapsed < 60
+        assert "starting embedded PostgreSQL" in out and "starting embedded Redis" in out
+        for name in ("sandbox", "worker-main", "worker-high", "beat", "flower"):
+            assert name in out
+        assert requests.get(f"http://127.0.0.1:{flower_port}/", timeout=5).status_code == 200
+        # A second `up` on the same data folder refuses instead of fighting over it.
+        second = subprocess.run(
+            [sys.executable, "-m", "dropship.cli", "up"],
+            cwd=PROJECT_DIR,
+            env=_stack_env(data_dir, free_port()),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "already running" in second.stdout + second.stderr
+    finally:
+        code = stack.terminate()
+    assert code == 0, stack.output()
+    assert "stopped postgres" in stack.output()
+    markers = [data_dir]
+    if os.geteuid() == 0:
+        # tmp_path lies under a 0700 folder: the unprivileged server user cannot reach it, so
+        # the data must have moved to a private temp folder, and start-up must say so.
+        match = re.search(r"postgres data kept in (\S+):", stack.output())
+        assert match, stack.output()
+        markers.append(Path(match.group(1)))
+    leftovers = [p for marker in markers for p in _processes_of(marker)]
+    assert leftovers == [], [p.info for p in leftovers]
+
+    # Data survives a restart: the partitions made on the first start already exist.
+    again = RunningStack(_stack_env(data_dir, free_port()), tmp_path / "up2.log")
+    try:
+        again.wait_ready()
+        assert "created partitions" not in again.output()
+    finally:
+        assert again.terminate() == 0
+    assert [p for marker in markers for p in _processes_of(marker)] == []
+
+
+def test_up_with_configured_urls_starts_no_servers(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    data_dir = tmp_path / "data"
+    env = _stack_env(
+        data_dir, free_port(), DROPSHIP_DATABASE_URL=database_url, DROPSHIP_REDIS_URL=redis_url
+    )
+    stack = RunningStack(env, tmp_path / "up.log")
+    try:
+        stack.wait_ready()
+        out = stack.output()
+        assert "starting embedded" not in out
+        assert re.search(r"redis://127\.0\.0\.1:\d+/\d", out)
+    finally:
+        assert stack.terminate() == 0
+    assert not (data_dir / "postgres").exists() and not (data_dir / "redis").exists()
+    assert _processes_of(data_dir) == []
