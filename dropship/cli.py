@@ -124,14 +124,26 @@ SHELL_BANNER = """dropship shell: the Celery app is loaded as `app`.
 @cli.command()
 def shell() -> None:
     """A Python shell with the Celery app loaded and pointed at the running stack."""
-    from dropship.celery_app import app
-    from dropship.runtime import resolved_redis_url
+    from dropship.runtime import read_stack_state, resolved_redis_url
 
     if not resolved_redis_url():
         raise _fail(
             "no broker: start the stack with `dropship up` in another terminal, "
             "or set DROPSHIP_REDIS_URL"
         )
+    state = read_stack_state() or {}
+    if state.get("sandbox_url") and not get_settings().platforms.accounts:
+        # Same accounts as the stack's workers, so connector_for("coupang_main") works here too.
+        import json
+
+        from dropship.sandbox.credentials import sandbox_account_config
+
+        os.environ["DROPSHIP_PLATFORMS__ACCOUNTS"] = json.dumps(
+            sandbox_account_config(state["sandbox_url"])
+        )
+        get_settings.cache_clear()
+    from dropship.celery_app import app
+
     app.loader.import_default_modules()
     namespace = {"app": app}
     try:

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dropship.platforms.config import PlatformSettings
+
 ENV_PREFIX = "DROPSHIP_"
 NESTED_DELIMITER = "__"
 
@@ -89,6 +91,8 @@ class Settings(BaseSettings):
 
     partitions: PartitionSettings = PartitionSettings()
     celery: CelerySettings = CelerySettings()
+    # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
+    platforms: PlatformSettings = PlatformSettings()
 
     def database_url_value(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None

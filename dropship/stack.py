@@ -12,6 +12,7 @@ when bulk tasks occupy the first (DESIGN.md "Queues and workers").
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -111,20 +112,30 @@ class Stack:
             )
         started = time.monotonic()
         self._start_servers()
+        self._publish_state()
+        self._migrate()
+        if self.with_sandbox:
+            self._start_sandbox()
+            self._publish_state()
+            if not self.settings.platforms.accounts:
+                self.notes.append(
+                    "no platform accounts configured: connectors use the sandbox accounts "
+                    "(<platform>_main, coupang_second, naver_second)"
+                )
+        self._start_celery()
+        self._wait_ready(started)
+        self._print_summary(time.monotonic() - started)
+
+    def _publish_state(self) -> None:
         write_stack_state(
             {
                 "pid": os.getpid(),
                 "database_url": self.database_url,
                 "redis_url": self.redis_url,
+                "sandbox_url": self.sandbox_url,
                 "flower": f"http://{self.settings.flower_host}:{self.settings.flower_port}",
             }
         )
-        self._migrate()
-        if self.with_sandbox:
-            self._start_sandbox()
-        self._start_celery()
-        self._wait_ready(started)
-        self._print_summary(time.monotonic() - started)
 
     def _start_servers(self) -> None:
         configured_db = self.settings.database_url_value()
@@ -196,8 +207,14 @@ class Stack:
         env["DROPSHIP_DATABASE_URL"] = self.database_url
         env["DROPSHIP_REDIS_URL"] = self.redis_url
         env["DROPSHIP_DATA_DIR"] = str(self.data_dir)
-        if self.sandbox_url:
-            env["DROPSHIP_SANDBOX_URL"] = self.sandbox_url
+        if self.sandbox_url and not self.settings.platforms.accounts:
+            # No real accounts configured: point every connector at the sandbox, with the
+            # sandbox's own (sandbox-only) credentials.
+            from dropship.sandbox.credentials import sandbox_account_config
+
+            env["DROPSHIP_PLATFORMS__ACCOUNTS"] = json.dumps(
+                sandbox_account_config(self.sandbox_url)
+            )
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 

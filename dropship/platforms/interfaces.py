@@ -1,0 +1,301 @@
+"""The two small typed interfaces every platform connector implements, and the normalised,
+frozen records they return (never raw JSON).
+
+* :class:`SupplierConnector` — OwnerClan, Domeggook, gentrade.
+* :class:`MarketConnector` — Coupang, Naver SmartStore.
+
+Money is ``int`` KRW everywhere. Times are timezone-aware ``datetime`` (platforms answer in KST;
+connectors convert). Customer personal data (buyer/receiver name, phone, address) lives only in
+:class:`BuyerInfo`, whose ``repr`` is redacted so it cannot leak into logs or tracebacks.
+
+Construction contract (used by :func:`dropship.platforms.registry.connector_for`): a connector
+class takes keyword arguments ``account`` (:class:`dropship.platforms.config.AccountSettings`),
+``http`` (:class:`dropship.platforms.http.PlatformHttp`, already pointed at the account's base
+URL with the account's rate limiter) and ``cache`` (:class:`dropship.platforms.cache.ResponseCache`
+or ``None``)::
+
+    class OwnerClanConnector:
+        def __init__(self, *, account: AccountSettings, http: PlatformHttp,
+                     cache: ResponseCache | None = None) -> None: ...
+
+Owners of the connector modules may add fields to these records *additively* (with defaults).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+
+T = TypeVar("T")
+
+ProductStatus = Literal["active", "soldout", "gone"]
+PRODUCT_STATUSES: tuple[str, ...] = ("active", "soldout", "gone")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a paged listing; ``next_cursor`` is ``None`` on the last page."""
+
+    items: tuple[T, ...]
+    next_cursor: str | None = None
+
+
+# --------------------------------------------------------------------------- suppliers
+
+
+@dataclass(frozen=True)
+class ProductOption:
+    """One purchasable variant, e.g. name="색상", value="빨강", +1000 KRW, 5 in stock."""
+
+    name: str
+    value: str
+    price_delta: int = 0
+    stock: int = 0
+    supplier_option_code: str | None = None
+
+
+@dataclass(frozen=True)
+class SupplierProduct:
+    supplier: str
+    supplier_sku: str
+    name: str
+    cost_price: int
+    shipping_fee: int
+    stock: int
+    status: ProductStatus
+    category: str | None = None
+    images: tuple[str, ...] = ()
+    options: tuple[ProductOption, ...] = ()
+    updated_at: datetime | None = None
+    # The platform's record as received, kept for product_rejects and debugging. Excluded from
+    # equality/hash so two reads of the same product compare equal; never logged whole.
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.status not in PRODUCT_STATUSES:
+            raise ValueError(
+                f"SupplierProduct {self.supplier}/{self.supplier_sku}: status must be one of "
+                f"{PRODUCT_STATUSES}, got {self.status!r}"
+            )
+        if self.cost_price < 0 or self.shipping_fee < 0:
+            raise ValueError(
+                f"SupplierProduct {self.supplier}/{self.supplier_sku}: negative price "
+                f"(cost_price={self.cost_price}, shipping_fee={self.shipping_fee})"
+            )
+
+
+@dataclass(frozen=True)
+class InvalidRecord:
+    """A supplier record a connector could not normalise (missing/unreadable price, empty name,
+    broken option packing...). Connectors yield it from ``iter_products`` in place of the product
+    so the collect service can store it in ``product_rejects`` with the raw payload and the
+    reason: nothing is silently dropped. (Added by the SUPPLIERS engineer.)"""
+
+    supplier: str
+    supplier_sku: str | None
+    reason: str
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+SupplierRecord = SupplierProduct | InvalidRecord
+
+
+@dataclass(frozen=True)
+class BuyerInfo:
+    """Receiver of a shipment. Personal data: ``repr``/``str`` never show the values."""
+
+    name: str
+    phone: str
+    address: str
+    zipcode: str = ""
+    address_detail: str = ""
+    message: str = ""
+
+    def __repr__(self) -> str:
+        return "BuyerInfo(<redacted>)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class PurchaseOrderLine:
+    supplier_sku: str
+    quantity: int
+    option: str | None = None  # the supplier's option code / label, if the product has options
+    unit_cost: int | None = None
+
+
+@dataclass(frozen=True)
+class PurchaseOrderRequest:
+    """A purchase order we place at a supplier. ``order_key`` is our idempotency key: placing the
+    same key twice must not buy twice (connectors pass it in the platform's note/memo field and
+    look it up before creating)."""
+
+    order_key: str
+    lines: tuple[PurchaseOrderLine, ...]
+    receiver: BuyerInfo
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.order_key:
+            raise ValueError("PurchaseOrderRequest.order_key must not be empty")
+        if not self.lines:
+            raise ValueError(f"PurchaseOrderRequest {self.order_key}: no lines")
+        for line in self.lines:
+            if line.quantity <= 0:
+                raise ValueError(
+                    f"PurchaseOrderRequest {self.order_key}: quantity must be positive "
+                    f"for {line.supplier_sku}, got {line.quantity}"
+                )
+
+
+@dataclass(frozen=True)
+class PurchaseOrderResult:
+    order_key: str
+    supplier_order_ids: tuple[str, ...]
+    # True when the supplier already had an order for this key (a redelivered task).
+    already_existed: bool = False
+    total_cost: int | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class ShipmentInfo:
+    order_key: str
+    carrier: str
+    tracking_number: str
+    supplier_order_id: str | None = None
+    shipped_at: datetime | None = None
+
+
+@runtime_checkable
+class SupplierConnector(Protocol):
+    supplier: str
+
+    def iter_products(
+        self, since: datetime | None = None
+    ) -> Iterator[SupplierProduct | InvalidRecord]:
+        """Every product (changed since ``since`` when the platform can filter), paged or
+        streamed with bounded memory; records that cannot be normalised come as
+        :class:`InvalidRecord` (for ``product_rejects``), never dropped."""
+        ...
+
+    def get_product(self, supplier_sku: str) -> SupplierProduct | None:
+        """One product by SKU; ``None`` when the supplier does not know it."""
+        ...
+
+    def place_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
+        """Place a purchase order, idempotent by ``request.order_key``."""
+        ...
+
+    def get_shipments(self, order_keys: Sequence[str]) -> list[ShipmentInfo]:
+        """Tracking numbers known so far for these order keys (missing keys: not shipped)."""
+        ...
+
+    def cancel_order(self, order_key: str, reason: str = "") -> bool:
+        """Cancel a not-yet-shipped purchase order; ``False`` when it can no longer be cancelled."""
+        ...
+
+
+# --------------------------------------------------------------------------- marketplaces
+
+
+@dataclass(frozen=True)
+class MarketListingRequest:
+    """A listing to create. ``external_sku`` carries our key (product × account) in the market's
+    seller-SKU field, so a retried registration finds the listing instead of duplicating it."""
+
+    external_sku: str
+    name: str
+    sale_price: int
+    stock: int
+    category_id: str
+    images: tuple[str, ...] = ()
+    options: tuple[ProductOption, ...] = ()
+    shipping_fee: int = 0
+    brand: str | None = None
+    description_html: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.external_sku:
+            raise ValueError("MarketListingRequest.external_sku must not be empty")
+        if self.sale_price <= 0:
+            raise ValueError(
+                f"MarketListingRequest {self.external_sku}: sale_price must be positive, "
+                f"got {self.sale_price}"
+            )
+        if self.stock < 0:
+            raise ValueError(
+                f"MarketListingRequest {self.external_sku}: stock must not be negative, "
+                f"got {self.stock}"
+            )
+
+
+@dataclass(frozen=True)
+class MarketListingResult:
+    market_product_id: str
+    external_sku: str
+    already_existed: bool = False
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class MarketOrderItem:
+    market_item_id: str  # Coupang orderItem / Naver productOrderId
+    market_product_id: str | None
+    external_sku: str | None
+    name: str
+    quantity: int
+    unit_price: int
+    option: str | None = None
+
+
+@dataclass(frozen=True)
+class MarketOrder:
+    market: str
+    market_order_id: str
+    ordered_at: datetime
+    status: str
+    items: tuple[MarketOrderItem, ...]
+    # Kept apart from the order facts and redacted in repr (see BuyerInfo).
+    receiver: BuyerInfo | None = field(default=None, repr=False)
+    changed_at: datetime | None = None
+    total_price: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
+class TrackingUpload:
+    market_order_id: str
+    market_item_ids: tuple[str, ...]
+    carrier: str
+    tracking_number: str
+
+
+@runtime_checkable
+class MarketConnector(Protocol):
+    market: str
+
+    def create_listing(self, request: MarketListingRequest) -> MarketListingResult:
+        """Create a listing; idempotent by ``request.external_sku``."""
+        ...
+
+    def find_listing_by_external_sku(self, external_sku: str) -> MarketListingResult | None: ...
+
+    def update_price(self, market_product_id: str, sale_price: int) -> None: ...
+
+    def update_stock(self, market_product_id: str, stock: int) -> None: ...
+
+    def suspend_listing(self, market_product_id: str) -> None: ...
+
+    def iter_orders(self, changed_since: datetime, until: datetime) -> Iterator[MarketOrder]:
+        """Orders created or changed in ``[changed_since, until)``, following the paging."""
+        ...
+
+    def acknowledge(self, market_order_ids: Iterable[str]) -> None:
+        """Tell the market we accepted these orders (Coupang: acknowledgement; Naver: confirm)."""
+        ...
+
+    def upload_tracking(self, uploads: Sequence[TrackingUpload]) -> None: ...

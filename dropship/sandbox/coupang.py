@@ -1,0 +1,839 @@
+"""Coupang Wing Open API, the subset the dropship system uses (served under ``/coupang``).
+
+Faithful to the real gateway where it matters to a client:
+
+* **Auth**: every call carries ``Authorization: CEA algorithm=HmacSHA256, access-key=..,
+  signed-date=yyMMdd'T'HHmmss'Z', signature=..`` where the signature is
+  ``hex(HMAC-SHA256(secret_key, signed-date + METHOD + path + query))``; ``path`` is the path
+  without our ``/coupang`` prefix and ``query`` the raw query string without ``?``. A bad
+  signature, an unknown access key or a signed-date more than
+  ``SandboxConfig.coupang_signature_max_skew_s`` away from the *wall* clock is a ``401``.
+  (The world clock offset that tests add is business time, not transport time.)
+* **Products** (``/v2/providers/seller_api/apis/api/v1/marketplace``): ``seller-products``
+  create / get, lookup by ``external-vendor-sku-codes/{code}``, and per vendor item
+  ``prices/{price}``, ``quantities/{qty}``, ``sales/stop`` / ``sales/resume``.
+  Stricter than the real API in one documented way: a second product whose item carries an
+  ``externalVendorSku`` already used by the vendor is rejected with ``400`` (message contains
+  ``"externalVendorSku"`` and ``"already"``), so a non-idempotent client is caught in tests.
+* **Orders** (``/v2/providers/openapi/apis/api/v4/vendors/{vendorId}``): ``ordersheets`` with
+  ``createdAtFrom``/``createdAtTo`` (daily ``yyyy-MM-dd`` or ``searchType=timeFrame`` with
+  ``yyyy-MM-ddTHH:mm``, KST), ``status``, ``maxPerPage`` (<= 50) and ``nextToken`` paging;
+  ``ordersheets/{shipmentBoxId}``; ``ordersheets/acknowledgement`` (ACCEPT -> INSTRUCT, <= 50
+  ids); ``orders/invoices`` (INSTRUCT -> DEPARTURE).
+
+Orders arrive by themselves at ``SandboxConfig.order_rate_per_min`` (deterministic Poisson
+arrivals from the seed, for products the vendor has listed), and tests create them on demand with
+``POST /_sandbox/coupang/orders``. Faults: ``duplicate_order_rate`` re-delivers the last order of
+a page at the start of the next one; ``malformed_rate`` drops a required field from an order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import tornado.web
+
+from dropship.sandbox.core import RouteSpec, SandboxHandler, SandboxState, _AdminHandler
+from dropship.sandbox.credentials import accounts_for
+from dropship.sandbox.world import order_arrivals
+
+PLATFORM = "coupang"
+KST = timezone(timedelta(hours=9), "KST")
+SELLER_API = "/v2/providers/seller_api/apis/api/v1/marketplace"
+OPENAPI_V4 = "/v2/providers/openapi/apis/api/v4/vendors"
+ORDER_STATUSES = (
+    "ACCEPT",
+    "INSTRUCT",
+    "DEPARTURE",
+    "DELIVERING",
+    "FINAL_DELIVERY",
+    "NONE_TRACKING",
+)
+MAX_PER_PAGE = 50
+MAX_ACK_IDS = 50
+# Auto-arrivals materialised per request at most, so a huge clock jump stays bounded.
+MAX_ARRIVALS_PER_REQUEST = 5_000
+
+_AUTH_RE = re.compile(
+    r"^CEA algorithm=(?P<algorithm>[^,]+), access-key=(?P<access_key>[^,]+), "
+    r"signed-date=(?P<signed_date>[^,]+), signature=(?P<signature>[0-9a-fA-F]+)$"
+)
+_SURNAMES = ("김", "이", "박", "최", "정", "강", "조", "윤", "장", "임")
+_GIVEN = ("민준", "서연", "도윤", "하은", "시우", "지유", "예준", "수아", "주원", "지호")
+_STREETS = ("테헤란로", "세종대로", "올림픽로", "해운대로", "중앙대로", "월드컵로")
+_CITIES = ("서울특별시 강남구", "서울특별시 종로구", "부산광역시 해운대구", "대전광역시 서구")
+
+
+def signed_date_to_datetime(signed_date: str) -> datetime:
+    """``yyMMdd'T'HHmmss'Z'`` (UTC) -> aware datetime; ValueError when malformed."""
+    return datetime.strptime(signed_date, "%y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def coupang_signature(secret_key: str, signed_date: str, method: str, path: str, query: str) -> str:
+    message = f"{signed_date}{method}{path}{query}"
+    return hmac.new(secret_key.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def kst(value: datetime) -> str:
+    """Coupang renders times in KST without an offset: ``2025-01-01T10:00:00``."""
+    return value.astimezone(KST).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def fake_receiver(rng: random.Random) -> dict[str, Any]:
+    name = rng.choice(_SURNAMES) + rng.choice(_GIVEN)
+    return {
+        "name": name,
+        "safeNumber": f"0502-{rng.randrange(1000, 9999)}-{rng.randrange(1000, 9999)}",
+        "receiverNumber": None,
+        "addr1": f"{rng.choice(_CITIES)} {rng.choice(_STREETS)} {rng.randrange(1, 500)}",
+        "addr2": f"{rng.randrange(101, 1999)}호",
+        "postCode": f"{rng.randrange(10000, 63999):05d}",
+    }
+
+
+# --------------------------------------------------------------------------- store
+
+
+@dataclass
+class CoupangItem:
+    vendor_item_id: int
+    seller_product_item_id: int
+    item_name: str
+    original_price: int
+    sale_price: int
+    quantity: int
+    external_vendor_sku: str | None
+    on_sale: bool = True
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "sellerProductItemId": self.seller_product_item_id,
+            "vendorItemId": self.vendor_item_id,
+            "itemName": self.item_name,
+            "originalPrice": self.original_price,
+            "salePrice": self.sale_price,
+            "maximumBuyCount": self.quantity,
+            "externalVendorSku": self.external_vendor_sku,
+            "saleStatus": "ON_SALE" if self.on_sale else "STOP_SALE",
+        }
+
+
+@dataclass
+class CoupangProduct:
+    seller_product_id: int
+    vendor_id: str
+    name: str
+    display_category_code: int
+    brand: str
+    created_at: datetime
+    items: list[CoupangItem]
+    status_name: str = "승인완료"
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "sellerProductId": self.seller_product_id,
+            "sellerProductName": self.name,
+            "displayCategoryCode": self.display_category_code,
+            "vendorId": self.vendor_id,
+            "brand": self.brand,
+            "statusName": self.status_name,
+            "createdAt": kst(self.created_at),
+            "items": [item.render() for item in self.items],
+        }
+
+
+@dataclass
+class OrderSheet:
+    shipment_box_id: int
+    order_id: int
+    vendor_id: str
+    ordered_at: datetime
+    status: str
+    lines: list[dict[str, Any]]
+    receiver: dict[str, Any]
+    orderer_name: str
+    shipping_price: int = 0
+    delivery_company_code: str | None = None
+    invoice_number: str | None = None
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "shipmentBoxId": self.shipment_box_id,
+            "orderId": self.order_id,
+            "orderedAt": kst(self.ordered_at),
+            "paidAt": kst(self.ordered_at + timedelta(seconds=5)),
+            "status": self.status,
+            "orderer": {"name": self.orderer_name, "email": None, "safeNumber": None},
+            "receiver": dict(self.receiver),
+            "shippingPrice": self.shipping_price,
+            "remotePrice": 0,
+            "remoteArea": False,
+            "parcelPrintMessage": "문 앞에 놓아주세요",
+            "splitShipping": False,
+            "ableSplitShipping": False,
+            "orderItems": [dict(line) for line in self.lines],
+            "deliveryCompanyName": self.delivery_company_code,
+            "invoiceNumber": self.invoice_number,
+            "shipmentType": "THIRD_PARTY",
+        }
+
+
+@dataclass
+class CoupangStore:
+    created_at: datetime
+    products: dict[int, CoupangProduct] = field(default_factory=dict)
+    items: dict[int, int] = field(default_factory=dict)  # vendorItemId -> sellerProductId
+    by_sku: dict[tuple[str, str], int] = field(default_factory=dict)  # (vendor, sku) -> product
+    orders: dict[int, OrderSheet] = field(default_factory=dict)  # shipmentBoxId -> sheet
+    next_product_id: int = 1_000_000_001
+    next_item_id: int = 70_000_000_001
+    next_order_id: int = 20_000_000_001
+    next_box_id: int = 600_000_001
+    arrivals_until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.arrivals_until = self.created_at
+
+
+class CoupangWorld:
+    """Coupang's mutable data inside one :class:`SandboxState` (dropped by reset)."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.store = state.platform_store(PLATFORM, lambda: CoupangStore(created_at=state.now()))
+
+    # ---- products
+
+    def create_product(self, vendor_id: str, body: dict[str, Any]) -> CoupangProduct:
+        items_in = body["items"]
+        with self.state.lock:
+            store = self.store
+            for item in items_in:
+                sku = item.get("externalVendorSku")
+                if sku and (vendor_id, sku) in store.by_sku:
+                    raise ValueError(
+                        f"externalVendorSku {sku} is already registered "
+                        f"(sellerProductId {store.by_sku[(vendor_id, sku)]})"
+                    )
+            product_id = store.next_product_id
+            store.next_product_id += 1
+            items: list[CoupangItem] = []
+            for item in items_in:
+                item_id = store.next_item_id
+                store.next_item_id += 1
+                items.append(
+                    CoupangItem(
+                        vendor_item_id=item_id,
+                        seller_product_item_id=item_id + 5_000_000_000,
+                        item_name=str(item["itemName"]),
+                        original_price=int(item.get("originalPrice") or item["salePrice"]),
+                        sale_price=int(item["salePrice"]),
+                        quantity=int(item.get("maximumBuyCount") or 0),
+                        external_vendor_sku=item.get("externalVendorSku") or None,
+                    )
+                )
+                store.items[item_id] = product_id
+            product = CoupangProduct(
+                seller_product_id=product_id,
+                vendor_id=vendor_id,
+                name=str(body["sellerProductName"]),
+                display_category_code=int(body["displayCategoryCode"]),
+                brand=str(body.get("brand") or ""),
+                created_at=self.state.now(),
+                items=items,
+            )
+            store.products[product_id] = product
+            for item_obj in items:
+                if item_obj.external_vendor_sku:
+                    store.by_sku[(vendor_id, item_obj.external_vendor_sku)] = product_id
+        # One listing per distinct external SKU (every item of a product may carry the same key).
+        for sku in sorted({i.external_vendor_sku for i in items if i.external_vendor_sku}):
+            self.state.count("listings", sku)
+        return product
+
+    def product(self, vendor_id: str, product_id: int) -> CoupangProduct | None:
+        with self.state.lock:
+            product = self.store.products.get(product_id)
+            return product if product is not None and product.vendor_id == vendor_id else None
+
+    def product_by_sku(self, vendor_id: str, sku: str) -> CoupangProduct | None:
+        with self.state.lock:
+            product_id = self.store.by_sku.get((vendor_id, sku))
+            return None if product_id is None else self.store.products[product_id]
+
+    def vendor_item(self, vendor_id: str, vendor_item_id: int) -> CoupangItem | None:
+        with self.state.lock:
+            product_id = self.store.items.get(vendor_item_id)
+            product = None if product_id is None else self.store.products[product_id]
+            if product is None or product.vendor_id != vendor_id:
+                return None
+            return next(i for i in product.items if i.vendor_item_id == vendor_item_id)
+
+    # ---- orders
+
+    def add_order(
+        self,
+        vendor_id: str,
+        ordered_at: datetime,
+        rng: random.Random,
+        status: str = "ACCEPT",
+        product: CoupangProduct | None = None,
+        quantity: int = 1,
+    ) -> OrderSheet:
+        with self.state.lock:
+            store = self.store
+            if product is not None:
+                item = product.items[rng.randrange(len(product.items))]
+                line = {
+                    "vendorItemId": item.vendor_item_id,
+                    "vendorItemName": f"{product.name}, {item.item_name}",
+                    "sellerProductId": product.seller_product_id,
+                    "sellerProductName": product.name,
+                    "sellerProductItemName": item.item_name,
+                    "externalVendorSkuCode": item.external_vendor_sku,
+                    "shippingCount": quantity,
+                    "salesPrice": item.sale_price,
+                    "orderPrice": item.sale_price * quantity,
+                    "discountPrice": 0,
+                }
+            else:  # an order for a product listed outside this system
+                vendor_item_id = 79_000_000_000 + rng.randrange(1_000_000)
+                price = rng.randrange(1_000, 90_000, 10)
+                line = {
+                    "vendorItemId": vendor_item_id,
+                    "vendorItemName": "외부 등록 상품",
+                    "sellerProductId": 1_999_000_000 + rng.randrange(1_000_000),
+                    "sellerProductName": "외부 등록 상품",
+                    "sellerProductItemName": "단일상품",
+                    "externalVendorSkuCode": None,
+                    "shippingCount": quantity,
+                    "salesPrice": price,
+                    "orderPrice": price * quantity,
+                    "discountPrice": 0,
+                }
+            receiver = fake_receiver(rng)
+            sheet = OrderSheet(
+                shipment_box_id=store.next_box_id,
+                order_id=store.next_order_id,
+                vendor_id=vendor_id,
+                ordered_at=ordered_at,
+                status=status,
+                lines=[line],
+                receiver=receiver,
+                orderer_name=receiver["name"],
+            )
+            store.next_box_id += 1
+            store.next_order_id += 1
+            store.orders[sheet.shipment_box_id] = sheet
+            return sheet
+
+    def materialise_arrivals(self) -> None:
+        """Create the orders that arrived (world clock) since the last look, for listed products."""
+        config = self.state.config
+        with self.state.lock:
+            store = self.store
+            start = store.arrivals_until or store.created_at
+            end = self.state.now()
+            store.arrivals_until = end
+            products = sorted(store.products.values(), key=lambda p: p.seller_product_id)
+            if not products or config.order_rate_per_min <= 0:
+                return
+            arrivals = order_arrivals(config.seed, PLATFORM, config.order_rate_per_min, start, end)
+            for at in arrivals[:MAX_ARRIVALS_PER_REQUEST]:
+                rng = random.Random(f"{config.seed}:coupang:arrival:{at.isoformat()}")
+                product = products[rng.randrange(len(products))]
+                self.add_order(product.vendor_id, at, rng, product=product)
+
+    def orders_between(
+        self, vendor_id: str, status: str, start: datetime, end: datetime
+    ) -> list[OrderSheet]:
+        with self.state.lock:
+            found = [
+                o
+                for o in self.store.orders.values()
+                if o.vendor_id == vendor_id and o.status == status and start <= o.ordered_at < end
+            ]
+        return sorted(found, key=lambda o: (o.ordered_at, o.shipment_box_id))
+
+    def order(self, vendor_id: str, box_id: int) -> OrderSheet | None:
+        with self.state.lock:
+            sheet = self.store.orders.get(box_id)
+            return sheet if sheet is not None and sheet.vendor_id == vendor_id else None
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+class CoupangHandler(SandboxHandler):
+    """Verifies the CEA HMAC signature before any endpoint runs."""
+
+    platform = PLATFORM
+    vendor_id: str
+    world: CoupangWorld
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self._finished:
+            return
+        vendor_id = self._authenticate()
+        if vendor_id is None:
+            return
+        self.vendor_id = vendor_id
+        self.world = CoupangWorld(self.state)
+
+    def _authenticate(self) -> str | None:
+        header = self.request.headers.get("Authorization", "")
+        match = _AUTH_RE.match(header.strip())
+        if match is None:
+            return self._reject("Authorization header is missing or not in CEA format.")
+        if match["algorithm"] != "HmacSHA256":
+            return self._reject("Unsupported algorithm; use HmacSHA256.")
+        account = next(
+            (a for a in accounts_for(PLATFORM) if a["access_key"] == match["access_key"]), None
+        )
+        if account is None:
+            return self._reject("Invalid access key.")
+        try:
+            signed_at = signed_date_to_datetime(match["signed_date"])
+        except ValueError:
+            return self._reject("signed-date must be formatted as yyMMdd'T'HHmmss'Z'.")
+        skew = abs((datetime.now(UTC) - signed_at).total_seconds())
+        if skew > self.state.config.coupang_signature_max_skew_s:
+            return self._reject("Specified signature is expired.")
+        expected = coupang_signature(
+            account["secret_key"],
+            match["signed_date"],
+            self.request.method or "",
+            self.platform_path,
+            self.request.query,
+        )
+        if not hmac.compare_digest(expected, match["signature"].lower()):
+            return self._reject("Invalid signature.")
+        return account["vendor_id"]
+
+    def _reject(self, message: str) -> str | None:
+        """Answer 401 in Coupang's error shape; returns None (no vendor) for the caller."""
+        self.write_json({"code": "ERROR", "message": message, "data": None}, status=401)
+        self.finish()
+        return None
+
+    # ---- response shapes
+
+    def seller_ok(self, data: Any, message: str = "") -> None:
+        self.write_json({"code": "SUCCESS", "message": message, "data": data})
+
+    def seller_error(self, status: int, message: str) -> None:
+        self.write_json({"code": "ERROR", "message": message, "data": None}, status=status)
+
+    def v4_ok(self, data: Any, **extra: Any) -> None:
+        self.write_json({"code": 200, "message": "OK", "data": data, **extra})
+
+    def v4_error(self, status: int, message: str) -> None:
+        self.write_json({"code": status, "message": message}, status=status)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.write_json(
+            {"code": "ERROR", "message": self._reason, "data": None}, status=status_code
+        )
+
+    def body_object(self) -> dict[str, Any]:
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise tornado.web.HTTPError(400, reason="request body must be a JSON object")
+        return body
+
+    def check_vendor(self, vendor_id: str) -> bool:
+        if vendor_id != self.vendor_id:
+            self.v4_error(403, f"vendorId {vendor_id} does not belong to this access key")
+            return False
+        return True
+
+
+def _int_arg(raw: str, name: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise tornado.web.HTTPError(400, reason=f"{name} must be a number, got {raw!r}") from None
+
+
+_REQUIRED_PRODUCT_FIELDS = ("displayCategoryCode", "sellerProductName", "vendorId", "items")
+_REQUIRED_ITEM_FIELDS = ("itemName", "salePrice", "maximumBuyCount")
+
+
+class SellerProductsHandler(CoupangHandler):
+    endpoint = "seller-products.create"
+
+    def post(self) -> None:
+        body = self.body_object()
+        missing = [f for f in _REQUIRED_PRODUCT_FIELDS if body.get(f) in (None, "", [])]
+        if missing:
+            return self.seller_error(400, f"필수 항목 누락: {', '.join(missing)}")
+        if body["vendorId"] != self.vendor_id:
+            return self.seller_error(400, f"vendorId {body['vendorId']} does not match access key")
+        items = body["items"]
+        if not isinstance(items, list):
+            return self.seller_error(400, "items must be a list")
+        for n, item in enumerate(items):
+            if not isinstance(item, dict):
+                return self.seller_error(400, f"items[{n}] must be an object")
+            missing = [f for f in _REQUIRED_ITEM_FIELDS if item.get(f) in (None, "")]
+            if missing:
+                return self.seller_error(400, f"items[{n}] 필수 항목 누락: {', '.join(missing)}")
+            price = item["salePrice"]
+            if not isinstance(price, int) or price <= 0 or price % 10:
+                return self.seller_error(
+                    400, f"items[{n}].salePrice must be a positive multiple of 10, got {price!r}"
+                )
+        try:
+            product = self.world.create_product(self.vendor_id, body)
+        except ValueError as exc:
+            return self.seller_error(400, str(exc))
+        except (KeyError, TypeError) as exc:
+            return self.seller_error(400, f"invalid product: {exc}")
+        self.seller_ok(product.seller_product_id, "상품이 등록되었습니다.")
+
+
+class SellerProductHandler(CoupangHandler):
+    endpoint = "seller-products.get"
+
+    def get(self, product_id: str) -> None:
+        product = self.world.product(self.vendor_id, _int_arg(product_id, "sellerProductId"))
+        if product is None:
+            return self.seller_error(400, f"sellerProductId {product_id} 상품이 존재하지 않습니다.")
+        with self.state.lock:
+            self.seller_ok(product.render())
+
+
+class ExternalSkuHandler(CoupangHandler):
+    endpoint = "seller-products.by-external-sku"
+
+    def get(self, code: str) -> None:
+        product = self.world.product_by_sku(self.vendor_id, code)
+        if product is None:
+            return self.seller_ok([])
+        with self.state.lock:
+            summary = product.render()
+        self.seller_ok([summary])
+
+
+class VendorItemPriceHandler(CoupangHandler):
+    endpoint = "vendor-items.price"
+
+    def put(self, vendor_item_id: str, price: str) -> None:
+        item = self.world.vendor_item(self.vendor_id, _int_arg(vendor_item_id, "vendorItemId"))
+        if item is None:
+            return self.seller_error(
+                400, f"vendorItemId {vendor_item_id} 옵션이 존재하지 않습니다."
+            )
+        new_price = _int_arg(price, "price")
+        if new_price <= 0 or new_price % 10:
+            return self.seller_error(400, f"price must be a positive multiple of 10, got {price}")
+        force = self.get_query_argument("forceSalePriceUpdate", "false") == "true"
+        with self.state.lock:
+            # Like Wing: a change of more than 50% needs forceSalePriceUpdate=true.
+            if not force and abs(new_price - item.sale_price) > item.sale_price * 0.5:
+                return self.seller_error(
+                    400, "가격 변경 범위(50%)를 초과했습니다. forceSalePriceUpdate=true 필요"
+                )
+            item.sale_price = new_price
+        self.seller_ok(None, "가격 변경을 완료했습니다.")
+
+
+class VendorItemQuantityHandler(CoupangHandler):
+    endpoint = "vendor-items.quantity"
+
+    def put(self, vendor_item_id: str, quantity: str) -> None:
+        item = self.world.vendor_item(self.vendor_id, _int_arg(vendor_item_id, "vendorItemId"))
+        if item is None:
+            return self.seller_error(
+                400, f"vendorItemId {vendor_item_id} 옵션이 존재하지 않습니다."
+            )
+        qty = _int_arg(quantity, "quantity")
+        if qty < 0:
+            return self.seller_error(400, f"quantity must not be negative, got {quantity}")
+        with self.state.lock:
+            item.quantity = qty
+        self.seller_ok(None, "재고 변경을 완료했습니다.")
+
+
+class VendorItemSalesHandler(CoupangHandler):
+    endpoint = "vendor-items.sales"
+
+    def put(self, vendor_item_id: str, action: str) -> None:
+        item = self.world.vendor_item(self.vendor_id, _int_arg(vendor_item_id, "vendorItemId"))
+        if item is None:
+            return self.seller_error(
+                400, f"vendorItemId {vendor_item_id} 옵션이 존재하지 않습니다."
+            )
+        with self.state.lock:
+            item.on_sale = action == "resume"
+        self.seller_ok(None, "판매 재개 완료" if action == "resume" else "판매 중지 완료")
+
+
+def _parse_window(
+    created_from: str, created_to: str, time_frame: bool
+) -> tuple[datetime, datetime]:
+    """Coupang's createdAt window in KST. Daily mode: both days inclusive, at most 31 days.
+    ``searchType=timeFrame``: minute precision, ``[from, to)``, at most 24 hours."""
+    fmt = "%Y-%m-%dT%H:%M" if time_frame else "%Y-%m-%d"
+    try:
+        start = datetime.strptime(created_from, fmt).replace(tzinfo=KST)
+        end = datetime.strptime(created_to, fmt).replace(tzinfo=KST)
+    except ValueError:
+        shape = "yyyy-MM-ddTHH:mm" if time_frame else "yyyy-MM-dd"
+        raise ValueError(f"createdAtFrom/createdAtTo must be formatted as {shape}") from None
+    if not time_frame:
+        end += timedelta(days=1)
+    if end <= start:
+        raise ValueError("createdAtTo must be after createdAtFrom")
+    limit = timedelta(hours=24) if time_frame else timedelta(days=31)
+    if end - start > limit:
+        raise ValueError(
+            f"the createdAt window must not exceed {'24 hours' if time_frame else '31 days'}"
+        )
+    return start, end
+
+
+class OrderSheetsHandler(CoupangHandler):
+    endpoint = "ordersheets.list"
+
+    def get(self, vendor_id: str) -> None:
+        if not self.check_vendor(vendor_id):
+            return
+        created_from = self.get_query_argument("createdAtFrom", "")
+        created_to = self.get_query_argument("createdAtTo", "")
+        status = self.get_query_argument("status", "")
+        if not created_from or not created_to or not status:
+            return self.v4_error(400, "createdAtFrom, createdAtTo and status are required")
+        if status not in ORDER_STATUSES:
+            return self.v4_error(400, f"status must be one of {', '.join(ORDER_STATUSES)}")
+        time_frame = self.get_query_argument("searchType", "") == "timeFrame"
+        try:
+            start, end = _parse_window(created_from, created_to, time_frame)
+        except ValueError as exc:
+            return self.v4_error(400, str(exc))
+        max_per_page = _int_arg(self.get_query_argument("maxPerPage", "50"), "maxPerPage")
+        if not 1 <= max_per_page <= MAX_PER_PAGE:
+            return self.v4_error(400, f"maxPerPage must be within 1..{MAX_PER_PAGE}")
+        token = self.get_query_argument("nextToken", "")
+        offset = _int_arg(token, "nextToken") if token else 0
+        if offset < 0:
+            return self.v4_error(400, "invalid nextToken")
+
+        self.world.materialise_arrivals()
+        sheets = self.world.orders_between(vendor_id, status, start, end)
+        page = sheets[offset : offset + max_per_page]
+        next_offset = offset + len(page)
+        if next_offset < len(sheets) and len(page) >= 2 and self.fault_hit("duplicate_order_rate"):
+            # Duplicated delivery: the next page starts with this page's last order again.
+            next_offset -= 1
+        with self.state.lock:
+            rendered = [sheet.render() for sheet in page]
+        for record in rendered:
+            if self.fault_hit("malformed_rate"):
+                record.pop("orderItems", None)
+        next_token = str(next_offset) if next_offset < len(sheets) else ""
+        self.v4_ok(rendered, nextToken=next_token)
+
+
+class OrderSheetHandler(CoupangHandler):
+    endpoint = "ordersheets.get"
+
+    def get(self, vendor_id: str, box_id: str) -> None:
+        if not self.check_vendor(vendor_id):
+            return
+        sheet = self.world.order(vendor_id, _int_arg(box_id, "shipmentBoxId"))
+        if sheet is None:
+            return self.v4_error(400, f"shipmentBoxId {box_id} 발주서가 존재하지 않습니다.")
+        with self.state.lock:
+            self.v4_ok(sheet.render())
+
+
+def _result(box_id: Any, succeed: bool, message: str) -> dict[str, Any]:
+    return {
+        "shipmentBoxId": box_id,
+        "succeed": succeed,
+        "resultCode": "OK" if succeed else "FAIL",
+        "retryRequired": False,
+        "resultMessage": message,
+    }
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = sum(1 for r in results if r["succeed"])
+    code = 0 if ok == len(results) else (1 if ok else 99)
+    message = {0: "SUCCESS", 1: "PARTIAL_ERROR", 99: "FAIL"}[code]
+    return {"responseCode": code, "responseMessage": message, "responseList": results}
+
+
+class AcknowledgementHandler(CoupangHandler):
+    endpoint = "ordersheets.acknowledgement"
+
+    def put(self, vendor_id: str) -> None:
+        if not self.check_vendor(vendor_id):
+            return
+        body = self.body_object()
+        box_ids = body.get("shipmentBoxIds")
+        if not isinstance(box_ids, list) or not box_ids:
+            return self.v4_error(400, "shipmentBoxIds must be a non-empty list")
+        if len(box_ids) > MAX_ACK_IDS:
+            return self.v4_error(400, f"at most {MAX_ACK_IDS} shipmentBoxIds per call")
+        results = []
+        with self.state.lock:
+            for raw_id in box_ids:
+                sheet = self.world.order(vendor_id, raw_id) if isinstance(raw_id, int) else None
+                if sheet is None:
+                    results.append(_result(raw_id, False, "발주서가 존재하지 않습니다."))
+                elif sheet.status == "ACCEPT":
+                    sheet.status = "INSTRUCT"
+                    results.append(_result(raw_id, True, "상품준비중 처리 완료"))
+                elif sheet.status == "INSTRUCT":
+                    results.append(_result(raw_id, True, "이미 상품준비중입니다."))
+                else:
+                    results.append(
+                        _result(raw_id, False, f"{sheet.status} 상태는 처리할 수 없습니다.")
+                    )
+        self.v4_ok(_summary(results))
+
+
+class InvoicesHandler(CoupangHandler):
+    endpoint = "orders.invoices"
+
+    def post(self, vendor_id: str) -> None:
+        if not self.check_vendor(vendor_id):
+            return
+        body = self.body_object()
+        dtos = body.get("orderSheetInvoiceApplyDtos")
+        if not isinstance(dtos, list) or not dtos:
+            return self.v4_error(400, "orderSheetInvoiceApplyDtos must be a non-empty list")
+        results = []
+        with self.state.lock:
+            for dto in dtos:
+                if not isinstance(dto, dict):
+                    return self.v4_error(400, "each invoice must be an object")
+                missing = [
+                    f
+                    for f in (
+                        "shipmentBoxId",
+                        "orderId",
+                        "vendorItemId",
+                        "deliveryCompanyCode",
+                        "invoiceNumber",
+                    )
+                    if dto.get(f) in (None, "")
+                ]
+                if missing:
+                    return self.v4_error(400, f"invoice missing {', '.join(missing)}")
+                box_id = dto["shipmentBoxId"]
+                sheet = self.world.order(vendor_id, box_id) if isinstance(box_id, int) else None
+                if sheet is None or sheet.order_id != dto["orderId"]:
+                    results.append(_result(box_id, False, "발주서/주문번호가 일치하지 않습니다."))
+                elif sheet.status not in ("INSTRUCT", "DEPARTURE"):
+                    results.append(
+                        _result(box_id, False, f"{sheet.status} 상태는 송장을 등록할 수 없습니다.")
+                    )
+                else:
+                    sheet.status = "DEPARTURE"
+                    sheet.delivery_company_code = str(dto["deliveryCompanyCode"])
+                    sheet.invoice_number = str(dto["invoiceNumber"])
+                    results.append(_result(box_id, True, "송장 등록 완료"))
+                    self.count("coupang_invoices", str(box_id))
+        self.v4_ok(_summary(results))
+
+
+# --------------------------------------------------------------------------- admin
+
+
+class CoupangOrdersAdminHandler(_AdminHandler):
+    """``POST /_sandbox/coupang/orders`` creates orders on demand::
+
+        {"count": 3, "ordered_at": "2024-03-01T10:00:00+09:00", "spacing_s": 60,
+         "vendor_id": "A00012345", "external_sku": "key-1", "status": "ACCEPT", "quantity": 1}
+
+    Everything but ``count`` is optional (defaults: now, 60 s apart, the main sandbox vendor, a
+    product listed outside the system, ACCEPT). Answers ``{"shipmentBoxIds": [...]}``.
+    Not counted and not rate limited, like every ``/_sandbox`` endpoint."""
+
+    def post(self) -> None:
+        body = self._body_dict()
+        world = CoupangWorld(self.state)
+        try:
+            count = int(body.get("count", 1))
+            if not 0 < count <= 1000:
+                raise ValueError("count must be within 1..1000")
+            vendor_id = str(body.get("vendor_id") or accounts_for(PLATFORM)[0]["vendor_id"])
+            if vendor_id not in {a["vendor_id"] for a in accounts_for(PLATFORM)}:
+                raise ValueError(f"unknown vendor_id {vendor_id}")
+            status = str(body.get("status", "ACCEPT"))
+            if status not in ORDER_STATUSES:
+                raise ValueError(f"status must be one of {ORDER_STATUSES}")
+            first = (
+                datetime.fromisoformat(body["ordered_at"])
+                if "ordered_at" in body
+                else world.state.now()
+            )
+            if first.tzinfo is None:
+                raise ValueError("ordered_at needs a UTC offset")
+            spacing = timedelta(seconds=float(body.get("spacing_s", 60)))
+            quantity = int(body.get("quantity", 1))
+            sku = body.get("external_sku")
+            product = world.product_by_sku(vendor_id, str(sku)) if sku else None
+            if sku and product is None:
+                raise ValueError(f"no listing with externalVendorSku {sku} for vendor {vendor_id}")
+        except (TypeError, ValueError) as exc:
+            raise tornado.web.HTTPError(400, reason=f"invalid order request: {exc}") from None
+        created = []
+        for n in range(count):
+            at = first + spacing * n
+            rng = random.Random(
+                f"{self.state.config.seed}:coupang:admin:{vendor_id}:{at.isoformat()}:{n}"
+            )
+            sheet = world.add_order(vendor_id, at, rng, status, product, quantity)
+            created.append(sheet.shipment_box_id)
+        self.write_json({"shipmentBoxIds": created})
+
+    def get(self) -> None:
+        """Every order sheet (admin view, e.g. to check statuses and invoices in tests)."""
+        world = CoupangWorld(self.state)
+        with self.state.lock:
+            sheets = [s.render() | {"vendorId": s.vendor_id} for s in world.store.orders.values()]
+        self.write_json({"orders": sheets})
+
+
+def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
+    kw = {"state": state}
+    p = "/" + PLATFORM
+    yield (rf"{p}{SELLER_API}/seller-products", SellerProductsHandler, kw)
+    yield (
+        rf"{p}{SELLER_API}/seller-products/external-vendor-sku-codes/([^/]+)",
+        ExternalSkuHandler,
+        kw,
+    )
+    yield (rf"{p}{SELLER_API}/seller-products/([0-9]+)", SellerProductHandler, kw)
+    yield (rf"{p}{SELLER_API}/vendor-items/([0-9]+)/prices/(-?[0-9]+)", VendorItemPriceHandler, kw)
+    yield (
+        rf"{p}{SELLER_API}/vendor-items/([0-9]+)/quantities/(-?[0-9]+)",
+        VendorItemQuantityHandler,
+        kw,
+    )
+    yield (
+        rf"{p}{SELLER_API}/vendor-items/([0-9]+)/sales/(stop|resume)",
+        VendorItemSalesHandler,
+        kw,
+    )
+    yield (rf"{p}{OPENAPI_V4}/([^/]+)/ordersheets", OrderSheetsHandler, kw)
+    yield (rf"{p}{OPENAPI_V4}/([^/]+)/ordersheets/acknowledgement", AcknowledgementHandler, kw)
+    yield (rf"{p}{OPENAPI_V4}/([^/]+)/ordersheets/([0-9]+)", OrderSheetHandler, kw)
+    yield (rf"{p}{OPENAPI_V4}/([^/]+)/orders/invoices", InvoicesHandler, kw)
+    yield (r"/_sandbox/coupang/orders", CoupangOrdersAdminHandler, kw)
+
+
+def routes(state: SandboxState) -> list[RouteSpec]:
+    return list(_iter_routes(state))

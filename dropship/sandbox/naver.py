@@ -1,0 +1,906 @@
+"""Naver Commerce API (SmartStore), the subset the dropship system uses (served under ``/naver``).
+
+* **Token**: ``POST /external/v1/oauth2/token`` with ``client_id``, ``timestamp`` (ms),
+  ``grant_type=client_credentials``, ``type=SELF`` and
+  ``client_secret_sign = base64(bcrypt.hashpw(f"{client_id}_{timestamp}", salt=client_secret))``.
+  The sandbox recomputes the bcrypt hash with the client's secret (a bcrypt salt) exactly like
+  Naver; a wrong sign or unknown client is ``401 GW.AUTHN``, a timestamp more than 5 minutes from
+  the wall clock ``400``. Tokens live ``SandboxConfig.token_ttls_s["naver"]`` (3 h) of *world*
+  time, so tests expire them by advancing the world clock. Like Naver, asking again while the
+  current token has more than 30 minutes left returns the same token with its remaining
+  ``expires_in``.
+* Every other call needs ``Authorization: Bearer <token>``; unknown or expired tokens get
+  ``401 GW.AUTHN``. Rate limiting (``429 GW.RATE_LIMIT`` + ``GNCP-GW-RateLimit-*``) comes from
+  :class:`~dropship.sandbox.core.SandboxHandler`.
+* **Products**: ``POST /external/v2/products`` (``originProduct`` + ``smartstoreChannelProduct``,
+  our key in ``originProduct.detailAttribute.sellerCodeInfo.sellerManagementCode``),
+  ``GET``/``PUT /external/v2/products/origin-products/{no}``,
+  ``PUT /external/v1/products/origin-products/{no}/change-status`` and
+  ``POST /external/v1/products/search`` (``searchKeywordType=SELLER_CODE``). Stricter than Naver
+  in one documented way: a second product with a seller management code already in use is
+  rejected (``400``, code ``DUPLICATE_SELLER_MANAGEMENT_CODE``).
+* **Orders**: ``GET .../product-orders/last-changed-statuses`` (``lastChangedFrom``/``To`` ISO-8601,
+  at most 24 h, ``limitCount`` <= 300, continuation through ``data.more.moreFrom`` /
+  ``moreSequence``), ``POST .../product-orders/query`` (<= 300 ids), ``.../confirm`` and
+  ``.../dispatch`` (<= 30 product orders per call).
+
+Faults: ``duplicate_order_rate`` makes the next page start with this page's last change again;
+``malformed_rate`` drops ``productOrder`` from a ``query`` result.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import random
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import bcrypt
+import tornado.web
+
+from dropship.sandbox.core import RouteSpec, SandboxHandler, SandboxState, _AdminHandler
+from dropship.sandbox.credentials import accounts_for
+from dropship.sandbox.world import order_arrivals
+
+PLATFORM = "naver"
+KST = timezone(timedelta(hours=9), "KST")
+EXT = "/external"
+PAY_ORDER = f"{EXT}/v1/pay-order/seller/product-orders"
+TIMESTAMP_MAX_SKEW_S = 300
+TOKEN_REUSE_MIN_REMAINING_S = 1800
+MAX_LIMIT_COUNT = 300
+MAX_QUERY_IDS = 300
+MAX_DISPATCH = 30
+MAX_CONFIRM = 30
+MAX_ARRIVALS_PER_REQUEST = 5_000
+PRODUCT_STATUSES_SETTABLE = ("SALE", "OUTOFSTOCK", "SUSPENSION")
+_SURNAMES = ("김", "이", "박", "최", "정", "강", "조", "윤", "장", "임")
+_GIVEN = ("민준", "서연", "도윤", "하은", "시우", "지유", "예준", "수아", "주원", "지호")
+_CITIES = ("서울특별시 마포구", "경기도 성남시 분당구", "인천광역시 연수구", "광주광역시 북구")
+_STREETS = ("양화로", "판교역로", "컨벤시아대로", "첨단과기로", "불정로")
+
+
+def naver_time(value: datetime) -> str:
+    """``2025-01-01T10:00:00.000+09:00``, as Naver renders times."""
+    return value.astimezone(KST).isoformat(timespec="milliseconds")
+
+
+def client_secret_sign(client_id: str, client_secret: str, timestamp_ms: int) -> str:
+    password = f"{client_id}_{timestamp_ms}".encode()
+    return base64.b64encode(bcrypt.hashpw(password, client_secret.encode())).decode()
+
+
+# --------------------------------------------------------------------------- store
+
+
+@dataclass
+class NaverProduct:
+    origin_product_no: int
+    channel_product_no: int
+    client_id: str
+    seller_management_code: str | None
+    origin_product: dict[str, Any]  # as posted (and updated); statusType/stock/price live here
+    channel_product: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def status(self) -> str:
+        return str(self.origin_product.get("statusType", "SALE"))
+
+    def summary(self) -> dict[str, Any]:
+        o = self.origin_product
+        return {
+            "originProductNo": self.origin_product_no,
+            "channelProducts": [
+                {
+                    "originProductNo": self.origin_product_no,
+                    "channelProductNo": self.channel_product_no,
+                    "channelServiceType": "STOREFARM",
+                    "name": o.get("name"),
+                    "sellerManagementCode": self.seller_management_code,
+                    "statusType": self.status,
+                    "channelProductDisplayStatusType": self.channel_product.get(
+                        "channelProductDisplayStatusType", "ON"
+                    ),
+                    "salePrice": o.get("salePrice"),
+                    "stockQuantity": o.get("stockQuantity"),
+                    "regDate": naver_time(self.created_at),
+                }
+            ],
+        }
+
+
+@dataclass
+class ProductOrder:
+    product_order_id: str
+    order_id: str
+    client_id: str
+    ordered_at: datetime
+    status: str  # PAYED, DELIVERING, DELIVERED, PURCHASE_DECIDED, CANCELED, ...
+    place_order_status: str  # NOT_YET / OK
+    changed_at: datetime
+    change_type: str  # PAYED, DISPATCHED, ...
+    seq: int
+    product: dict[str, Any]
+    receiver: dict[str, Any]
+    orderer_name: str
+    delivery: dict[str, Any] | None = None
+
+    def change(self) -> dict[str, Any]:
+        return {
+            "productOrderId": self.product_order_id,
+            "orderId": self.order_id,
+            "lastChangedDate": naver_time(self.changed_at),
+            "lastChangedType": self.change_type,
+            "productOrderStatus": self.status,
+            "paymentDate": naver_time(self.ordered_at + timedelta(seconds=3)),
+            "receiverAddressChanged": False,
+        }
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            "order": {
+                "orderId": self.order_id,
+                "orderDate": naver_time(self.ordered_at),
+                "paymentDate": naver_time(self.ordered_at + timedelta(seconds=3)),
+                "ordererName": self.orderer_name,
+                "ordererTel": self.receiver["tel1"],
+                "payLocationType": "MOBILE",
+            },
+            "productOrder": {
+                "productOrderId": self.product_order_id,
+                "productOrderStatus": self.status,
+                "placeOrderStatus": self.place_order_status,
+                **self.product,
+                "shippingAddress": dict(self.receiver),
+                "shippingMemo": "부재 시 경비실에 맡겨주세요",
+            },
+            "delivery": dict(self.delivery) if self.delivery else None,
+        }
+
+
+@dataclass
+class NaverStore:
+    created_at: datetime
+    tokens: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # token -> (client, exp)
+    products: dict[int, NaverProduct] = field(default_factory=dict)
+    by_code: dict[tuple[str, str], int] = field(default_factory=dict)
+    product_orders: dict[str, ProductOrder] = field(default_factory=dict)
+    next_origin_no: int = 10_000_000_001
+    next_order_no: int = 2025_0000_0001
+    seq: int = 0
+    arrivals_until: datetime | None = None
+
+
+class NaverWorld:
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.store = state.platform_store(PLATFORM, lambda: NaverStore(created_at=state.now()))
+
+    # ---- tokens
+
+    def issue_token(self, client_id: str) -> tuple[str, int]:
+        now = self.state.now()
+        ttl = int(self.state.config.token_ttls_s.get(PLATFORM, 3 * 3600))
+        with self.state.lock:
+            for token, (owner, expires) in self.store.tokens.items():
+                remaining = (expires - now).total_seconds()
+                if owner == client_id and remaining > TOKEN_REUSE_MIN_REMAINING_S:
+                    return token, int(remaining)
+            token = secrets.token_urlsafe(24)
+            self.store.tokens[token] = (client_id, now + timedelta(seconds=ttl))
+            return token, ttl
+
+    def client_of(self, token: str) -> str | None:
+        with self.state.lock:
+            entry = self.store.tokens.get(token)
+        if entry is None or entry[1] <= self.state.now():
+            return None
+        return entry[0]
+
+    # ---- products
+
+    def create_product(
+        self, client_id: str, origin: dict[str, Any], channel: dict[str, Any]
+    ) -> NaverProduct:
+        code = ((origin.get("detailAttribute") or {}).get("sellerCodeInfo") or {}).get(
+            "sellerManagementCode"
+        ) or None
+        with self.state.lock:
+            store = self.store
+            if code and (client_id, code) in store.by_code:
+                raise ValueError(code)
+            number = store.next_origin_no
+            store.next_origin_no += 1
+            if int(origin.get("stockQuantity") or 0) == 0:
+                origin["statusType"] = "OUTOFSTOCK"
+            product = NaverProduct(
+                origin_product_no=number,
+                channel_product_no=number + 500_000_000,
+                client_id=client_id,
+                seller_management_code=code,
+                origin_product=origin,
+                channel_product=channel,
+                created_at=self.state.now(),
+            )
+            store.products[number] = product
+            if code:
+                store.by_code[(client_id, code)] = number
+        if code:
+            self.state.count("listings", code)
+        return product
+
+    def product(self, client_id: str, number: int) -> NaverProduct | None:
+        with self.state.lock:
+            product = self.store.products.get(number)
+        return product if product is not None and product.client_id == client_id else None
+
+    # ---- orders
+
+    def _bump(self, order: ProductOrder, change_type: str) -> None:
+        self.store.seq += 1
+        order.seq = self.store.seq
+        order.changed_at = self.state.now()
+        order.change_type = change_type
+
+    def add_order(
+        self,
+        client_id: str,
+        ordered_at: datetime,
+        rng: random.Random,
+        product: NaverProduct | None = None,
+        quantity: int = 1,
+        items: int = 1,
+        status: str = "PAYED",
+    ) -> list[str]:
+        with self.state.lock:
+            store = self.store
+            order_id = str(store.next_order_no)
+            store.next_order_no += 1
+            name = rng.choice(_SURNAMES) + rng.choice(_GIVEN)
+            receiver = {
+                "name": name,
+                "tel1": f"010-{rng.randrange(1000, 9999)}-{rng.randrange(1000, 9999)}",
+                "baseAddress": (
+                    f"{rng.choice(_CITIES)} {rng.choice(_STREETS)} {rng.randrange(1, 300)}"
+                ),
+                "detailedAddress": f"{rng.randrange(101, 1999)}호",
+                "zipCode": f"{rng.randrange(10000, 63999):05d}",
+                "addressType": "DOMESTIC",
+            }
+            created = []
+            for n in range(items):
+                if product is not None:
+                    o = product.origin_product
+                    unit_price = int(o.get("salePrice") or 0)
+                    product_info = {
+                        "productId": str(product.channel_product_no),
+                        "originalProductId": str(product.origin_product_no),
+                        "productName": o.get("name"),
+                        "sellerProductCode": product.seller_management_code,
+                    }
+                else:
+                    unit_price = rng.randrange(1_000, 90_000, 10)
+                    product_info = {
+                        "productId": str(8_000_000_000 + rng.randrange(1_000_000)),
+                        "originalProductId": str(7_000_000_000 + rng.randrange(1_000_000)),
+                        "productName": "외부 등록 상품",
+                        "sellerProductCode": None,
+                    }
+                product_info |= {
+                    "productOption": None,
+                    "quantity": quantity,
+                    "unitPrice": unit_price,
+                    "totalPaymentAmount": unit_price * quantity,
+                    "deliveryFeeAmount": 0,
+                }
+                store.seq += 1
+                po = ProductOrder(
+                    product_order_id=f"{order_id}{n + 1:02d}",
+                    order_id=order_id,
+                    client_id=client_id,
+                    ordered_at=ordered_at,
+                    status=status,
+                    place_order_status="NOT_YET",
+                    changed_at=ordered_at + timedelta(seconds=3),
+                    change_type="PAYED" if status == "PAYED" else status,
+                    seq=store.seq,
+                    product=product_info,
+                    receiver=receiver,
+                    orderer_name=name,
+                )
+                store.product_orders[po.product_order_id] = po
+                created.append(po.product_order_id)
+            return created
+
+    def materialise_arrivals(self) -> None:
+        config = self.state.config
+        with self.state.lock:
+            store = self.store
+            start = store.arrivals_until or store.created_at
+            end = self.state.now()
+            store.arrivals_until = end
+            products = sorted(store.products.values(), key=lambda p: p.origin_product_no)
+            products = [p for p in products if p.status == "SALE"]
+            if not products or config.order_rate_per_min <= 0:
+                return
+            arrivals = order_arrivals(config.seed, PLATFORM, config.order_rate_per_min, start, end)
+            for at in arrivals[:MAX_ARRIVALS_PER_REQUEST]:
+                rng = random.Random(f"{config.seed}:naver:arrival:{at.isoformat()}")
+                product = products[rng.randrange(len(products))]
+                self.add_order(product.client_id, at, rng, product=product)
+
+    def changes(
+        self,
+        client_id: str,
+        start: datetime,
+        end: datetime,
+        after: tuple[datetime, int] | None,
+        change_type: str | None,
+    ) -> list[ProductOrder]:
+        with self.state.lock:
+            found = [
+                po
+                for po in self.store.product_orders.values()
+                if po.client_id == client_id
+                and start <= po.changed_at < end
+                and (after is None or (po.changed_at, po.seq) >= after)
+                and (change_type is None or po.change_type == change_type)
+            ]
+        return sorted(found, key=lambda po: (po.changed_at, po.seq))
+
+    def product_order(self, client_id: str, product_order_id: str) -> ProductOrder | None:
+        with self.state.lock:
+            po = self.store.product_orders.get(product_order_id)
+        return po if po is not None and po.client_id == client_id else None
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+class NaverHandler(SandboxHandler):
+    platform = PLATFORM
+    requires_token = True
+    client_id: str
+    world: NaverWorld
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self._finished:
+            return
+        self.world = NaverWorld(self.state)
+        if not self.requires_token:
+            return
+        header = self.request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
+        client_id = self.world.client_of(token) if token else None
+        if client_id is None:
+            self.naver_error(401, "GW.AUTHN", "인증 토큰이 유효하지 않거나 만료되었습니다.")
+            self.finish()
+            return
+        self.client_id = client_id
+
+    def naver_error(
+        self, status: int, code: str, message: str, invalid: list[dict[str, str]] | None = None
+    ) -> None:
+        body: dict[str, Any] = {
+            "code": code,
+            "message": message,
+            "timestamp": naver_time(self.state.now()),
+            "traceId": secrets.token_hex(8),
+        }
+        if invalid:
+            body["invalidInputs"] = invalid
+        self.write_json(body, status=status)
+
+    def bad_input(self, name: str, message: str) -> None:
+        self.naver_error(
+            400,
+            "BadRequest",
+            "요청 값이 올바르지 않습니다.",
+            [{"name": name, "type": "NotValid", "message": message}],
+        )
+
+    def envelope(self, data: Any) -> None:
+        self.write_json(
+            {
+                "timestamp": naver_time(self.state.now()),
+                "traceId": secrets.token_hex(8),
+                "data": data,
+            }
+        )
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.naver_error(status_code, "BadRequest" if status_code == 400 else "Error", self._reason)
+
+    def body_object(self) -> dict[str, Any]:
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise tornado.web.HTTPError(400, reason="request body must be a JSON object")
+        return body
+
+
+class TokenHandler(NaverHandler):
+    endpoint = "oauth2.token"
+    requires_token = False
+
+    def post(self) -> None:
+        client_id = self.get_argument("client_id", "")
+        raw_timestamp = self.get_argument("timestamp", "")
+        sign = self.get_argument("client_secret_sign", "")
+        grant_type = self.get_argument("grant_type", "")
+        token_type = self.get_argument("type", "")
+        for name, value in (
+            ("client_id", client_id),
+            ("timestamp", raw_timestamp),
+            ("client_secret_sign", sign),
+            ("grant_type", grant_type),
+            ("type", token_type),
+        ):
+            if not value:
+                return self.bad_input(name, f"{name} 항목은 필수입니다.")
+        if grant_type != "client_credentials":
+            return self.bad_input("grant_type", "grant_type은 client_credentials여야 합니다.")
+        if token_type not in ("SELF", "SELLER"):
+            return self.bad_input("type", "type은 SELF 또는 SELLER여야 합니다.")
+        try:
+            timestamp_ms = int(raw_timestamp)
+        except ValueError:
+            return self.bad_input("timestamp", "timestamp는 밀리초 단위 정수여야 합니다.")
+        if abs(time.time() * 1000 - timestamp_ms) > TIMESTAMP_MAX_SKEW_S * 1000:
+            return self.bad_input("timestamp", "timestamp가 유효 시간(5분)을 벗어났습니다.")
+        account = next((a for a in accounts_for(PLATFORM) if a["client_id"] == client_id), None)
+        if account is None or not self._sign_matches(account, timestamp_ms, sign):
+            return self.naver_error(
+                401, "GW.AUTHN", "client_id 또는 client_secret_sign이 유효하지 않습니다."
+            )
+        token, expires_in = self.world.issue_token(client_id)
+        self.write_json({"access_token": token, "expires_in": expires_in, "token_type": "Bearer"})
+
+    @staticmethod
+    def _sign_matches(account: dict[str, str], timestamp_ms: int, sign: str) -> bool:
+        try:
+            presented = base64.b64decode(sign, validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        expected = bcrypt.hashpw(
+            f"{account['client_id']}_{timestamp_ms}".encode(), account["client_secret"].encode()
+        )
+        return hmac.compare_digest(expected, presented)
+
+
+_REQUIRED_ORIGIN = ("statusType", "leafCategoryId", "name", "images", "salePrice", "stockQuantity")
+
+
+class ProductsHandler(NaverHandler):
+    endpoint = "products.create"
+
+    def post(self) -> None:
+        body = self.body_object()
+        origin = body.get("originProduct")
+        channel = body.get("smartstoreChannelProduct")
+        if not isinstance(origin, dict):
+            return self.bad_input("originProduct", "originProduct 항목은 필수입니다.")
+        if not isinstance(channel, dict):
+            return self.bad_input(
+                "smartstoreChannelProduct", "smartstoreChannelProduct 항목은 필수입니다."
+            )
+        problem = _validate_origin(origin) or _validate_channel(channel)
+        if problem:
+            return self.bad_input(*problem)
+        try:
+            product = self.world.create_product(self.client_id, origin, channel)
+        except ValueError as exc:
+            return self.naver_error(
+                400,
+                "DUPLICATE_SELLER_MANAGEMENT_CODE",
+                f"sellerManagementCode {exc} is already used by another product.",
+            )
+        self.write_json(
+            {
+                "originProductNo": product.origin_product_no,
+                "smartstoreChannelProductNo": product.channel_product_no,
+            }
+        )
+
+
+def _validate_origin(origin: dict[str, Any]) -> tuple[str, str] | None:
+    for name in _REQUIRED_ORIGIN:
+        if origin.get(name) in (None, "", {}):
+            return f"originProduct.{name}", f"{name} 항목은 필수입니다."
+    if origin["statusType"] not in ("SALE", "WAIT", "OUTOFSTOCK", "SUSPENSION"):
+        return "originProduct.statusType", "statusType 값이 올바르지 않습니다."
+    price, stock = origin["salePrice"], origin["stockQuantity"]
+    if not isinstance(price, int) or price <= 0 or price % 10:
+        return "originProduct.salePrice", "salePrice는 10원 단위 양수여야 합니다."
+    if not isinstance(stock, int) or stock < 0:
+        return "originProduct.stockQuantity", "stockQuantity는 0 이상이어야 합니다."
+    images = origin["images"]
+    if not isinstance(images, dict) or not (images.get("representativeImage") or {}).get("url"):
+        return "originProduct.images.representativeImage.url", "대표 이미지는 필수입니다."
+    return None
+
+
+def _validate_channel(channel: dict[str, Any]) -> tuple[str, str] | None:
+    if channel.get("channelProductDisplayStatusType") not in ("ON", "SUSPENSION"):
+        return (
+            "smartstoreChannelProduct.channelProductDisplayStatusType",
+            "ON 또는 SUSPENSION만 입력할 수 있습니다.",
+        )
+    if not isinstance(channel.get("naverShoppingRegistration"), bool):
+        return "smartstoreChannelProduct.naverShoppingRegistration", "필수 항목입니다."
+    return None
+
+
+class OriginProductHandler(NaverHandler):
+    endpoint = "origin-products"
+
+    def _find(self, number: str) -> NaverProduct | None:
+        product = self.world.product(self.client_id, int(number))
+        if product is None:
+            self.naver_error(404, "NotFound", f"원상품 {number}이(가) 존재하지 않습니다.")
+        return product
+
+    def get(self, number: str) -> None:
+        product = self._find(number)
+        if product is None:
+            return
+        with self.state.lock:
+            self.write_json(
+                {
+                    "originProduct": dict(product.origin_product),
+                    "smartstoreChannelProduct": dict(product.channel_product)
+                    | {"channelProductNo": product.channel_product_no},
+                }
+            )
+
+    def put(self, number: str) -> None:
+        product = self._find(number)
+        if product is None:
+            return
+        body = self.body_object()
+        origin = body.get("originProduct")
+        channel = body.get("smartstoreChannelProduct")
+        if not isinstance(origin, dict) or not isinstance(channel, dict):
+            return self.bad_input(
+                "originProduct", "originProduct와 smartstoreChannelProduct는 필수입니다."
+            )
+        problem = _validate_origin(origin) or _validate_channel(channel)
+        if problem:
+            return self.bad_input(*problem)
+        with self.state.lock:
+            if int(origin["stockQuantity"]) == 0:
+                origin["statusType"] = "OUTOFSTOCK"
+            product.origin_product = origin
+            product.channel_product = {k: v for k, v in channel.items() if k != "channelProductNo"}
+        self.write_json(
+            {
+                "originProductNo": product.origin_product_no,
+                "smartstoreChannelProductNo": product.channel_product_no,
+            }
+        )
+
+
+class ChangeStatusHandler(NaverHandler):
+    endpoint = "origin-products.change-status"
+
+    def put(self, number: str) -> None:
+        product = self.world.product(self.client_id, int(number))
+        if product is None:
+            return self.naver_error(404, "NotFound", f"원상품 {number}이(가) 존재하지 않습니다.")
+        body = self.body_object()
+        target = body.get("statusType")
+        if target not in PRODUCT_STATUSES_SETTABLE:
+            return self.bad_input(
+                "statusType", "SALE, OUTOFSTOCK, SUSPENSION만 입력할 수 있습니다."
+            )
+        stock = body.get("stockQuantity")
+        if stock is not None and (not isinstance(stock, int) or stock < 0):
+            return self.bad_input("stockQuantity", "stockQuantity는 0 이상이어야 합니다.")
+        with self.state.lock:
+            current = product.status
+            if target == "SALE" and current in ("OUTOFSTOCK", "SUSPENSION") and not stock:
+                return self.bad_input(
+                    "stockQuantity", "판매중으로 변경할 때 재고 수량은 필수입니다."
+                )
+            if target == "OUTOFSTOCK" and current not in ("SALE", "OUTOFSTOCK"):
+                return self.naver_error(
+                    400, "InvalidStatus", f"{current} 상태에서 OUTOFSTOCK으로 변경할 수 없습니다."
+                )
+            if stock is not None:
+                product.origin_product["stockQuantity"] = stock
+            if stock == 0 and target == "SALE":
+                target = "OUTOFSTOCK"  # like Naver: zero stock forces OUTOFSTOCK
+            product.origin_product["statusType"] = target
+        self.write_json({"originProductNo": product.origin_product_no, "statusType": target})
+
+
+class ProductSearchHandler(NaverHandler):
+    endpoint = "products.search"
+
+    def post(self) -> None:
+        body = self.body_object()
+        page = int(body.get("page") or 1)
+        size = int(body.get("size") or 50)
+        if page < 1 or not 1 <= size <= 500:
+            return self.bad_input("size", "page >= 1, 1 <= size <= 500")
+        code = body.get("sellerManagementCode")
+        if body.get("searchKeywordType") == "SELLER_CODE" and not code:
+            return self.bad_input("sellerManagementCode", "SELLER_CODE 검색에는 필수입니다.")
+        with self.state.lock:
+            found = [
+                p
+                for p in sorted(
+                    self.world.store.products.values(), key=lambda p: p.origin_product_no
+                )
+                if p.client_id == self.client_id and (not code or p.seller_management_code == code)
+            ]
+            total = len(found)
+            contents = [p.summary() for p in found[(page - 1) * size : page * size]]
+        self.write_json(
+            {
+                "contents": contents,
+                "page": page,
+                "size": size,
+                "totalElements": total,
+                "totalPages": (total + size - 1) // size,
+                "first": page == 1,
+                "last": page * size >= total,
+            }
+        )
+
+
+def _parse_time(raw: str, name: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be ISO-8601 like 2025-01-01T00:00:00.000+09:00") from None
+    if value.tzinfo is None:
+        raise ValueError(f"{name} needs a UTC offset, e.g. +09:00")
+    return value
+
+
+class LastChangedStatusesHandler(NaverHandler):
+    endpoint = "product-orders.last-changed-statuses"
+
+    def get(self) -> None:
+        raw_from = self.get_query_argument("lastChangedFrom", "")
+        if not raw_from:
+            return self.bad_input("lastChangedFrom", "lastChangedFrom 항목은 필수입니다.")
+        try:
+            start = _parse_time(raw_from, "lastChangedFrom")
+            raw_to = self.get_query_argument("lastChangedTo", "")
+            end = _parse_time(raw_to, "lastChangedTo") if raw_to else start + timedelta(hours=24)
+        except ValueError as exc:
+            return self.bad_input("lastChangedFrom", str(exc))
+        if end <= start or end - start > timedelta(hours=24):
+            return self.bad_input("lastChangedTo", "조회 기간은 24시간 이내여야 합니다.")
+        try:
+            limit = int(self.get_query_argument("limitCount", str(MAX_LIMIT_COUNT)))
+            raw_seq = self.get_query_argument("moreSequence", "")
+            sequence = int(raw_seq) if raw_seq else None
+        except ValueError:
+            return self.bad_input("limitCount", "limitCount와 moreSequence는 숫자여야 합니다.")
+        if not 1 <= limit <= MAX_LIMIT_COUNT:
+            return self.bad_input("limitCount", f"limitCount는 1~{MAX_LIMIT_COUNT}이어야 합니다.")
+        change_type = self.get_query_argument("lastChangedType", "") or None
+
+        self.world.materialise_arrivals()
+        after = (start, sequence) if sequence is not None else None
+        changes = self.world.changes(self.client_id, start, end, after, change_type)
+        page = changes[:limit]
+        data: dict[str, Any] = {}
+        with self.state.lock:
+            data["lastChangeStatuses"] = [po.change() for po in page]
+        data["count"] = len(page)
+        if len(changes) > len(page):
+            nxt = changes[len(page)]
+            if len(page) >= 2 and self.fault_hit("duplicate_order_rate"):
+                nxt = page[-1]  # duplicated delivery: the next page repeats this page's last
+            data["more"] = {"moreFrom": naver_time(nxt.changed_at), "moreSequence": str(nxt.seq)}
+        self.envelope(data)
+
+
+def _id_list(body: dict[str, Any], name: str, maximum: int) -> list[str] | str:
+    ids = body.get(name)
+    if not isinstance(ids, list) or not ids:
+        return f"{name}는 비어 있지 않은 목록이어야 합니다."
+    if len(ids) > maximum:
+        return f"{name}는 최대 {maximum}개까지 요청할 수 있습니다."
+    return [str(i) for i in ids]
+
+
+class QueryHandler(NaverHandler):
+    endpoint = "product-orders.query"
+
+    def post(self) -> None:
+        ids = _id_list(self.body_object(), "productOrderIds", MAX_QUERY_IDS)
+        if isinstance(ids, str):
+            return self.bad_input("productOrderIds", ids)
+        result = []
+        for product_order_id in ids:
+            po = self.world.product_order(self.client_id, product_order_id)
+            if po is None:
+                continue  # Naver omits unknown ids
+            with self.state.lock:
+                detail = po.detail()
+            if self.fault_hit("malformed_rate"):
+                detail.pop("productOrder", None)
+            result.append(detail)
+        self.envelope(result)
+
+
+class ConfirmHandler(NaverHandler):
+    endpoint = "product-orders.confirm"
+
+    def post(self) -> None:
+        ids = _id_list(self.body_object(), "productOrderIds", MAX_CONFIRM)
+        if isinstance(ids, str):
+            return self.bad_input("productOrderIds", ids)
+        success, fail = [], []
+        with self.state.lock:
+            for product_order_id in ids:
+                po = self.world.product_order(self.client_id, product_order_id)
+                if po is None or po.status != "PAYED":
+                    fail.append(
+                        {
+                            "productOrderId": product_order_id,
+                            "code": "InvalidStatus",
+                            "message": "발주확인할 수 없는 상태입니다.",
+                        }
+                    )
+                    continue
+                po.place_order_status = "OK"
+                success.append(
+                    {"productOrderId": product_order_id, "isReceiverAddressChanged": False}
+                )
+        self.envelope({"successProductOrderInfos": success, "failProductOrderInfos": fail})
+
+
+class DispatchHandler(NaverHandler):
+    endpoint = "product-orders.dispatch"
+
+    def post(self) -> None:
+        body = self.body_object()
+        items = body.get("dispatchProductOrders")
+        if not isinstance(items, list) or not items:
+            return self.bad_input("dispatchProductOrders", "비어 있지 않은 목록이어야 합니다.")
+        if len(items) > MAX_DISPATCH:
+            return self.bad_input(
+                "dispatchProductOrders",
+                f"한 번에 최대 {MAX_DISPATCH}건까지 발송처리할 수 있습니다.",
+            )
+        for item in items:
+            if not isinstance(item, dict):
+                return self.bad_input("dispatchProductOrders", "each item must be an object")
+            for name in (
+                "productOrderId",
+                "deliveryMethod",
+                "deliveryCompanyCode",
+                "trackingNumber",
+                "dispatchDate",
+            ):
+                if not item.get(name):
+                    return self.bad_input(
+                        f"dispatchProductOrders.{name}", f"{name} 항목은 필수입니다."
+                    )
+        self.count("naver_dispatch_batch_sizes", str(len(items)))
+        success, fail = [], []
+        with self.state.lock:
+            for item in items:
+                product_order_id = str(item["productOrderId"])
+                po = self.world.product_order(self.client_id, product_order_id)
+                if po is None or po.status not in ("PAYED", "DELIVERING"):
+                    fail.append(
+                        {
+                            "productOrderId": product_order_id,
+                            "code": "InvalidStatus",
+                            "message": "발송처리할 수 없는 상태입니다.",
+                        }
+                    )
+                    continue
+                if po.status == "PAYED":
+                    po.status = "DELIVERING"
+                    po.place_order_status = "OK"
+                    self.world._bump(po, "DISPATCHED")
+                po.delivery = {
+                    "deliveryMethod": item["deliveryMethod"],
+                    "deliveryCompany": item["deliveryCompanyCode"],
+                    "trackingNumber": item["trackingNumber"],
+                    "sendDate": item["dispatchDate"],
+                    "deliveryStatus": "DELIVERING",
+                }
+                success.append(product_order_id)
+        self.envelope({"successProductOrderIds": success, "failProductOrderInfos": fail})
+
+
+# --------------------------------------------------------------------------- admin
+
+
+class NaverOrdersAdminHandler(_AdminHandler):
+    """``POST /_sandbox/naver/orders`` creates orders on demand::
+
+        {"count": 3, "ordered_at": "2024-03-01T10:00:00+09:00", "spacing_s": 60,
+         "client_id": "...", "seller_management_code": "key-1", "items_per_order": 1}
+
+    Everything but ``count`` is optional. Answers ``{"productOrderIds": [...]}``. The change
+    time of a new product order is its order time + 3 s (payment). GET lists every product order.
+    """
+
+    def post(self) -> None:
+        body = self._body_dict()
+        world = NaverWorld(self.state)
+        try:
+            count = int(body.get("count", 1))
+            if not 0 < count <= 1000:
+                raise ValueError("count must be within 1..1000")
+            client_id = str(body.get("client_id") or accounts_for(PLATFORM)[0]["client_id"])
+            if client_id not in {a["client_id"] for a in accounts_for(PLATFORM)}:
+                raise ValueError(f"unknown client_id {client_id}")
+            first = (
+                datetime.fromisoformat(body["ordered_at"])
+                if "ordered_at" in body
+                else self.state.now()
+            )
+            if first.tzinfo is None:
+                raise ValueError("ordered_at needs a UTC offset")
+            spacing = timedelta(seconds=float(body.get("spacing_s", 60)))
+            items = int(body.get("items_per_order", 1))
+            quantity = int(body.get("quantity", 1))
+            if not 1 <= items <= 20 or quantity < 1:
+                raise ValueError("items_per_order must be 1..20 and quantity >= 1")
+            code = body.get("seller_management_code")
+            product = None
+            if code:
+                with self.state.lock:
+                    number = world.store.by_code.get((client_id, str(code)))
+                if number is None:
+                    raise ValueError(f"no product with sellerManagementCode {code}")
+                product = world.product(client_id, number)
+        except (TypeError, ValueError) as exc:
+            raise tornado.web.HTTPError(400, reason=f"invalid order request: {exc}") from None
+        created: list[str] = []
+        for n in range(count):
+            at = first + spacing * n
+            rng = random.Random(
+                f"{self.state.config.seed}:naver:admin:{client_id}:{at.isoformat()}:{n}"
+            )
+            created += world.add_order(client_id, at, rng, product, quantity, items)
+        self.write_json({"productOrderIds": created})
+
+    def get(self) -> None:
+        world = NaverWorld(self.state)
+        with self.state.lock:
+            orders = [
+                po.detail() | {"clientId": po.client_id, "lastChange": po.change()}
+                for po in world.store.product_orders.values()
+            ]
+        self.write_json({"productOrders": orders})
+
+
+def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
+    kw = {"state": state}
+    p = "/" + PLATFORM
+    yield (rf"{p}{EXT}/v1/oauth2/token", TokenHandler, kw)
+    yield (rf"{p}{EXT}/v2/products", ProductsHandler, kw)
+    yield (rf"{p}{EXT}/v2/products/origin-products/([0-9]+)", OriginProductHandler, kw)
+    yield (rf"{p}{EXT}/v1/products/origin-products/([0-9]+)/change-status", ChangeStatusHandler, kw)
+    yield (rf"{p}{EXT}/v1/products/search", ProductSearchHandler, kw)
+    yield (rf"{p}{PAY_ORDER}/last-changed-statuses", LastChangedStatusesHandler, kw)
+    yield (rf"{p}{PAY_ORDER}/query", QueryHandler, kw)
+    yield (rf"{p}{PAY_ORDER}/confirm", ConfirmHandler, kw)
+    yield (rf"{p}{PAY_ORDER}/dispatch", DispatchHandler, kw)
+    yield (r"/_sandbox/naver/orders", NaverOrdersAdminHandler, kw)
+
+
+def routes(state: SandboxState) -> list[RouteSpec]:
+    return list(_iter_routes(state))
+
+
+__all__ = ["client_secret_sign", "routes"]

@@ -1,0 +1,334 @@
+"""Coupang Wing connector against the sandbox over real HTTP (loopback), with real Redis.
+
+Orders are created on demand in a fixed past window (``WINDOW_*``), so the sandbox's own
+order arrivals (which happen at the world's "now") never mix into these assertions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import redis as redis_lib
+import requests
+
+from dropship.errors import PermanentError, TransientError
+from dropship.platforms.config import PlatformSettings
+from dropship.platforms.coupang import (
+    OPENAPI_V4,
+    SELLER_API,
+    CoupangConnector,
+    coupang_authorization,
+)
+from dropship.platforms.http import AuthRejectedError
+from dropship.platforms.interfaces import (
+    MarketConnector,
+    MarketListingRequest,
+    ProductOption,
+    TrackingUpload,
+)
+from dropship.platforms.registry import build_connector
+from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
+
+KST = timezone(timedelta(hours=9))
+WINDOW_START = datetime(2024, 3, 1, 9, 0, tzinfo=KST)
+WINDOW_END = datetime(2024, 3, 1, 21, 0, tzinfo=KST)
+CREDS = SANDBOX_CREDENTIALS["coupang"]
+VENDOR = CREDS["vendor_id"]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def listing(sku: str = "dsk-coupang-1", **kw: Any) -> MarketListingRequest:
+    fields: dict[str, Any] = {
+        "external_sku": sku,
+        "name": "프리미엄 텀블러 500ml",
+        "sale_price": 15_900,
+        "stock": 7,
+        "category_id": "56137",
+        "images": ("https://img.example/1.jpg", "https://img.example/2.jpg"),
+    }
+    fields.update(kw)
+    return MarketListingRequest(**fields)
+
+
+@pytest.fixture
+def coupang(make_connector: Callable[[str], Any]) -> CoupangConnector:
+    connector = make_connector("coupang_main")
+    assert isinstance(connector, CoupangConnector)
+    return connector
+
+
+def add_orders(sandbox: Any, count: int, **kw: Any) -> list[int]:
+    body = {"count": count, "ordered_at": WINDOW_START.isoformat(), "spacing_s": 30, **kw}
+    response = requests.post(f"{sandbox.base_url}/_sandbox/coupang/orders", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    ids: list[int] = response.json()["shipmentBoxIds"]
+    return ids
+
+
+def sandbox_orders(sandbox: Any) -> dict[str, dict[str, Any]]:
+    response = requests.get(f"{sandbox.base_url}/_sandbox/coupang/orders", timeout=10)
+    return {str(o["shipmentBoxId"]): o for o in response.json()["orders"]}
+
+
+def calls(sandbox: Any, endpoint: str) -> int:
+    counted: int = sandbox.counts()["calls"].get("coupang", {}).get(endpoint, 0)
+    return counted
+
+
+def signed_get(
+    sandbox: Any,
+    path: str,
+    query: str = "",
+    *,
+    secret: str | None = None,
+    access_key: str | None = None,
+    signed_at: datetime | None = None,
+    send_query: str | None = None,
+) -> requests.Response:
+    """A hand-signed request: sign ``query`` but send ``send_query`` (default: the same)."""
+    header = coupang_authorization(
+        access_key or CREDS["access_key"],
+        secret or CREDS["secret_key"],
+        "GET",
+        path,
+        query,
+        signed_at or datetime.now(UTC),
+    )
+    sent = query if send_query is None else send_query
+    url = f"{sandbox.url('coupang')}{path}" + (f"?{sent}" if sent else "")
+    return requests.get(url, headers={"Authorization": header}, timeout=10)
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def test_authorization_header_is_the_documented_hmac() -> None:
+    at = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    header = coupang_authorization("AK", "SK", "get", "/v2/x", "a=1&b=2", at)
+    expected = hmac.new(b"SK", b"250102T030405ZGET/v2/xa=1&b=2", hashlib.sha256).hexdigest()
+    assert header == (
+        f"CEA algorithm=HmacSHA256, access-key=AK, signed-date=250102T030405Z, signature={expected}"
+    )
+
+
+def test_connector_satisfies_the_market_protocol(coupang: CoupangConnector) -> None:
+    assert isinstance(coupang, MarketConnector)
+    assert CREDS["secret_key"] not in repr(coupang)
+
+
+def test_wrong_secret_is_rejected_with_401(
+    sandbox: Any, connector_settings: PlatformSettings, redis_url: str
+) -> None:
+    account = connector_settings.account("coupang_main").model_copy(deep=True)
+    account.credentials["secret_key"] = type(account.credentials["secret_key"])("wrong-secret")
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        connector = build_connector(account, connector_settings, client)
+        with pytest.raises(AuthRejectedError) as caught:
+            connector.find_listing_by_external_sku("anything")
+    finally:
+        client.close()
+    assert caught.value.status == 401
+    assert "wrong-secret" not in str(caught.value)
+
+    raw = signed_get(sandbox, f"{SELLER_API}/seller-products/1", secret="wrong-secret")
+    assert raw.status_code == 401
+    assert raw.json() == {"code": "ERROR", "message": "Invalid signature.", "data": None}
+
+
+def test_stale_or_future_signed_date_and_unknown_key_are_rejected(sandbox: Any) -> None:
+    path = f"{SELLER_API}/seller-products/external-vendor-sku-codes/none"
+    now = datetime.now(UTC)
+    assert signed_get(sandbox, path, signed_at=now - timedelta(minutes=1)).status_code == 200
+    stale = signed_get(sandbox, path, signed_at=now - timedelta(minutes=6))
+    assert stale.status_code == 401 and "expired" in stale.json()["message"]
+    assert signed_get(sandbox, path, signed_at=now + timedelta(minutes=6)).status_code == 401
+    unknown = signed_get(sandbox, path, access_key="not-a-key")
+    assert unknown.status_code == 401 and unknown.json()["code"] == "ERROR"
+    no_header = requests.get(f"{sandbox.url('coupang')}{path}", timeout=10)
+    assert no_header.status_code == 401
+
+
+def test_signature_covers_the_query_string(sandbox: Any) -> None:
+    path = f"{OPENAPI_V4}/{VENDOR}/ordersheets"
+    query = "createdAtFrom=2024-03-01&createdAtTo=2024-03-01&status=ACCEPT"
+    assert signed_get(sandbox, path, query).status_code == 200
+    tampered = signed_get(sandbox, path, query, send_query=query.replace("ACCEPT", "INSTRUCT"))
+    assert tampered.status_code == 401
+
+
+# --------------------------------------------------------------------------- listings
+
+
+def test_create_listing_is_idempotent_by_external_sku(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    first = coupang.create_listing(listing())
+    second = coupang.create_listing(listing())
+    assert first.market_product_id == second.market_product_id
+    assert (first.already_existed, second.already_existed) == (False, True)
+    counts = sandbox.counts()
+    assert counts["listings"] == {"dsk-coupang-1": 1}
+    assert counts["calls"]["coupang"]["seller-products.create"] == 1
+    found = coupang.find_listing_by_external_sku("dsk-coupang-1")
+    assert found is not None and found.market_product_id == first.market_product_id
+    assert coupang.find_listing_by_external_sku("never-listed") is None
+
+
+def test_sandbox_rejects_a_duplicate_external_sku(sandbox: Any, coupang: CoupangConnector) -> None:
+    coupang.create_listing(listing("dup-1"))
+    # Bypass the connector's look-up: post the same product again, as a naive client would.
+    status, body = coupang._call(
+        "POST",
+        f"{SELLER_API}/seller-products",
+        json=coupang._product_body(listing("dup-1")),
+        ok_statuses=(400,),
+    )
+    assert status == 400 and body["code"] == "ERROR" and "already" in body["message"]
+    assert sandbox.counts()["listings"] == {"dup-1": 1}
+
+
+def test_listings_are_scoped_to_the_vendor(make_connector: Callable[[str], Any]) -> None:
+    main, second = make_connector("coupang_main"), make_connector("coupang_second")
+    created = main.create_listing(listing("scoped-1"))
+    assert second.find_listing_by_external_sku("scoped-1") is None
+    with pytest.raises(PermanentError):
+        second.update_stock(created.market_product_id, 1)
+
+
+def test_price_stock_and_suspend_reach_every_vendor_item(coupang: CoupangConnector) -> None:
+    options = (
+        ProductOption(name="색상", value="블랙", price_delta=0, stock=3),
+        ProductOption(name="색상", value="화이트", price_delta=1_000, stock=2),
+    )
+    created = coupang.create_listing(listing("opt-1", options=options))
+    coupang.update_price(created.market_product_id, 20_000)
+    coupang.update_stock(created.market_product_id, 4)
+    items = coupang._product(created.market_product_id)["items"]
+    assert [(i["salePrice"], i["maximumBuyCount"]) for i in items] == [(20_000, 4), (21_000, 4)]
+    coupang.suspend_listing(created.market_product_id)
+    assert {i["saleStatus"] for i in coupang._product(created.market_product_id)["items"]} == {
+        "STOP_SALE"
+    }
+    coupang.resume_listing(created.market_product_id)
+    assert {i["saleStatus"] for i in coupang._product(created.market_product_id)["items"]} == {
+        "ON_SALE"
+    }
+
+
+def test_bad_prices_fail_fast_with_a_clear_message(sandbox: Any, coupang: CoupangConnector) -> None:
+    with pytest.raises(PermanentError, match="multiple of 10"):
+        coupang.create_listing(listing("bad-price", sale_price=15_905))
+    with pytest.raises(PermanentError, match="numeric id"):
+        coupang.update_price("not-a-number", 1_000)
+    assert sandbox.counts()["calls"].get("coupang", {}).get("seller-products.create", 0) == 0
+
+
+# --------------------------------------------------------------------------- orders
+
+
+def test_empty_window_yields_nothing(sandbox: Any, coupang: CoupangConnector) -> None:
+    assert list(coupang.iter_orders(WINDOW_START, WINDOW_END)) == []
+    # one page per status (ACCEPT, INSTRUCT), no continuation
+    assert calls(sandbox, "ordersheets.list") == 2
+
+
+def test_exactly_one_full_page(sandbox: Any, coupang: CoupangConnector) -> None:
+    coupang.create_listing(listing())
+    ids = add_orders(sandbox, 50, external_sku="dsk-coupang-1")
+    orders = list(coupang.iter_orders(WINDOW_START, WINDOW_END))
+    assert [o.market_order_id for o in orders] == [str(i) for i in ids]
+    assert calls(sandbox, "ordersheets.list") == 2  # a full page, then no nextToken
+    first = orders[0]
+    assert first.market == "coupang" and first.status == "ACCEPT"
+    assert first.ordered_at == WINDOW_START
+    assert first.items[0].external_sku == "dsk-coupang-1"
+    assert first.items[0].unit_price == 15_900 and first.items[0].quantity == 1
+
+
+def test_next_token_continuation(sandbox: Any, coupang: CoupangConnector) -> None:
+    ids = add_orders(sandbox, 51)
+    orders = list(coupang.iter_orders(WINDOW_START, WINDOW_END))
+    assert [o.market_order_id for o in orders] == [str(i) for i in ids]
+    assert calls(sandbox, "ordersheets.list") == 3  # ACCEPT: 50 + 1, INSTRUCT: empty
+
+
+def test_window_is_half_open_and_split_under_24_hours(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    ids = add_orders(sandbox, 3, spacing_s=3600)  # 09:00, 10:00, 11:00
+    since, until = WINDOW_START + timedelta(hours=1), WINDOW_START + timedelta(hours=2)
+    assert [o.market_order_id for o in coupang.iter_orders(since, until)] == [str(ids[1])]
+    long_window = list(coupang.iter_orders(WINDOW_START - timedelta(days=2), WINDOW_END))
+    assert len(long_window) == 3
+    with pytest.raises(PermanentError, match="timezone-aware"):
+        list(coupang.iter_orders(datetime(2024, 3, 1), datetime(2024, 3, 2)))
+
+
+def test_duplicated_deliveries_are_yielded_once(sandbox: Any, coupang: CoupangConnector) -> None:
+    ids = add_orders(sandbox, 120)
+    sandbox.set_faults("coupang", duplicate_order_rate=1.0)
+    raw_ids = [r["shipmentBoxId"] for r in coupang._order_pages(WINDOW_START, WINDOW_END, "ACCEPT")]
+    assert len(raw_ids) > len(set(raw_ids)) == 120  # the sandbox really delivered duplicates
+    orders = list(coupang.iter_orders(WINDOW_START, WINDOW_END))
+    assert [o.market_order_id for o in orders] == [str(i) for i in ids]
+
+
+def test_malformed_order_sheet_fails_the_sweep_instead_of_skipping(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    add_orders(sandbox, 3)
+    sandbox.set_faults("coupang", malformed_rate=1.0)
+    with pytest.raises(TransientError, match="malformed order sheet"):
+        list(coupang.iter_orders(WINDOW_START, WINDOW_END))
+
+
+def test_buyer_data_stays_out_of_repr_and_raw(sandbox: Any, coupang: CoupangConnector) -> None:
+    (box_id,) = add_orders(sandbox, 1)
+    (order,) = coupang.iter_orders(WINDOW_START, WINDOW_END)
+    name = sandbox_orders(sandbox)[str(box_id)]["receiver"]["name"]
+    assert order.receiver is not None and order.receiver.name == name
+    assert name not in repr(order) and name not in str(order.raw)
+    assert "receiver" not in order.raw and order.raw["orderId"]
+
+
+def test_acknowledge_then_invoice_upload(sandbox: Any, coupang: CoupangConnector) -> None:
+    ids = [str(i) for i in add_orders(sandbox, 55)]
+    coupang.acknowledge(ids)  # 55 ids -> two calls (<= 50 each)
+    assert calls(sandbox, "ordersheets.acknowledgement") == 2
+    assert {sandbox_orders(sandbox)[i]["status"] for i in ids} == {"INSTRUCT"}
+    coupang.acknowledge(ids[:1])  # repeating is harmless
+
+    coupang.upload_tracking(
+        [TrackingUpload(i, (), "CJ대한통운", f"5500{n:08d}") for n, i in enumerate(ids[:2])]
+    )
+    after = sandbox_orders(sandbox)
+    assert [after[i]["status"] for i in ids[:2]] == ["DEPARTURE", "DEPARTURE"]
+    assert after[ids[0]]["invoiceNumber"] == "550000000000"
+    assert after[ids[0]]["deliveryCompanyName"] == "CJGLS"
+    assert after[ids[2]]["status"] == "INSTRUCT"
+
+
+def test_invoice_before_acknowledgement_and_unknown_carrier_fail(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    (box_id,) = add_orders(sandbox, 1)
+    with pytest.raises(PermanentError, match=str(box_id)):
+        coupang.upload_tracking([TrackingUpload(str(box_id), (), "HANJIN", "1234")])
+    with pytest.raises(PermanentError, match="unknown carrier"):
+        coupang.upload_tracking([TrackingUpload(str(box_id), (), "비둘기택배", "1234")])
+
+
+def test_sandbox_429s_are_absorbed_by_retries(sandbox: Any, coupang: CoupangConnector) -> None:
+    sandbox.set_rate_limit("coupang", calls=5, period_s=1.0, burst=1)
+    for n in range(8):
+        assert coupang.find_listing_by_external_sku(f"none-{n}") is None
+    counts = sandbox.counts()
+    assert counts["rate_limit_violations"]["coupang"] > 0  # real 429s happened...
+    assert counts["calls"]["coupang"]["seller-products.by-external-sku"] > 8  # ...and were retried
