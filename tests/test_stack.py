@@ -79,6 +79,34 @@ class RunningStack:
         return self.proc.wait(60)
 
 
+SHELL_SCRIPT = """
+from tasks.maintenance import ensure_partitions
+print("PARTITIONS", sorted(ensure_partitions.delay().get(timeout=30)["existing"]))
+from dropship.platforms.registry import connector_for
+product = next(iter(connector_for("domeggook_main").iter_products()))
+print("CONNECTOR", type(product).__name__)
+"""
+
+
+def _check_shell_reaches_the_stack(data_dir: Path, flower_port: int) -> None:
+    """A second terminal: `dropship shell` with no URLs finds the stack through its state file,
+    enqueues a task that a worker runs, and reaches the stack's sandbox through a connector."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropship.cli", "shell"],
+        cwd=PROJECT_DIR,
+        env=_stack_env(data_dir, flower_port),
+        input=SHELL_SCRIPT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    out = proc.stdout + proc.stderr
+    match = re.search(r"PARTITIONS \[(.*)\]", out)
+    assert match, out
+    assert match.group(1).count("orders_") == 4, out
+    assert re.search(r"CONNECTOR (SupplierProduct|InvalidRecord)", out), out
+
+
 def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     flower_port = free_port()
@@ -91,6 +119,7 @@ def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None
         for name in ("sandbox", "worker-main", "worker-high", "beat", "flower"):
             assert name in out
         assert requests.get(f"http://127.0.0.1:{flower_port}/", timeout=5).status_code == 200
+        _check_shell_reaches_the_stack(data_dir, flower_port)
         # A second `up` on the same data folder refuses instead of fighting over it.
         second = subprocess.run(
             [sys.executable, "-m", "dropship.cli", "up"],

@@ -142,21 +142,26 @@ def connector_for(
     either ``Settings`` with a ``platforms`` section or a ``PlatformSettings``). Redis comes from
     ``redis_client`` or the settings' ``redis_url``."""
     use_process_cache = settings is None  # explicit settings (tests, tools): always fresh
+    url: str | None = None
     if settings is None:
+        from dropship.runtime import resolved_redis_url
         from dropship.settings import get_settings
 
         settings = get_settings()
+        # The configured URL, or the one the running `dropship up` stack published.
+        url = resolved_redis_url()
     platforms = _platform_settings(settings)
     account = platforms.account(account_name)
     if redis_client is None:
-        url_of = getattr(settings, "redis_url_value", None)
-        url = url_of() if callable(url_of) else None
+        if url is None:
+            url_of = getattr(settings, "redis_url_value", None)
+            url = url_of() if callable(url_of) else None
         if url:
             redis_client = redis_client_for(url)
     if redis_client is None:
         raise ConfigurationError(
             f"account {account_name!r}: no Redis for the shared rate limiter "
-            "(set DROPSHIP_REDIS_URL)"
+            "(set DROPSHIP_REDIS_URL, or start the stack with `dropship up`)"
         )
     if not use_process_cache:
         return build_connector(account, platforms, redis_client)
