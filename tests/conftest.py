@@ -230,7 +230,11 @@ class WorkerProcess:
 
 
 def start_worker(
-    tmp_path: Path, queues: str = "high,medium,low", concurrency: int = 2, name: str = "test"
+    tmp_path: Path,
+    queues: str = "high,medium,low",
+    concurrency: int = 2,
+    name: str = "test",
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
     log_path = tmp_path / f"worker-{name}.log"
     hostname = f"{name}-{uuid.uuid4().hex[:6]}@%h"
@@ -254,7 +258,7 @@ def start_worker(
             "--without-mingle",
         ],
         cwd=PROJECT_DIR,
-        env=os.environ.copy(),
+        env={**os.environ, **(env or {})},
         stdout=log_path.open("w"),
         stderr=subprocess.STDOUT,
         text=True,
