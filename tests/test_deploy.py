@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,3 +73,49 @@ def test_app_services_use_the_dockerfile_and_real_urls() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "uv sync --frozen" in dockerfile
     assert "USER dropship" in dockerfile
+
+
+def _k8s(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / name).read_text()) if d]
+
+
+def test_k8s_one_beat_and_workers_per_queue_group() -> None:
+    (beat,) = _k8s("beat.yaml")
+    assert beat["spec"]["replicas"] == 1
+    assert beat["spec"]["strategy"]["type"] == "Recreate"
+    queues = {}
+    for deployment in _k8s("workers.yaml"):
+        command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+        queues[deployment["metadata"]["name"]] = command[command.index("-Q") + 1]
+    assert queues == {"dropship-worker-high": "high", "dropship-worker-bulk": "medium,low"}
+
+
+def test_k8s_autoscaling_follows_queue_lengths() -> None:
+    lists = {
+        obj["spec"]["scaleTargetRef"]["name"]: sorted(
+            t["metadata"]["listName"] for t in obj["spec"]["triggers"]
+        )
+        for obj in _k8s("autoscaling.yaml")
+    }
+    assert lists == {"dropship-worker-high": ["high"], "dropship-worker-bulk": ["low", "medium"]}
+    (job,) = _k8s("migrate-job.yaml")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "dropship",
+        "db",
+        "upgrade",
+    ]
+
+
+def test_env_example_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example configuration loads: a typo in a variable name or value would fail here."""
+    from dropship.settings import load_settings
+
+    for line in (ROOT / "deploy" / "dropship.env.example").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            key, _, value = line.partition("=")
+            monkeypatch.setenv(key, value.strip())
+    loaded = load_settings()
+    assert loaded.partitions.retention_months == 60
+    assert loaded.platforms.accounts["coupang_main"].platform == "coupang"
+    assert loaded.celery.hard_time_limit < loaded.celery.visibility_timeout
