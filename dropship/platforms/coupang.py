@@ -14,8 +14,8 @@ buyer-facing orderId is in ``raw["orderId"]``), its items are vendor items
 
 Idempotent registration: every item carries our key in ``externalVendorSku``; ``create_listing``
 looks the key up first (``seller-products/external-vendor-sku-codes/{key}``) and returns the
-existing listing, and if the create itself is refused because the key is already in use it looks
-it up again and returns that.
+existing listing. Coupang does not refuse a second product with the same key, so this look-up is
+the only guard; when duplicates already exist the oldest is used and a warning names the key.
 
 Orders: ``iter_orders`` reads ``ordersheets`` per status in windows of at most 23 hours
 (``searchType=timeFrame``, minute precision, KST) following ``nextToken``; Coupang filters by
@@ -30,13 +30,15 @@ import hmac
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
 from dropship.errors import PermanentError, TransientError
+from dropship.platforms import _market_common as common
+from dropship.platforms._market_common import KST
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import PlatformHttp
 from dropship.platforms.interfaces import (
@@ -50,7 +52,7 @@ from dropship.platforms.interfaces import (
 
 log = logging.getLogger(__name__)
 
-KST = timezone(timedelta(hours=9), "KST")
+MARKET = "coupang"
 SELLER_API = "/v2/providers/seller_api/apis/api/v1/marketplace"
 OPENAPI_V4 = "/v2/providers/openapi/apis/api/v4/vendors"
 DEFAULT_ORDER_STATUSES: tuple[str, ...] = ("ACCEPT", "INSTRUCT")
@@ -93,21 +95,13 @@ def coupang_authorization(
 
 def carrier_code(carrier: str) -> str:
     """Coupang's deliveryCompanyCode for a carrier name or code; PermanentError when unknown."""
-    name = carrier.strip()
-    if name in CARRIER_CODES:
-        return CARRIER_CODES[name]
-    if name.upper() in KNOWN_CARRIER_CODES:
-        return name.upper()
-    raise PermanentError(
-        f"coupang: unknown carrier {carrier!r}; use one of {sorted(CARRIER_CODES)} "
-        f"or a Coupang deliveryCompanyCode"
-    )
+    return common.carrier_code(MARKET, carrier, CARRIER_CODES, KNOWN_CARRIER_CODES)
 
 
 class CoupangConnector:
     """:class:`~dropship.platforms.interfaces.MarketConnector` for one Coupang Wing account."""
 
-    market = "coupang"
+    market = MARKET
 
     def __init__(
         self,
@@ -172,15 +166,7 @@ class CoupangConnector:
             idempotent=idempotent,
             ok_statuses=ok_statuses,
         )
-        try:
-            body = response.json()
-        except ValueError:
-            raise TransientError(
-                f"coupang {method} {path}: response is not JSON (HTTP {response.status_code})"
-            ) from None
-        if not isinstance(body, dict):
-            raise TransientError(f"coupang {method} {path}: response is not a JSON object")
-        return response.status_code, body
+        return response.status_code, common.json_object(response, MARKET, method, _no_query(path))
 
     def _seller_call(self, method: str, path: str, **kwargs: Any) -> Any:
         """A seller_api call; envelope ``{"code": "SUCCESS"|"ERROR", "message", "data"}``."""
@@ -195,6 +181,7 @@ class CoupangConnector:
     # ------------------------------------------------------------------ listings
 
     def find_listing_by_external_sku(self, external_sku: str) -> MarketListingResult | None:
+        """The listing carrying ``external_sku`` (the oldest, if several do), or None."""
         if not external_sku:
             raise PermanentError("coupang: external_sku must not be empty")
         code = quote(external_sku, safe="")
@@ -202,53 +189,49 @@ class CoupangConnector:
             "GET", f"{SELLER_API}/seller-products/external-vendor-sku-codes/{code}"
         )
         products = data if isinstance(data, list) else ([data] if isinstance(data, dict) else [])
-        for product in products:
-            product_id = product.get("sellerProductId")
-            if product_id is not None:
-                return MarketListingResult(
-                    market_product_id=str(product_id),
-                    external_sku=external_sku,
-                    already_existed=True,
-                    status=product.get("statusName"),
-                )
-        return None
+        matches = [
+            common.ListingMatch(
+                market_product_id=str(product["sellerProductId"]),
+                created_at=common.parse_time(product.get("createdAt")),
+                status=product.get("statusName"),
+            )
+            for product in products
+            if isinstance(product, dict) and product.get("sellerProductId") is not None
+        ]
+        return common.oldest_listing(MARKET, self.account.name, external_sku, matches)
 
     def create_listing(self, request: MarketListingRequest) -> MarketListingResult:
+        """Register the product once per ``external_sku``: an existing listing with that key
+        is returned (``already_existed=True``) instead of creating a second one, which Coupang
+        would accept. A create that timed out is not repeated here (a non-idempotent POST):
+        the task's retry comes back through the look-up and finds it."""
+        body = self._product_body(request)  # bad input fails before any call
         existing = self.find_listing_by_external_sku(request.external_sku)
         if existing is not None:
             log.info(
                 "coupang %s: listing %s already exists", self.account.name, request.external_sku
             )
             return existing
-        status, body = self._call(
-            "POST",
-            f"{SELLER_API}/seller-products",
-            json=self._product_body(request),
-            ok_statuses=(400,),
+        status, answer = self._call(
+            "POST", f"{SELLER_API}/seller-products", json=body, ok_statuses=(400,)
         )
-        if body.get("code") == "SUCCESS" and body.get("data") is not None:
+        if answer.get("code") == "SUCCESS" and answer.get("data") is not None:
             return MarketListingResult(
-                market_product_id=str(body["data"]), external_sku=request.external_sku
+                market_product_id=str(answer["data"]), external_sku=request.external_sku
             )
-        message = str(body.get("message") or "")
-        if "externalVendorSku" in message and "already" in message:
-            # Created meanwhile (a concurrent or timed-out earlier attempt): return that one.
-            existing = self.find_listing_by_external_sku(request.external_sku)
-            if existing is not None:
-                return existing
         raise PermanentError(
             f"coupang create listing {request.external_sku} -> HTTP {status} "
-            f"{body.get('code')}: {_short(message)}"
+            f"{answer.get('code')}: {_short(answer.get('message'))}"
         )
 
     def _product_body(self, request: MarketListingRequest) -> dict[str, Any]:
-        _check_price(request.sale_price, request.external_sku)
+        common.check_price(MARKET, request.sale_price, request.external_sku)
         option = self.account.option
         items: list[dict[str, Any]] = []
         variants = request.options or ()
         for variant in variants or (None,):
             price = request.sale_price + (variant.price_delta if variant else 0)
-            _check_price(price, request.external_sku)
+            common.check_price(MARKET, price, request.external_sku)
             items.append(
                 {
                     "itemName": f"{variant.name} {variant.value}" if variant else "단일상품",
@@ -337,7 +320,7 @@ class CoupangConnector:
 
     def _product(self, market_product_id: str) -> dict[str, Any]:
         data = self._seller_call(
-            "GET", f"{SELLER_API}/seller-products/{_numeric(market_product_id)}"
+            "GET", f"{SELLER_API}/seller-products/{common.numeric_id(MARKET, market_product_id)}"
         )
         if not isinstance(data, dict) or not isinstance(data.get("items"), list):
             raise TransientError(f"coupang seller product {market_product_id}: malformed response")
@@ -366,7 +349,7 @@ class CoupangConnector:
     def update_price(self, market_product_id: str, sale_price: int) -> None:
         """Set the listing's base price; option items keep their price difference to the
         cheapest item. ``forceSalePriceUpdate`` because our pricing rules already decided."""
-        _check_price(sale_price, market_product_id)
+        common.check_price(MARKET, sale_price, market_product_id)
         items = [i for i in self._product(market_product_id)["items"] if i.get("vendorItemId")]
         if not items:
             raise TransientError(f"coupang seller product {market_product_id} has no vendor items")
@@ -383,10 +366,7 @@ class CoupangConnector:
     def update_stock(self, market_product_id: str, stock: int) -> None:
         """Set the sellable quantity of every item of the listing (does not resume a stopped
         sale; see :meth:`resume_listing`)."""
-        if stock < 0:
-            raise PermanentError(
-                f"coupang {market_product_id}: stock must not be negative, got {stock}"
-            )
+        common.check_stock(MARKET, stock, market_product_id)
         for vendor_item_id in self._vendor_item_ids(market_product_id):
             self._seller_call(
                 "PUT", f"{SELLER_API}/vendor-items/{vendor_item_id}/quantities/{stock}"
@@ -405,7 +385,7 @@ class CoupangConnector:
     def iter_orders(self, changed_since: datetime, until: datetime) -> Iterator[MarketOrder]:
         """Order sheets ordered in ``[changed_since, until)`` in the configured statuses, each
         once per call. Raises :class:`TransientError` on a malformed record (never skips one)."""
-        _check_window(changed_since, until)
+        common.check_window(MARKET, changed_since, until)
         seen: set[str] = set()
         window_start = changed_since
         while window_start < until:
@@ -454,9 +434,8 @@ class CoupangConnector:
         )
 
     def _order_sheet(self, shipment_box_id: str) -> dict[str, Any]:
-        status, body = self._call(
-            "GET", f"{OPENAPI_V4}/{self.vendor_id}/ordersheets/{_numeric(shipment_box_id)}"
-        )
+        box_id = common.numeric_id(MARKET, shipment_box_id)
+        status, body = self._call("GET", f"{OPENAPI_V4}/{self.vendor_id}/ordersheets/{box_id}")
         data = body.get("data")
         if body.get("code") != 200 or not isinstance(data, dict):
             raise PermanentError(
@@ -466,19 +445,15 @@ class CoupangConnector:
 
     def acknowledge(self, market_order_ids: Iterable[str]) -> None:
         """ACCEPT -> INSTRUCT (상품준비중) for these shipment boxes, 50 per call."""
-        box_ids = [int(_numeric(i)) for i in market_order_ids]
-        failures: list[str] = []
-        retry = False
-        for chunk in _chunks(box_ids, MAX_ACK_IDS):
-            _, body = self._call(
-                "PUT",
-                f"{OPENAPI_V4}/{self.vendor_id}/ordersheets/acknowledgement",
-                json={"vendorId": self.vendor_id, "shipmentBoxIds": chunk},
-            )
-            failed, needs_retry = _failed_boxes(body, "acknowledgement")
-            failures += failed
-            retry = retry or needs_retry
-        _raise_for_failures("acknowledgement", failures, retry)
+        box_ids = [int(common.numeric_id(MARKET, i)) for i in market_order_ids]
+        self._send_box_batches(
+            "acknowledgement",
+            "PUT",
+            "ordersheets/acknowledgement",
+            "shipmentBoxIds",
+            box_ids,
+            MAX_ACK_IDS,
+        )
 
     def upload_tracking(self, uploads: Sequence[TrackingUpload]) -> None:
         """Invoice upload (INSTRUCT -> DEPARTURE), one entry per shipment box and vendor item."""
@@ -509,20 +484,43 @@ class CoupangConnector:
                         "estimatedShippingDate": "",
                     }
                 )
+        # Re-sending the same invoice for the same box converges: safe to retry.
+        self._send_box_batches(
+            "invoice upload",
+            "POST",
+            "orders/invoices",
+            "orderSheetInvoiceApplyDtos",
+            dtos,
+            MAX_INVOICES_PER_CALL,
+            idempotent=True,
+        )
+
+    def _send_box_batches(
+        self,
+        what: str,
+        method: str,
+        endpoint: str,
+        field: str,
+        values: Sequence[Any],
+        size: int,
+        *,
+        idempotent: bool | None = None,
+    ) -> None:
+        """Send ``values`` in calls of ``size`` as ``{"vendorId", field: chunk}`` and report
+        the shipment boxes Coupang refused (all chunks are sent first)."""
         failures: list[str] = []
         retry = False
-        for chunk in _chunks(dtos, MAX_INVOICES_PER_CALL):
-            # Re-sending the same invoice for the same box converges: safe to retry.
+        for chunk in common.chunks(values, size):
             _, body = self._call(
-                "POST",
-                f"{OPENAPI_V4}/{self.vendor_id}/orders/invoices",
-                json={"vendorId": self.vendor_id, "orderSheetInvoiceApplyDtos": chunk},
-                idempotent=True,
+                method,
+                f"{OPENAPI_V4}/{self.vendor_id}/{endpoint}",
+                json={"vendorId": self.vendor_id, field: chunk},
+                idempotent=idempotent,
             )
-            failed, needs_retry = _failed_boxes(body, "invoices")
+            failed, needs_retry = _failed_boxes(body, what)
             failures += failed
             retry = retry or needs_retry
-        _raise_for_failures("invoice upload", failures, retry)
+        common.raise_for_failures(MARKET, what, "shipment boxes", failures, retry=retry)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -543,12 +541,12 @@ def _parse_order_sheet(record: Any) -> MarketOrder:
         items = tuple(
             MarketOrderItem(
                 market_item_id=str(line["vendorItemId"]),
-                market_product_id=_str_or_none(line.get("sellerProductId")),
-                external_sku=_str_or_none(line.get("externalVendorSkuCode")),
+                market_product_id=common.str_or_none(line.get("sellerProductId")),
+                external_sku=common.str_or_none(line.get("externalVendorSkuCode")),
                 name=str(line.get("vendorItemName") or line.get("sellerProductName") or ""),
                 quantity=int(line["shippingCount"]),
                 unit_price=int(line["salesPrice"]),
-                option=_str_or_none(line.get("sellerProductItemName")),
+                option=common.str_or_none(line.get("sellerProductItemName")),
             )
             for line in lines
         )
@@ -595,31 +593,6 @@ def _failed_boxes(body: dict[str, Any], what: str) -> tuple[list[str], bool]:
     return failed, retry
 
 
-def _raise_for_failures(what: str, failures: list[str], retry: bool) -> None:
-    if not failures:
-        return
-    message = f"coupang {what} failed for shipment boxes {', '.join(failures[:20])}" + (
-        f" (+{len(failures) - 20} more)" if len(failures) > 20 else ""
-    )
-    raise (TransientError if retry else PermanentError)(message)
-
-
-def _check_window(since: datetime, until: datetime) -> None:
-    if since.tzinfo is None or until.tzinfo is None:
-        raise PermanentError("coupang iter_orders: changed_since and until must be timezone-aware")
-    if until <= since:
-        raise PermanentError(
-            f"coupang iter_orders: until ({until}) must be after changed_since ({since})"
-        )
-
-
-def _check_price(price: int, what: str) -> None:
-    if price <= 0 or price % 10:
-        raise PermanentError(
-            f"coupang {what}: price must be a positive multiple of 10 KRW, got {price}"
-        )
-
-
 def _minute_floor(value: datetime) -> datetime:
     return value.astimezone(KST).replace(second=0, microsecond=0)
 
@@ -629,16 +602,6 @@ def _minute_ceil(value: datetime) -> datetime:
     return floor if floor == value else floor + timedelta(minutes=1)
 
 
-def _numeric(value: str) -> str:
-    if not str(value).isdigit():
-        raise PermanentError(f"coupang: expected a numeric id, got {value!r}")
-    return str(value)
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
 def _short(message: Any, limit: int = 200) -> str:
     text = str(message or "").replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -646,11 +609,6 @@ def _short(message: Any, limit: int = 200) -> str:
 
 def _no_query(path: str) -> str:
     return path.split("?", 1)[0]
-
-
-def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 __all__ = ["CARRIER_CODES", "CoupangConnector", "carrier_code", "coupang_authorization"]

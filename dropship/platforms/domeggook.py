@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from dropship.errors import PermanentError, TransientError
+from dropship.platforms._supplier_common import KST, SupplierConnectorBase
 from dropship.platforms.cache import ResponseCache
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import PlatformHttp
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 SUPPLIER = "domeggook"
 MAX_PAGE_SIZE = 200
 API_PATH = "/ssl/api/"
-KST = timezone(timedelta(hours=9))
 # Standard error codes we act on (everything else is a plain PermanentError).
 _AUTH_ERROR_CODES = frozenset({"100"})
 _NOT_FOUND_CODES = frozenset({"300"})
@@ -57,7 +57,7 @@ class DomeggookApiError(PermanentError):
         self.code = code
 
 
-class DomeggookConnector:
+class DomeggookConnector(SupplierConnectorBase):
     """:class:`~dropship.platforms.interfaces.SupplierConnector` for Domeggook (catalog side)."""
 
     supplier = SUPPLIER
@@ -70,15 +70,8 @@ class DomeggookConnector:
         cache: ResponseCache | None = None,
         page_size: int = MAX_PAGE_SIZE,
     ) -> None:
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise PermanentError(
-                f"domeggook account {account.name!r}: page_size must be within 1..{MAX_PAGE_SIZE},"
-                f" got {page_size}"
-            )
-        self.account = account
-        self.http = http
-        self.cache = cache
-        self.page_size = page_size
+        super().__init__(account=account, http=http, cache=cache)
+        self.page_size = self.checked_page_size(page_size, MAX_PAGE_SIZE)
         self.market = account.option("market") or "dome"
         self.view_ver = account.option("view_ver") or "4.5"
 
@@ -138,7 +131,7 @@ class DomeggookConnector:
                     return None
                 raise
 
-        return self.cache.get_or_load("product_detail", no, load) if self.cache else load()
+        return self.cached_detail(no, load)
 
     # ------------------------------------------------------------------ SupplierConnector
 
@@ -167,7 +160,7 @@ class DomeggookConnector:
             return None
         record = normalise_view(view, None)
         if isinstance(record, InvalidRecord):
-            raise PermanentError(f"domeggook item {supplier_sku} is malformed: {record.reason}")
+            raise self.malformed_error(record)
         return record
 
     def _no_orders(self) -> PermanentError:

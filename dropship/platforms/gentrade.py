@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +27,7 @@ import requests
 from lxml import etree
 
 from dropship.errors import PermanentError, TransientError
+from dropship.platforms._supplier_common import KST, PRODUCT_DETAIL, SupplierConnectorBase
 from dropship.platforms.cache import ResponseCache
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import PlatformHttp
@@ -45,7 +46,6 @@ SUPPLIER = "gentrade"
 FEED_PATH = "/shop/proc/product_api.php"
 ORDER_PATH = "/shop/proc/order_api.php"
 CHUNK_BYTES = 64 * 1024
-KST = timezone(timedelta(hours=9))
 _SHIPPED = frozenset({"배송중", "배송완료"})
 _CANCELLED = "취소"
 
@@ -215,7 +215,7 @@ def _xml(content: bytes, what: str) -> Any:
         raise TransientError(f"gentrade {what}: response is not well-formed XML") from None
 
 
-class GentradeConnector:
+class GentradeConnector(SupplierConnectorBase):
     """:class:`~dropship.platforms.interfaces.SupplierConnector` for the gentrade feed."""
 
     supplier = SUPPLIER
@@ -228,9 +228,7 @@ class GentradeConnector:
         cache: ResponseCache | None = None,
         chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
-        self.account = account
-        self.http = http
-        self.cache = cache
+        super().__init__(account=account, http=http, cache=cache)
         self.chunk_bytes = chunk_bytes
 
     def _auth(self) -> dict[str, str]:
@@ -260,22 +258,20 @@ class GentradeConnector:
         """gentrade has no per-product endpoint: scan the feed (cached per product for the
         cache TTL, so a burst of lookups costs one feed download)."""
         if self.cache is not None:
-            cached = self.cache.get("product_detail", supplier_sku)
+            cached = self.cache.get(PRODUCT_DETAIL, supplier_sku)
             if cached is not None:
                 return _from_cached(cached)
         found: SupplierProduct | None = None
         for record in self.iter_products():
             if isinstance(record, SupplierProduct):
                 if self.cache is not None:
-                    self.cache.set("product_detail", record.supplier_sku, _to_cached(record))
+                    self.cache.set(PRODUCT_DETAIL, record.supplier_sku, _to_cached(record))
                 if record.supplier_sku == supplier_sku:
                     found = record
                     if self.cache is None:
                         break
             elif record.supplier_sku == supplier_sku:
-                raise PermanentError(
-                    f"gentrade product {supplier_sku} is malformed: {record.reason}"
-                )
+                raise self.malformed_error(record)
         return found
 
     # ------------------------------------------------------------------ orders

@@ -12,6 +12,11 @@ its ``sellerManagementCode``). An order is a *product order* (``market_order_id`
 Naver tracks status, confirmation, dispatch and claims per product order, so that is the unit we
 forward and track; the buyer-facing orderId is in ``raw["order"]["orderId"]``.
 
+Idempotent registration: ``create_listing`` first searches the seller management code
+(``searchKeywordType=SELLER_CODE``) and returns the listing found. Naver does not refuse a second
+product with the same code, so this look-up is the only guard; when duplicates already exist the
+oldest is used and a warning names the code.
+
 Orders: ``iter_orders`` reads ``last-changed-statuses`` in windows of at most 24 h, following
 ``data.more`` (``moreFrom`` + ``moreSequence``), then fetches details with ``query`` (<= 300 ids).
 A product order delivered twice (page overlap) is yielded once per call. Rate limiting: the
@@ -25,13 +30,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import bcrypt
 import requests
 
 from dropship.errors import PermanentError, TransientError
+from dropship.platforms import _market_common as common
+from dropship.platforms._market_common import KST
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import AuthRejectedError, PlatformHttp
 from dropship.platforms.interfaces import (
@@ -45,7 +52,7 @@ from dropship.platforms.interfaces import (
 
 log = logging.getLogger(__name__)
 
-KST = timezone(timedelta(hours=9), "KST")
+MARKET = "naver"
 TOKEN_PATH = "/external/v1/oauth2/token"
 PAY_ORDER = "/external/v1/pay-order/seller/product-orders"
 ORDER_WINDOW = timedelta(hours=24)
@@ -55,6 +62,8 @@ MAX_DISPATCH = 30
 MAX_CONFIRM = 30
 MAX_PAGES_PER_WINDOW = 2_000
 MAX_OPTIONAL_IMAGES = 9
+# A seller management code normally matches one listing; a page this size also shows duplicates.
+SKU_SEARCH_PAGE_SIZE = 100
 
 # Naver's deliveryCompanyCode for the carriers our suppliers use.
 CARRIER_CODES: dict[str, str] = {
@@ -84,15 +93,8 @@ def client_secret_sign(client_id: str, client_secret: str, timestamp_ms: int) ->
 
 
 def carrier_code(carrier: str) -> str:
-    name = carrier.strip()
-    if name in CARRIER_CODES:
-        return CARRIER_CODES[name]
-    if name.upper() in KNOWN_CARRIER_CODES:
-        return name.upper()
-    raise PermanentError(
-        f"naver: unknown carrier {carrier!r}; use one of {sorted(CARRIER_CODES)} "
-        f"or a Naver deliveryCompanyCode"
-    )
+    """Naver's deliveryCompanyCode for a carrier name or code; PermanentError when unknown."""
+    return common.carrier_code(MARKET, carrier, CARRIER_CODES, KNOWN_CARRIER_CODES)
 
 
 def naver_time(value: datetime) -> str:
@@ -102,7 +104,7 @@ def naver_time(value: datetime) -> str:
 class NaverConnector:
     """:class:`~dropship.platforms.interfaces.MarketConnector` for one Naver Commerce account."""
 
-    market = "naver"
+    market = MARKET
 
     def __init__(
         self,
@@ -154,7 +156,7 @@ class NaverConnector:
                 },
                 idempotent=True,  # issuing a token has no side effect worth guarding
             )
-            body = _json_object(response, "POST", TOKEN_PATH)
+            body = common.json_object(response, MARKET, "POST", TOKEN_PATH)
             token = body.get("access_token")
             expires_in = body.get("expires_in")
             if not isinstance(token, str) or not token or not isinstance(expires_in, int | float):
@@ -176,7 +178,7 @@ class NaverConnector:
         json: Any = None,
         idempotent: bool | None = None,
         ok_statuses: tuple[int, ...] = (),
-    ) -> tuple[int, Any]:
+    ) -> tuple[int, dict[str, Any]]:
         """One API call with the bearer token; re-issues the token once on 401."""
         for attempt in (1, 2):
             token = self._access_token(force=attempt == 2)
@@ -202,18 +204,13 @@ class NaverConnector:
                     log.info("naver %s: token rejected (401); re-issuing", self.account.name)
                     continue
                 raise
-            try:
-                body = response.json()
-            except ValueError:
-                raise TransientError(
-                    f"naver {method} {path}: response is not JSON (HTTP {response.status_code})"
-                ) from None
-            return response.status_code, body
+            return response.status_code, common.json_object(response, MARKET, method, path)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ listings
 
     def find_listing_by_external_sku(self, external_sku: str) -> MarketListingResult | None:
+        """The listing carrying ``external_sku`` (the oldest, if several do), or None."""
         if not external_sku:
             raise PermanentError("naver: external_sku must not be empty")
         _, body = self._call(
@@ -223,40 +220,48 @@ class NaverConnector:
                 "searchKeywordType": "SELLER_CODE",
                 "sellerManagementCode": external_sku,
                 "page": 1,
-                "size": 10,
+                "size": SKU_SEARCH_PAGE_SIZE,
             },
             idempotent=True,  # a search
         )
-        for content in (body or {}).get("contents") or []:
-            for channel in content.get("channelProducts") or []:
-                if channel.get("sellerManagementCode") == external_sku:
-                    return MarketListingResult(
+        matches: list[common.ListingMatch] = []
+        for content in body.get("contents") or []:
+            # One match per origin product, whichever of its channel products shows the code.
+            channel = next(
+                (
+                    c
+                    for c in content.get("channelProducts") or []
+                    if c.get("sellerManagementCode") == external_sku
+                ),
+                None,
+            )
+            if channel is not None:
+                matches.append(
+                    common.ListingMatch(
                         market_product_id=str(content["originProductNo"]),
-                        external_sku=external_sku,
-                        already_existed=True,
+                        created_at=common.parse_time(channel.get("regDate")),
                         status=channel.get("statusType"),
                     )
-        return None
+                )
+        return common.oldest_listing(MARKET, self.account.name, external_sku, matches)
 
     def create_listing(self, request: MarketListingRequest) -> MarketListingResult:
+        """Register the product once per ``external_sku``: an existing listing with that code
+        is returned (``already_existed=True``) instead of creating a second one, which Naver
+        would accept. A create that timed out is not repeated here (a non-idempotent POST):
+        the task's retry comes back through the look-up and finds it."""
+        product = self._product_body(request)  # bad input fails before any call
         existing = self.find_listing_by_external_sku(request.external_sku)
         if existing is not None:
             log.info("naver %s: listing %s already exists", self.account.name, request.external_sku)
             return existing
-        status, body = self._call(
-            "POST", "/external/v2/products", json=self._product_body(request), ok_statuses=(400,)
-        )
-        body = body if isinstance(body, dict) else {}
+        status, body = self._call("POST", "/external/v2/products", json=product, ok_statuses=(400,))
         if status == 200 and body.get("originProductNo") is not None:
             return MarketListingResult(
                 market_product_id=str(body["originProductNo"]),
                 external_sku=request.external_sku,
                 status="SALE" if request.stock > 0 else "OUTOFSTOCK",
             )
-        if body.get("code") == "DUPLICATE_SELLER_MANAGEMENT_CODE":
-            existing = self.find_listing_by_external_sku(request.external_sku)
-            if existing is not None:
-                return existing
         fields = ", ".join(
             str(i.get("name")) for i in body.get("invalidInputs") or [] if isinstance(i, dict)
         )
@@ -266,7 +271,7 @@ class NaverConnector:
         )
 
     def _product_body(self, request: MarketListingRequest) -> dict[str, Any]:
-        _check_price(request.sale_price, request.external_sku)
+        common.check_price(MARKET, request.sale_price, request.external_sku)
         if not request.images:
             raise PermanentError(
                 f"naver listing {request.external_sku}: at least one image is required"
@@ -350,10 +355,8 @@ class NaverConnector:
         }
 
     def _origin_product(self, market_product_id: str) -> dict[str, Any]:
-        _, body = self._call(
-            "GET", f"/external/v2/products/origin-products/{_numeric(market_product_id)}"
-        )
-        if not isinstance(body, dict) or not isinstance(body.get("originProduct"), dict):
+        _, body = self._call("GET", _origin_product_path(market_product_id))
+        if not isinstance(body.get("originProduct"), dict):
             raise TransientError(f"naver origin product {market_product_id}: malformed response")
         return body
 
@@ -362,13 +365,13 @@ class NaverConnector:
         channel.pop("channelProductNo", None)
         self._call(
             "PUT",
-            f"/external/v2/products/origin-products/{_numeric(market_product_id)}",
+            _origin_product_path(market_product_id),
             json={"originProduct": product["originProduct"], "smartstoreChannelProduct": channel},
         )
 
     def update_price(self, market_product_id: str, sale_price: int) -> None:
         """Naver edits prices through the whole origin product: read it, change, write back."""
-        _check_price(sale_price, market_product_id)
+        common.check_price(MARKET, sale_price, market_product_id)
         product = self._origin_product(market_product_id)
         product["originProduct"]["salePrice"] = sale_price
         self._put_origin_product(market_product_id, product)
@@ -376,10 +379,7 @@ class NaverConnector:
     def update_stock(self, market_product_id: str, stock: int) -> None:
         """Set the stock. A sold-out listing (OUTOFSTOCK, which Naver sets at zero stock) goes back
         on sale when restocked; a listing we suspended stays suspended."""
-        if stock < 0:
-            raise PermanentError(
-                f"naver {market_product_id}: stock must not be negative, got {stock}"
-            )
+        common.check_stock(MARKET, stock, market_product_id)
         product = self._origin_product(market_product_id)
         origin = product["originProduct"]
         origin["stockQuantity"] = stock
@@ -388,34 +388,23 @@ class NaverConnector:
         self._put_origin_product(market_product_id, product)
 
     def suspend_listing(self, market_product_id: str) -> None:
-        self._call(
-            "PUT",
-            f"/external/v1/products/origin-products/{_numeric(market_product_id)}/change-status",
-            json={"statusType": "SUSPENSION"},
-        )
+        self._change_status(market_product_id, {"statusType": "SUSPENSION"})
 
     def resume_listing(self, market_product_id: str, stock: int) -> None:
         if stock <= 0:
             raise PermanentError(f"naver {market_product_id}: resuming a sale needs stock > 0")
-        self._call(
-            "PUT",
-            f"/external/v1/products/origin-products/{_numeric(market_product_id)}/change-status",
-            json={"statusType": "SALE", "stockQuantity": stock},
-        )
+        self._change_status(market_product_id, {"statusType": "SALE", "stockQuantity": stock})
+
+    def _change_status(self, market_product_id: str, change: dict[str, Any]) -> None:
+        path = f"{_origin_product_path(market_product_id, api='v1')}/change-status"
+        self._call("PUT", path, json=change)
 
     # ------------------------------------------------------------------ orders
 
     def iter_orders(self, changed_since: datetime, until: datetime) -> Iterator[MarketOrder]:
         """Product orders last changed in ``[changed_since, until)``, each once per call.
         Raises :class:`TransientError` on a malformed record (never skips one)."""
-        if changed_since.tzinfo is None or until.tzinfo is None:
-            raise PermanentError(
-                "naver iter_orders: changed_since and until must be timezone-aware"
-            )
-        if until <= changed_since:
-            raise PermanentError(
-                f"naver iter_orders: until ({until}) must be after changed_since ({changed_since})"
-            )
+        common.check_window(MARKET, changed_since, until)
         seen: set[str] = set()
         window_start = changed_since
         while window_start < until:
@@ -442,7 +431,7 @@ class NaverConnector:
         cursors_seen: set[tuple[str, str]] = set()
         for _ in range(MAX_PAGES_PER_WINDOW):
             _, body = self._call("GET", f"{PAY_ORDER}/last-changed-statuses", params=params)
-            data = body.get("data") if isinstance(body, dict) else None
+            data = body.get("data")
             if not isinstance(data, dict):
                 raise TransientError("naver last-changed-statuses: response has no 'data' object")
             changes = data.get("lastChangeStatuses") or []
@@ -463,11 +452,11 @@ class NaverConnector:
 
     def _details(self, changes: dict[str, dict[str, Any]]) -> Iterator[MarketOrder]:
         ids = list(changes)
-        for chunk in _chunks(ids, MAX_QUERY_IDS):
+        for chunk in common.chunks(ids, MAX_QUERY_IDS):
             _, body = self._call(
                 "POST", f"{PAY_ORDER}/query", json={"productOrderIds": chunk}, idempotent=True
             )
-            records = body.get("data") if isinstance(body, dict) else None
+            records = body.get("data")
             if not isinstance(records, list):
                 raise TransientError("naver product-orders/query: 'data' is not a list")
             by_id: dict[str, MarketOrder] = {}
@@ -488,12 +477,12 @@ class NaverConnector:
         """발주확인 (place order confirmation) for these product orders, 30 per call."""
         ids = [str(i) for i in market_order_ids]
         failures: list[str] = []
-        for chunk in _chunks(ids, MAX_CONFIRM):
+        for chunk in common.chunks(ids, MAX_CONFIRM):
             _, body = self._call(
                 "POST", f"{PAY_ORDER}/confirm", json={"productOrderIds": chunk}, idempotent=True
             )
             failures += _failed_ids(body, "confirm")
-        _raise_for_failures("confirm", failures)
+        common.raise_for_failures(MARKET, "confirm", "product orders", failures)
 
     def upload_tracking(self, uploads: Sequence[TrackingUpload]) -> None:
         """발송처리 (dispatch) with carrier and tracking number, at most 30 per call."""
@@ -514,7 +503,7 @@ class NaverConnector:
                     }
                 )
         failures: list[str] = []
-        for chunk in _chunks(items, MAX_DISPATCH):
+        for chunk in common.chunks(items, MAX_DISPATCH):
             # Dispatching the same product order with the same invoice again converges.
             _, body = self._call(
                 "POST",
@@ -523,7 +512,7 @@ class NaverConnector:
                 idempotent=True,
             )
             failures += _failed_ids(body, "dispatch")
-        _raise_for_failures("dispatch", failures)
+        common.raise_for_failures(MARKET, "dispatch", "product orders", failures)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -551,12 +540,12 @@ def _parse_product_order(record: Any, changes: dict[str, dict[str, Any]]) -> Mar
         )
         item = MarketOrderItem(
             market_item_id=product_order_id,
-            market_product_id=_str_or_none(po.get("originalProductId")),
-            external_sku=_str_or_none(po.get("sellerProductCode")),
+            market_product_id=common.str_or_none(po.get("originalProductId")),
+            external_sku=common.str_or_none(po.get("sellerProductCode")),
             name=str(po.get("productName") or ""),
             quantity=int(po["quantity"]),
             unit_price=int(po["unitPrice"]),
-            option=_str_or_none(po.get("productOption")),
+            option=common.str_or_none(po.get("productOption")),
         )
         change = changes.get(product_order_id) or {}
         changed_at = (
@@ -590,18 +579,14 @@ def _parse_product_order(record: Any, changes: dict[str, dict[str, Any]]) -> Mar
         ) from None
 
 
-def _json_object(response: requests.Response, method: str, path: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise TransientError(f"naver {method} {path}: response is not JSON") from None
-    if not isinstance(body, dict):
-        raise TransientError(f"naver {method} {path}: response is not a JSON object")
-    return body
+def _origin_product_path(market_product_id: str, api: str = "v2") -> str:
+    """Origin products are read and written through v2; their status changes through v1."""
+    number = common.numeric_id(MARKET, market_product_id)
+    return f"/external/{api}/products/origin-products/{number}"
 
 
-def _failed_ids(body: Any, what: str) -> list[str]:
-    data = body.get("data") if isinstance(body, dict) else None
+def _failed_ids(body: dict[str, Any], what: str) -> list[str]:
+    data = body.get("data")
     if not isinstance(data, dict):
         raise TransientError(f"naver {what}: response has no 'data' object")
     return [
@@ -609,36 +594,6 @@ def _failed_ids(body: Any, what: str) -> list[str]:
         for info in data.get("failProductOrderInfos") or []
         if isinstance(info, dict)
     ]
-
-
-def _raise_for_failures(what: str, failures: list[str]) -> None:
-    if failures:
-        more = f" (+{len(failures) - 20} more)" if len(failures) > 20 else ""
-        raise PermanentError(
-            f"naver {what} failed for product orders {', '.join(failures[:20])}{more}"
-        )
-
-
-def _check_price(price: int, what: str) -> None:
-    if price <= 0 or price % 10:
-        raise PermanentError(
-            f"naver {what}: price must be a positive multiple of 10 KRW, got {price}"
-        )
-
-
-def _numeric(value: str) -> str:
-    if not str(value).isdigit():
-        raise PermanentError(f"naver: expected a numeric id, got {value!r}")
-    return str(value)
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _chunks(values: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 __all__ = ["CARRIER_CODES", "NaverConnector", "carrier_code", "client_secret_sign"]

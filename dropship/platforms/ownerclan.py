@@ -30,6 +30,7 @@ from typing import Any
 import jwt
 
 from dropship.errors import PermanentError, TransientError
+from dropship.platforms._supplier_common import SupplierConnectorBase
 from dropship.platforms.cache import ResponseCache
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import AuthRejectedError, PlatformHttp
@@ -79,7 +80,7 @@ CREATE_ORDER_MUTATION = (
 CANCEL_ORDER_MUTATION = "mutation CancelOrder($key: ID!) { cancelOrder(key: $key) { key status } }"
 
 
-class OwnerClanConnector:
+class OwnerClanConnector(SupplierConnectorBase):
     """:class:`~dropship.platforms.interfaces.SupplierConnector` for OwnerClan."""
 
     supplier = SUPPLIER
@@ -92,15 +93,8 @@ class OwnerClanConnector:
         cache: ResponseCache | None = None,
         page_size: int = MAX_PAGE_SIZE,
     ) -> None:
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise PermanentError(
-                f"ownerclan account {account.name!r}: page_size must be within 1..{MAX_PAGE_SIZE},"
-                f" got {page_size}"
-            )
-        self.account = account
-        self.http = http
-        self.cache = cache
-        self.page_size = page_size
+        super().__init__(account=account, http=http, cache=cache)
+        self.page_size = self.checked_page_size(page_size, MAX_PAGE_SIZE)
         self.auth_url = account.option("auth_url") or f"{account.base_url}/auth"
         self.graphql_path = account.option("graphql_path") or "/v1/graphql"
         self._token: str | None = None
@@ -222,14 +216,12 @@ class OwnerClanConnector:
             node = data.get("item")
             return node if isinstance(node, dict) else None
 
-        node = (
-            self.cache.get_or_load("product_detail", supplier_sku, load) if self.cache else load()
-        )
+        node = self.cached_detail(supplier_sku, load)
         if node is None:
             return None
         record = normalise_item(node)
         if isinstance(record, InvalidRecord):
-            raise PermanentError(f"ownerclan item {supplier_sku} is malformed: {record.reason}")
+            raise self.malformed_error(record)
         return record
 
     # ------------------------------------------------------------------ orders

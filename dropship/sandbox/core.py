@@ -50,7 +50,6 @@ import tornado.netutil
 import tornado.web
 
 from dropship.sandbox.credentials import PLATFORMS
-from dropship.sandbox.world import WorldProduct, generate_catalog
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class SandboxConfig:
     catalog_size: int = 500  # products per supplier
     order_rate_per_min: float = 0.5  # new marketplace orders per minute per market
     soldout_rate: float = 0.05
-    price_drift: float = 0.02  # max relative cost change per world hour
+    price_drift: float = 0.02  # max relative cost change (at most one change per world week)
     tracking_delay_s: float = 3600.0  # purchase order -> tracking number appears
     rate_limits: Mapping[str, SandboxRateLimit] = field(
         default_factory=lambda: dict(DEFAULT_SANDBOX_RATE_LIMITS)
@@ -228,6 +227,8 @@ class SandboxState:
     def _reset_locked(self, config: SandboxConfig) -> None:
         self.config = config
         self.clock_offset_s = 0.0
+        # Wall-clock instant the world clock is frozen at (None: it runs with the wall clock).
+        self._clock_frozen_at: datetime | None = None
         self.calls: dict[str, Counter[str]] = defaultdict(Counter)
         self.violations: Counter[str] = Counter()
         self.counters: dict[str, Counter[str]] = defaultdict(Counter)
@@ -235,19 +236,21 @@ class SandboxState:
         self._fault_rngs = {p: random.Random(f"{config.seed}:faults:{p}") for p in PLATFORMS}
         self._buckets: dict[str, _TokenBucket] = {}
         self._stores: dict[str, Any] = {}
-        self._catalogs: dict[str, list[WorldProduct]] = {}
 
     def reset(self, config: SandboxConfig | None = None) -> None:
-        """Forget everything (counts, faults, platform data, clock offset); back to ``config``
-        or the configuration the state was created with."""
+        """Forget everything (counts, faults, platform data, clock offset and freeze); back to
+        ``config`` or the configuration the state was created with."""
         with self.lock:
             self._reset_locked(config or self.initial_config)
 
     # ---- world
 
     def now(self) -> datetime:
-        """World time: wall clock plus the offset tests add with ``advance_clock``."""
-        return datetime.now(UTC) + timedelta(seconds=self.clock_offset_s)
+        """World time: wall clock (or the instant it was frozen at) plus the offset tests add
+        with ``advance_clock``."""
+        frozen = self._clock_frozen_at
+        wall = frozen if frozen is not None else datetime.now(UTC)
+        return wall + timedelta(seconds=self.clock_offset_s)
 
     def advance_clock(self, seconds: float) -> None:
         if seconds < 0:
@@ -255,18 +258,21 @@ class SandboxState:
         with self.lock:
             self.clock_offset_s += seconds
 
-    def catalog(self, supplier: str, sku_prefix: str | None = None) -> list[WorldProduct]:
-        """The seeded catalog of ``supplier`` (generated once per reset)."""
+    @property
+    def clock_frozen(self) -> bool:
+        return self._clock_frozen_at is not None
+
+    def freeze_clock(self, frozen: bool = True) -> None:
+        """Stop (or restart) the world clock's wall-clock part, so world time moves only by
+        ``advance_clock``: two requests in a test then see the same world instant (no price
+        drift step or expiry can land between them by chance). Unfreezing resumes from the wall
+        clock, i.e. world time jumps forward by the time spent frozen (it never moves back).
+        ``reset`` unfreezes."""
         with self.lock:
-            if supplier not in self._catalogs:
-                self._catalogs[supplier] = generate_catalog(
-                    self.config.seed,
-                    supplier,
-                    self.config.catalog_size,
-                    self.config.soldout_rate,
-                    sku_prefix,
-                )
-            return self._catalogs[supplier]
+            if frozen and self._clock_frozen_at is None:
+                self._clock_frozen_at = datetime.now(UTC)
+            elif not frozen:
+                self._clock_frozen_at = None
 
     def platform_store(self, platform: str, factory: Callable[[], T]) -> T:
         """Per-platform mutable data (orders, listings, tokens...), created on first use and
@@ -605,17 +611,32 @@ class RateLimitsHandler(AdminHandler):
 
 
 class ClockHandler(AdminHandler):
-    """POST ``{"advance_s": 3600}`` moves the world clock forward; GET shows it."""
+    """POST ``{"advance_s": 3600}`` moves the world clock forward, ``{"freeze": true}`` stops
+    its wall-clock part (``false`` restarts it); GET shows it."""
 
     def get(self) -> None:
-        self.write_json({"now": self.state.now(), "offset_s": self.state.clock_offset_s})
+        self.write_json(
+            {
+                "now": self.state.now(),
+                "offset_s": self.state.clock_offset_s,
+                "frozen": self.state.clock_frozen,
+            }
+        )
 
     def post(self) -> None:
         body = self._body_dict()
+        freeze = body.get("freeze")
+        if freeze is not None and not isinstance(freeze, bool):
+            raise tornado.web.HTTPError(400, reason="freeze must be true or false")
         try:
-            self.state.advance_clock(float(body.get("advance_s", 0)))
+            advance_s = float(body.get("advance_s", 0))
         except (TypeError, ValueError) as exc:
             raise tornado.web.HTTPError(400, reason=f"invalid advance_s: {exc}") from None
+        if advance_s < 0:
+            raise tornado.web.HTTPError(400, reason="advance_s: the world clock only moves forward")
+        if freeze is not None:
+            self.state.freeze_clock(freeze)
+        self.state.advance_clock(advance_s)
         self.get()
 
 

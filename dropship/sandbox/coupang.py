@@ -12,9 +12,10 @@ Faithful to the real gateway where it matters to a client:
 * **Products** (``/v2/providers/seller_api/apis/api/v1/marketplace``): ``seller-products``
   create / get, lookup by ``external-vendor-sku-codes/{code}``, and per vendor item
   ``prices/{price}``, ``quantities/{qty}``, ``sales/stop`` / ``sales/resume``.
-  Stricter than the real API in one documented way: a second product whose item carries an
-  ``externalVendorSku`` already used by the vendor is rejected with ``400`` (message contains
-  ``"externalVendorSku"`` and ``"already"``), so a non-idempotent client is caught in tests.
+  Like the real API, a second product carrying an ``externalVendorSku`` the vendor already uses
+  is created all the same (a duplicate listing); the lookup then answers every product with
+  that key, oldest first. ``counts.listings`` counts products per key, so a client that
+  registers twice shows up as 2.
 * **Orders** (``/v2/providers/openapi/apis/api/v4/vendors/{vendorId}``): ``ordersheets`` with
   ``createdAtFrom``/``createdAtTo`` (daily ``yyyy-MM-dd`` or ``searchType=timeFrame`` with
   ``yyyy-MM-ddTHH:mm``, KST), ``status``, ``maxPerPage`` (<= 50) and ``nextToken`` paging;
@@ -35,17 +36,22 @@ import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import tornado.web
 
-from dropship.sandbox.core import RouteSpec, SandboxHandler, SandboxState, _AdminHandler
+from dropship.sandbox._market_common import (
+    KST,
+    MarketHandler,
+    due_arrivals,
+    fake_name,
+    parse_order_batch,
+)
+from dropship.sandbox.core import AdminHandler, RouteSpec, SandboxState
 from dropship.sandbox.credentials import accounts_for
-from dropship.sandbox.world import order_arrivals
 
 PLATFORM = "coupang"
-KST = timezone(timedelta(hours=9), "KST")
 SELLER_API = "/v2/providers/seller_api/apis/api/v1/marketplace"
 OPENAPI_V4 = "/v2/providers/openapi/apis/api/v4/vendors"
 ORDER_STATUSES = (
@@ -58,15 +64,11 @@ ORDER_STATUSES = (
 )
 MAX_PER_PAGE = 50
 MAX_ACK_IDS = 50
-# Auto-arrivals materialised per request at most, so a huge clock jump stays bounded.
-MAX_ARRIVALS_PER_REQUEST = 5_000
 
 _AUTH_RE = re.compile(
     r"^CEA algorithm=(?P<algorithm>[^,]+), access-key=(?P<access_key>[^,]+), "
     r"signed-date=(?P<signed_date>[^,]+), signature=(?P<signature>[0-9a-fA-F]+)$"
 )
-_SURNAMES = ("김", "이", "박", "최", "정", "강", "조", "윤", "장", "임")
-_GIVEN = ("민준", "서연", "도윤", "하은", "시우", "지유", "예준", "수아", "주원", "지호")
 _STREETS = ("테헤란로", "세종대로", "올림픽로", "해운대로", "중앙대로", "월드컵로")
 _CITIES = ("서울특별시 강남구", "서울특별시 종로구", "부산광역시 해운대구", "대전광역시 서구")
 
@@ -87,9 +89,8 @@ def kst(value: datetime) -> str:
 
 
 def fake_receiver(rng: random.Random) -> dict[str, Any]:
-    name = rng.choice(_SURNAMES) + rng.choice(_GIVEN)
     return {
-        "name": name,
+        "name": fake_name(rng),
         "safeNumber": f"0502-{rng.randrange(1000, 9999)}-{rng.randrange(1000, 9999)}",
         "receiverNumber": None,
         "addr1": f"{rng.choice(_CITIES)} {rng.choice(_STREETS)} {rng.randrange(1, 500)}",
@@ -190,7 +191,8 @@ class CoupangStore:
     created_at: datetime
     products: dict[int, CoupangProduct] = field(default_factory=dict)
     items: dict[int, int] = field(default_factory=dict)  # vendorItemId -> sellerProductId
-    by_sku: dict[tuple[str, str], int] = field(default_factory=dict)  # (vendor, sku) -> product
+    # (vendor, sku) -> sellerProductIds carrying it, oldest first (duplicates are allowed)
+    by_sku: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     orders: dict[int, OrderSheet] = field(default_factory=dict)  # shipmentBoxId -> sheet
     next_product_id: int = 1_000_000_001
     next_item_id: int = 70_000_000_001
@@ -215,13 +217,6 @@ class CoupangWorld:
         items_in = body["items"]
         with self.state.lock:
             store = self.store
-            for item in items_in:
-                sku = item.get("externalVendorSku")
-                if sku and (vendor_id, sku) in store.by_sku:
-                    raise ValueError(
-                        f"externalVendorSku {sku} is already registered "
-                        f"(sellerProductId {store.by_sku[(vendor_id, sku)]})"
-                    )
             product_id = store.next_product_id
             store.next_product_id += 1
             items: list[CoupangItem] = []
@@ -250,11 +245,11 @@ class CoupangWorld:
                 items=items,
             )
             store.products[product_id] = product
-            for item_obj in items:
-                if item_obj.external_vendor_sku:
-                    store.by_sku[(vendor_id, item_obj.external_vendor_sku)] = product_id
-        # One listing per distinct external SKU (every item of a product may carry the same key).
-        for sku in sorted({i.external_vendor_sku for i in items if i.external_vendor_sku}):
+            # One listing per distinct key (every item of a product may carry the same one).
+            skus = sorted({i.external_vendor_sku for i in items if i.external_vendor_sku})
+            for sku in skus:
+                store.by_sku.setdefault((vendor_id, sku), []).append(product_id)
+        for sku in skus:
             self.state.count("listings", sku)
         return product
 
@@ -263,10 +258,10 @@ class CoupangWorld:
             product = self.store.products.get(product_id)
             return product if product is not None and product.vendor_id == vendor_id else None
 
-    def product_by_sku(self, vendor_id: str, sku: str) -> CoupangProduct | None:
+    def products_by_sku(self, vendor_id: str, sku: str) -> list[CoupangProduct]:
+        """Every product of the vendor carrying ``sku``, oldest first."""
         with self.state.lock:
-            product_id = self.store.by_sku.get((vendor_id, sku))
-            return None if product_id is None else self.store.products[product_id]
+            return [self.store.products[i] for i in self.store.by_sku.get((vendor_id, sku), [])]
 
     def vendor_item(self, vendor_id: str, vendor_item_id: int) -> CoupangItem | None:
         with self.state.lock:
@@ -336,19 +331,9 @@ class CoupangWorld:
 
     def materialise_arrivals(self) -> None:
         """Create the orders that arrived (world clock) since the last look, for listed products."""
-        config = self.state.config
         with self.state.lock:
-            store = self.store
-            start = store.arrivals_until or store.created_at
-            end = self.state.now()
-            store.arrivals_until = end
-            products = sorted(store.products.values(), key=lambda p: p.seller_product_id)
-            if not products or config.order_rate_per_min <= 0:
-                return
-            arrivals = order_arrivals(config.seed, PLATFORM, config.order_rate_per_min, start, end)
-            for at in arrivals[:MAX_ARRIVALS_PER_REQUEST]:
-                rng = random.Random(f"{config.seed}:coupang:arrival:{at.isoformat()}")
-                product = products[rng.randrange(len(products))]
+            products = sorted(self.store.products.values(), key=lambda p: p.seller_product_id)
+            for at, rng, product in due_arrivals(self.state, PLATFORM, self.store, products):
                 self.add_order(product.vendor_id, at, rng, product=product)
 
     def orders_between(
@@ -371,24 +356,21 @@ class CoupangWorld:
 # --------------------------------------------------------------------------- handlers
 
 
-class CoupangHandler(SandboxHandler):
+class CoupangHandler(MarketHandler):
     """Verifies the CEA HMAC signature before any endpoint runs."""
 
     platform = PLATFORM
     vendor_id: str
     world: CoupangWorld
 
-    async def prepare(self) -> None:
-        await super().prepare()
-        if self._finished:
-            return
-        vendor_id = self._authenticate()
+    def authenticate(self) -> None:
+        vendor_id = self._verified_vendor()
         if vendor_id is None:
             return
         self.vendor_id = vendor_id
         self.world = CoupangWorld(self.state)
 
-    def _authenticate(self) -> str | None:
+    def _verified_vendor(self) -> str | None:
         header = self.request.headers.get("Authorization", "")
         match = _AUTH_RE.match(header.strip())
         if match is None:
@@ -443,17 +425,18 @@ class CoupangHandler(SandboxHandler):
             {"code": "ERROR", "message": self._reason, "data": None}, status=status_code
         )
 
-    def body_object(self) -> dict[str, Any]:
-        body = self.json_body()
-        if not isinstance(body, dict):
-            raise tornado.web.HTTPError(400, reason="request body must be a JSON object")
-        return body
-
     def check_vendor(self, vendor_id: str) -> bool:
         if vendor_id != self.vendor_id:
             self.v4_error(403, f"vendorId {vendor_id} does not belong to this access key")
             return False
         return True
+
+    def vendor_item_or_error(self, vendor_item_id: str) -> CoupangItem | None:
+        """The vendor's item, or None after answering Wing's "no such option" error."""
+        item = self.world.vendor_item(self.vendor_id, _int_arg(vendor_item_id, "vendorItemId"))
+        if item is None:
+            self.seller_error(400, f"vendorItemId {vendor_item_id} 옵션이 존재하지 않습니다.")
+        return item
 
 
 def _int_arg(raw: str, name: str) -> int:
@@ -493,9 +476,7 @@ class SellerProductsHandler(CoupangHandler):
                 )
         try:
             product = self.world.create_product(self.vendor_id, body)
-        except ValueError as exc:
-            return self.seller_error(400, str(exc))
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             return self.seller_error(400, f"invalid product: {exc}")
         self.seller_ok(product.seller_product_id, "상품이 등록되었습니다.")
 
@@ -515,23 +496,19 @@ class ExternalSkuHandler(CoupangHandler):
     endpoint = "seller-products.by-external-sku"
 
     def get(self, code: str) -> None:
-        product = self.world.product_by_sku(self.vendor_id, code)
-        if product is None:
-            return self.seller_ok([])
+        products = self.world.products_by_sku(self.vendor_id, code)
         with self.state.lock:
-            summary = product.render()
-        self.seller_ok([summary])
+            summaries = [product.render() for product in products]
+        self.seller_ok(summaries)
 
 
 class VendorItemPriceHandler(CoupangHandler):
     endpoint = "vendor-items.price"
 
     def put(self, vendor_item_id: str, price: str) -> None:
-        item = self.world.vendor_item(self.vendor_id, _int_arg(vendor_item_id, "vendorItemId"))
+        item = self.vendor_item_or_error(vendor_item_id)
         if item is None:
-            return self.seller_error(
-                400, f"vendorItemId {vendor_item_id} 옵션이 존재하지 않습니다."
-            )
+            return
         new_price = _int_arg(price, "price")
         if new_price <= 0 or new_price % 10:
             return self.seller_error(400, f"price must be a positive multiple of 10, got {price}")
@@ -550,11 +527,9 @@ class VendorItemQuantityHandler(CoupangHandler):
     endpoint = "vendor-items.quantity"
 
     def put(self, vendor_item_id: str, quantity: str) -> None:
-        item = self.world.vendor_item(self.vendor_id, _int_arg(vendor_item_id, "vendorItemId"))
+        item = self.vendor_item_or_error(vendor_item_id)
         if item is None:
-            return self.seller_error(
-                400, f"vendorItemId {vendor_item_id} 옵션이 존재하지 않습니다."
-            )
+            return
         qty = _int_arg(quantity, "quantity")
         if qty < 0:
             return self.seller_error(400, f"quantity must not be negative, got {quantity}")
@@ -567,11 +542,9 @@ class VendorItemSalesHandler(CoupangHandler):
     endpoint = "vendor-items.sales"
 
     def put(self, vendor_item_id: str, action: str) -> None:
-        item = self.world.vendor_item(self.vendor_id, _int_arg(vendor_item_id, "vendorItemId"))
+        item = self.vendor_item_or_error(vendor_item_id)
         if item is None:
-            return self.seller_error(
-                400, f"vendorItemId {vendor_item_id} 옵션이 존재하지 않습니다."
-            )
+            return
         with self.state.lock:
             item.on_sale = action == "resume"
         self.seller_ok(None, "판매 재개 완료" if action == "resume" else "판매 중지 완료")
@@ -751,52 +724,38 @@ class InvoicesHandler(CoupangHandler):
 # --------------------------------------------------------------------------- admin
 
 
-class CoupangOrdersAdminHandler(_AdminHandler):
+class CoupangOrdersAdminHandler(AdminHandler):
     """``POST /_sandbox/coupang/orders`` creates orders on demand::
 
         {"count": 3, "ordered_at": "2024-03-01T10:00:00+09:00", "spacing_s": 60,
          "vendor_id": "A00012345", "external_sku": "key-1", "status": "ACCEPT", "quantity": 1}
 
     Everything but ``count`` is optional (defaults: now, 60 s apart, the main sandbox vendor, a
-    product listed outside the system, ACCEPT). Answers ``{"shipmentBoxIds": [...]}``.
+    product listed outside the system, ACCEPT). With ``external_sku`` the orders are for the
+    oldest product carrying it. Answers ``{"shipmentBoxIds": [...]}``.
     Not counted and not rate limited, like every ``/_sandbox`` endpoint."""
 
     def post(self) -> None:
         body = self._body_dict()
         world = CoupangWorld(self.state)
         try:
-            count = int(body.get("count", 1))
-            if not 0 < count <= 1000:
-                raise ValueError("count must be within 1..1000")
-            vendor_id = str(body.get("vendor_id") or accounts_for(PLATFORM)[0]["vendor_id"])
-            if vendor_id not in {a["vendor_id"] for a in accounts_for(PLATFORM)}:
-                raise ValueError(f"unknown vendor_id {vendor_id}")
+            batch = parse_order_batch(body, PLATFORM, "vendor_id", "vendor_id", self.state.now())
             status = str(body.get("status", "ACCEPT"))
             if status not in ORDER_STATUSES:
                 raise ValueError(f"status must be one of {ORDER_STATUSES}")
-            first = (
-                datetime.fromisoformat(body["ordered_at"])
-                if "ordered_at" in body
-                else world.state.now()
-            )
-            if first.tzinfo is None:
-                raise ValueError("ordered_at needs a UTC offset")
-            spacing = timedelta(seconds=float(body.get("spacing_s", 60)))
-            quantity = int(body.get("quantity", 1))
             sku = body.get("external_sku")
-            product = world.product_by_sku(vendor_id, str(sku)) if sku else None
-            if sku and product is None:
-                raise ValueError(f"no listing with externalVendorSku {sku} for vendor {vendor_id}")
-        except (TypeError, ValueError) as exc:
+            products = world.products_by_sku(batch.account, str(sku)) if sku else []
+            if sku and not products:
+                raise ValueError(
+                    f"no listing with externalVendorSku {sku} for vendor {batch.account}"
+                )
+        except (KeyError, TypeError, ValueError) as exc:
             raise tornado.web.HTTPError(400, reason=f"invalid order request: {exc}") from None
-        created = []
-        for n in range(count):
-            at = first + spacing * n
-            rng = random.Random(
-                f"{self.state.config.seed}:coupang:admin:{vendor_id}:{at.isoformat()}:{n}"
-            )
-            sheet = world.add_order(vendor_id, at, rng, status, product, quantity)
-            created.append(sheet.shipment_box_id)
+        product = products[0] if products else None
+        created = [
+            world.add_order(batch.account, at, rng, status, product, batch.quantity).shipment_box_id
+            for at, rng in batch.slots(self.state.config.seed)
+        ]
         self.write_json({"shipmentBoxIds": created})
 
     def get(self) -> None:

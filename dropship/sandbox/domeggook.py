@@ -25,7 +25,8 @@ from typing import Any
 
 from dropship.sandbox.core import RouteSpec, SandboxHandler, SandboxState
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
-from dropship.sandbox.suppliers import CatalogItem, SupplierWorld
+from dropship.sandbox.suppliers import SupplierWorld
+from dropship.sandbox.world import CatalogItem
 
 PLATFORM = "domeggook"
 MAX_PAGE_SIZE = 200

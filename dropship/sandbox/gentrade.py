@@ -36,7 +36,8 @@ import tornado.web
 
 from dropship.sandbox.core import RouteSpec, SandboxHandler, SandboxState
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
-from dropship.sandbox.suppliers import CatalogItem, SupplierOrder, SupplierOrderLine, SupplierWorld
+from dropship.sandbox.suppliers import SupplierOrder, SupplierOrderLine, SupplierWorld
+from dropship.sandbox.world import CatalogItem
 
 PLATFORM = "gentrade"
 CODE_BASE = 500_000
@@ -209,7 +210,8 @@ class GentradeOrderHandler(_GentradeHandler):
             if item.soldout:
                 self._result("9002", f"goodsno {code} is sold out (품절)", status=409)
                 return
-            delta = next((o.price_delta for o in item.options if f"{o.name}:{o.value}" == opt), 0)
+            chosen = item.option(*opt.split(":", 1)) if ":" in opt else None
+            delta = chosen.price_delta if chosen else 0
             lines.append(SupplierOrderLine(item.index, int(qty), opt or None, item.price + delta))
         recipient = {
             name: self.get_body_argument(name, "")

@@ -16,9 +16,10 @@
   our key in ``originProduct.detailAttribute.sellerCodeInfo.sellerManagementCode``),
   ``GET``/``PUT /external/v2/products/origin-products/{no}``,
   ``PUT /external/v1/products/origin-products/{no}/change-status`` and
-  ``POST /external/v1/products/search`` (``searchKeywordType=SELLER_CODE``). Stricter than Naver
-  in one documented way: a second product with a seller management code already in use is
-  rejected (``400``, code ``DUPLICATE_SELLER_MANAGEMENT_CODE``).
+  ``POST /external/v1/products/search`` (``searchKeywordType=SELLER_CODE``). Like Naver, a
+  second product with a seller management code already in use is created all the same (a
+  duplicate listing; the search then finds both). ``counts.listings`` counts products per code,
+  so a client that registers twice shows up as 2.
 * **Orders**: ``GET .../product-orders/last-changed-statuses`` (``lastChangedFrom``/``To`` ISO-8601,
   at most 24 h, ``limitCount`` <= 300, continuation through ``data.more.moreFrom`` /
   ``moreSequence``), ``POST .../product-orders/query`` (<= 300 ids), ``.../confirm`` and
@@ -38,18 +39,23 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import bcrypt
 import tornado.web
 
-from dropship.sandbox.core import RouteSpec, SandboxHandler, SandboxState, _AdminHandler
+from dropship.sandbox._market_common import (
+    KST,
+    MarketHandler,
+    due_arrivals,
+    fake_name,
+    parse_order_batch,
+)
+from dropship.sandbox.core import AdminHandler, RouteSpec, SandboxState
 from dropship.sandbox.credentials import accounts_for
-from dropship.sandbox.world import order_arrivals
 
 PLATFORM = "naver"
-KST = timezone(timedelta(hours=9), "KST")
 EXT = "/external"
 PAY_ORDER = f"{EXT}/v1/pay-order/seller/product-orders"
 TIMESTAMP_MAX_SKEW_S = 300
@@ -58,10 +64,7 @@ MAX_LIMIT_COUNT = 300
 MAX_QUERY_IDS = 300
 MAX_DISPATCH = 30
 MAX_CONFIRM = 30
-MAX_ARRIVALS_PER_REQUEST = 5_000
 PRODUCT_STATUSES_SETTABLE = ("SALE", "OUTOFSTOCK", "SUSPENSION")
-_SURNAMES = ("김", "이", "박", "최", "정", "강", "조", "윤", "장", "임")
-_GIVEN = ("민준", "서연", "도윤", "하은", "시우", "지유", "예준", "수아", "주원", "지호")
 _CITIES = ("서울특별시 마포구", "경기도 성남시 분당구", "인천광역시 연수구", "광주광역시 북구")
 _STREETS = ("양화로", "판교역로", "컨벤시아대로", "첨단과기로", "불정로")
 
@@ -170,7 +173,8 @@ class NaverStore:
     created_at: datetime
     tokens: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # token -> (client, exp)
     products: dict[int, NaverProduct] = field(default_factory=dict)
-    by_code: dict[tuple[str, str], int] = field(default_factory=dict)
+    # (client, code) -> originProductNos carrying it, oldest first (duplicates are allowed)
+    by_code: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     product_orders: dict[str, ProductOrder] = field(default_factory=dict)
     next_origin_no: int = 10_000_000_001
     next_order_no: int = 2025_0000_0001
@@ -214,8 +218,6 @@ class NaverWorld:
         ) or None
         with self.state.lock:
             store = self.store
-            if code and (client_id, code) in store.by_code:
-                raise ValueError(code)
             number = store.next_origin_no
             store.next_origin_no += 1
             if int(origin.get("stockQuantity") or 0) == 0:
@@ -231,7 +233,7 @@ class NaverWorld:
             )
             store.products[number] = product
             if code:
-                store.by_code[(client_id, code)] = number
+                store.by_code.setdefault((client_id, code), []).append(number)
         if code:
             self.state.count("listings", code)
         return product
@@ -240,6 +242,11 @@ class NaverWorld:
         with self.state.lock:
             product = self.store.products.get(number)
         return product if product is not None and product.client_id == client_id else None
+
+    def products_by_code(self, client_id: str, code: str) -> list[NaverProduct]:
+        """Every product of the client carrying ``code``, oldest first."""
+        with self.state.lock:
+            return [self.store.products[n] for n in self.store.by_code.get((client_id, code), [])]
 
     # ---- orders
 
@@ -263,7 +270,7 @@ class NaverWorld:
             store = self.store
             order_id = str(store.next_order_no)
             store.next_order_no += 1
-            name = rng.choice(_SURNAMES) + rng.choice(_GIVEN)
+            name = fake_name(rng)
             receiver = {
                 "name": name,
                 "tel1": f"010-{rng.randrange(1000, 9999)}-{rng.randrange(1000, 9999)}",
@@ -320,20 +327,12 @@ class NaverWorld:
             return created
 
     def materialise_arrivals(self) -> None:
-        config = self.state.config
+        """Create the orders that arrived (world clock) since the last look, for products on
+        sale."""
         with self.state.lock:
-            store = self.store
-            start = store.arrivals_until or store.created_at
-            end = self.state.now()
-            store.arrivals_until = end
-            products = sorted(store.products.values(), key=lambda p: p.origin_product_no)
-            products = [p for p in products if p.status == "SALE"]
-            if not products or config.order_rate_per_min <= 0:
-                return
-            arrivals = order_arrivals(config.seed, PLATFORM, config.order_rate_per_min, start, end)
-            for at in arrivals[:MAX_ARRIVALS_PER_REQUEST]:
-                rng = random.Random(f"{config.seed}:naver:arrival:{at.isoformat()}")
-                product = products[rng.randrange(len(products))]
+            products = sorted(self.store.products.values(), key=lambda p: p.origin_product_no)
+            on_sale = [p for p in products if p.status == "SALE"]
+            for at, rng, product in due_arrivals(self.state, PLATFORM, self.store, on_sale):
                 self.add_order(product.client_id, at, rng, product=product)
 
     def changes(
@@ -364,16 +363,13 @@ class NaverWorld:
 # --------------------------------------------------------------------------- handlers
 
 
-class NaverHandler(SandboxHandler):
+class NaverHandler(MarketHandler):
     platform = PLATFORM
     requires_token = True
     client_id: str
     world: NaverWorld
 
-    async def prepare(self) -> None:
-        await super().prepare()
-        if self._finished:
-            return
+    def authenticate(self) -> None:
         self.world = NaverWorld(self.state)
         if not self.requires_token:
             return
@@ -419,11 +415,17 @@ class NaverHandler(SandboxHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.naver_error(status_code, "BadRequest" if status_code == 400 else "Error", self._reason)
 
-    def body_object(self) -> dict[str, Any]:
-        body = self.json_body()
-        if not isinstance(body, dict):
-            raise tornado.web.HTTPError(400, reason="request body must be a JSON object")
-        return body
+    def product_order_ids(self, maximum: int) -> list[str] | None:
+        """``productOrderIds`` of the body, or None after answering Naver's bad-input error."""
+        ids = self.body_object().get("productOrderIds")
+        if not isinstance(ids, list) or not ids:
+            message = "productOrderIds는 비어 있지 않은 목록이어야 합니다."
+        elif len(ids) > maximum:
+            message = f"productOrderIds는 최대 {maximum}개까지 요청할 수 있습니다."
+        else:
+            return [str(i) for i in ids]
+        self.bad_input("productOrderIds", message)
+        return None
 
 
 class TokenHandler(NaverHandler):
@@ -494,14 +496,7 @@ class ProductsHandler(NaverHandler):
         problem = _validate_origin(origin) or _validate_channel(channel)
         if problem:
             return self.bad_input(*problem)
-        try:
-            product = self.world.create_product(self.client_id, origin, channel)
-        except ValueError as exc:
-            return self.naver_error(
-                400,
-                "DUPLICATE_SELLER_MANAGEMENT_CODE",
-                f"sellerManagementCode {exc} is already used by another product.",
-            )
+        product = self.world.create_product(self.client_id, origin, channel)
         self.write_json(
             {
                 "originProductNo": product.origin_product_no,
@@ -707,22 +702,18 @@ class LastChangedStatusesHandler(NaverHandler):
         self.envelope(data)
 
 
-def _id_list(body: dict[str, Any], name: str, maximum: int) -> list[str] | str:
-    ids = body.get(name)
-    if not isinstance(ids, list) or not ids:
-        return f"{name}는 비어 있지 않은 목록이어야 합니다."
-    if len(ids) > maximum:
-        return f"{name}는 최대 {maximum}개까지 요청할 수 있습니다."
-    return [str(i) for i in ids]
+def _invalid_status(product_order_id: str, message: str) -> dict[str, str]:
+    """One entry of ``failProductOrderInfos``."""
+    return {"productOrderId": product_order_id, "code": "InvalidStatus", "message": message}
 
 
 class QueryHandler(NaverHandler):
     endpoint = "product-orders.query"
 
     def post(self) -> None:
-        ids = _id_list(self.body_object(), "productOrderIds", MAX_QUERY_IDS)
-        if isinstance(ids, str):
-            return self.bad_input("productOrderIds", ids)
+        ids = self.product_order_ids(MAX_QUERY_IDS)
+        if ids is None:
+            return
         result = []
         for product_order_id in ids:
             po = self.world.product_order(self.client_id, product_order_id)
@@ -740,21 +731,15 @@ class ConfirmHandler(NaverHandler):
     endpoint = "product-orders.confirm"
 
     def post(self) -> None:
-        ids = _id_list(self.body_object(), "productOrderIds", MAX_CONFIRM)
-        if isinstance(ids, str):
-            return self.bad_input("productOrderIds", ids)
+        ids = self.product_order_ids(MAX_CONFIRM)
+        if ids is None:
+            return
         success, fail = [], []
         with self.state.lock:
             for product_order_id in ids:
                 po = self.world.product_order(self.client_id, product_order_id)
                 if po is None or po.status != "PAYED":
-                    fail.append(
-                        {
-                            "productOrderId": product_order_id,
-                            "code": "InvalidStatus",
-                            "message": "발주확인할 수 없는 상태입니다.",
-                        }
-                    )
+                    fail.append(_invalid_status(product_order_id, "발주확인할 수 없는 상태입니다."))
                     continue
                 po.place_order_status = "OK"
                 success.append(
@@ -797,13 +782,7 @@ class DispatchHandler(NaverHandler):
                 product_order_id = str(item["productOrderId"])
                 po = self.world.product_order(self.client_id, product_order_id)
                 if po is None or po.status not in ("PAYED", "DELIVERING"):
-                    fail.append(
-                        {
-                            "productOrderId": product_order_id,
-                            "code": "InvalidStatus",
-                            "message": "발송처리할 수 없는 상태입니다.",
-                        }
-                    )
+                    fail.append(_invalid_status(product_order_id, "발송처리할 수 없는 상태입니다."))
                     continue
                 if po.status == "PAYED":
                     po.status = "DELIVERING"
@@ -823,55 +802,35 @@ class DispatchHandler(NaverHandler):
 # --------------------------------------------------------------------------- admin
 
 
-class NaverOrdersAdminHandler(_AdminHandler):
+class NaverOrdersAdminHandler(AdminHandler):
     """``POST /_sandbox/naver/orders`` creates orders on demand::
 
         {"count": 3, "ordered_at": "2024-03-01T10:00:00+09:00", "spacing_s": 60,
          "client_id": "...", "seller_management_code": "key-1", "items_per_order": 1}
 
-    Everything but ``count`` is optional. Answers ``{"productOrderIds": [...]}``. The change
-    time of a new product order is its order time + 3 s (payment). GET lists every product order.
+    Everything but ``count`` is optional. With ``seller_management_code`` the orders are for the
+    oldest product carrying it. Answers ``{"productOrderIds": [...]}``. The change time of a new
+    product order is its order time + 3 s (payment). GET lists every product order.
     """
 
     def post(self) -> None:
         body = self._body_dict()
         world = NaverWorld(self.state)
         try:
-            count = int(body.get("count", 1))
-            if not 0 < count <= 1000:
-                raise ValueError("count must be within 1..1000")
-            client_id = str(body.get("client_id") or accounts_for(PLATFORM)[0]["client_id"])
-            if client_id not in {a["client_id"] for a in accounts_for(PLATFORM)}:
-                raise ValueError(f"unknown client_id {client_id}")
-            first = (
-                datetime.fromisoformat(body["ordered_at"])
-                if "ordered_at" in body
-                else self.state.now()
-            )
-            if first.tzinfo is None:
-                raise ValueError("ordered_at needs a UTC offset")
-            spacing = timedelta(seconds=float(body.get("spacing_s", 60)))
+            batch = parse_order_batch(body, PLATFORM, "client_id", "client_id", self.state.now())
             items = int(body.get("items_per_order", 1))
-            quantity = int(body.get("quantity", 1))
-            if not 1 <= items <= 20 or quantity < 1:
-                raise ValueError("items_per_order must be 1..20 and quantity >= 1")
+            if not 1 <= items <= 20:
+                raise ValueError("items_per_order must be 1..20")
             code = body.get("seller_management_code")
-            product = None
-            if code:
-                with self.state.lock:
-                    number = world.store.by_code.get((client_id, str(code)))
-                if number is None:
-                    raise ValueError(f"no product with sellerManagementCode {code}")
-                product = world.product(client_id, number)
-        except (TypeError, ValueError) as exc:
+            products = world.products_by_code(batch.account, str(code)) if code else []
+            if code and not products:
+                raise ValueError(f"no product with sellerManagementCode {code}")
+        except (KeyError, TypeError, ValueError) as exc:
             raise tornado.web.HTTPError(400, reason=f"invalid order request: {exc}") from None
+        product = products[0] if products else None
         created: list[str] = []
-        for n in range(count):
-            at = first + spacing * n
-            rng = random.Random(
-                f"{self.state.config.seed}:naver:admin:{client_id}:{at.isoformat()}:{n}"
-            )
-            created += world.add_order(client_id, at, rng, product, quantity, items)
+        for at, rng in batch.slots(self.state.config.seed):
+            created += world.add_order(batch.account, at, rng, product, batch.quantity, items)
         self.write_json({"productOrderIds": created})
 
     def get(self) -> None:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import jwt
@@ -27,7 +29,8 @@ from graphql import GraphQLError, GraphQLSchema, build_schema, graphql_sync
 
 from dropship.sandbox.core import RouteSpec, SandboxHandler, SandboxState
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
-from dropship.sandbox.suppliers import CatalogItem, SupplierOrder, SupplierOrderLine, SupplierWorld
+from dropship.sandbox.suppliers import SupplierOrder, SupplierOrderLine, SupplierWorld
+from dropship.sandbox.world import CatalogItem
 
 PLATFORM = "ownerclan"
 MAX_PAGE = 1000
@@ -239,6 +242,23 @@ def resolve_item(_: Any, info: Any, key: str) -> dict[str, Any] | None:
     return _item_node(item) if item else None
 
 
+def _connection(
+    kind: str, rows: Iterable[tuple[int, dict[str, Any]]], limit: int
+) -> dict[str, Any]:
+    """A relay connection of the first ``limit`` of ``rows`` (``(position, node)``, already
+    filtered, after the cursor); consumes at most ``limit + 1`` rows, so lazy rows stay lazy."""
+    page = list(islice(rows, limit + 1))
+    has_next = len(page) > limit
+    page = page[:limit]
+    return {
+        "edges": [{"cursor": _cursor(kind, position), "node": node} for position, node in page],
+        "pageInfo": {
+            "hasNextPage": has_next,
+            "endCursor": _cursor(kind, page[-1][0]) if page else None,
+        },
+    }
+
+
 def resolve_all_items(
     _: Any,
     info: Any,
@@ -249,19 +269,12 @@ def resolve_all_items(
 ) -> dict[str, Any]:
     limit = _check_first(first)
     start = _decode_cursor("item", after) + 1 if after else 0
-    edges: list[dict[str, Any]] = []
-    has_next = False
-    for item in _world(info).items(PLATFORM, start):
-        if not _in_range(_epoch(item.updated_at), dateFrom, dateTo):
-            continue
-        if len(edges) == limit:
-            has_next = True
-            break
-        edges.append({"cursor": _cursor("item", item.index), "node": _item_node(item)})
-    return {
-        "edges": edges,
-        "pageInfo": {"hasNextPage": has_next, "endCursor": edges[-1]["cursor"] if edges else None},
-    }
+    rows = (
+        (item.index, _item_node(item))
+        for item in _world(info).items(PLATFORM, start)
+        if _in_range(_epoch(item.updated_at), dateFrom, dateTo)
+    )
+    return _connection("item", rows, limit)
 
 
 def resolve_order(_: Any, info: Any, key: str) -> dict[str, Any] | None:
@@ -283,22 +296,15 @@ def resolve_all_orders(
     world = _world(info)
     limit = _check_first(first)
     start = _decode_cursor("order", after) + 1 if after else 0
-    nodes = []
-    for position, order in enumerate(world.orders(PLATFORM, note)):
-        node = _order_node(order, world)
-        if position < start or not _in_range(node["createdAt"], dateFrom, dateTo):
-            continue
-        if status is not None and node["status"] != status:
-            continue
-        nodes.append((position, node))
-    page = nodes[:limit]
-    return {
-        "edges": [{"cursor": _cursor("order", p), "node": n} for p, n in page],
-        "pageInfo": {
-            "hasNextPage": len(nodes) > limit,
-            "endCursor": _cursor("order", page[-1][0]) if page else None,
-        },
-    }
+    nodes = ((p, _order_node(o, world)) for p, o in enumerate(world.orders(PLATFORM, note)))
+    rows = (
+        (position, node)
+        for position, node in nodes
+        if position >= start
+        and _in_range(node["createdAt"], dateFrom, dateTo)
+        and (status is None or node["status"] == status)
+    )
+    return _connection("order", rows, limit)
 
 
 def resolve_create_order(_: Any, info: Any, input: dict[str, Any]) -> list[dict[str, Any]]:
@@ -320,14 +326,10 @@ def resolve_create_order(_: Any, info: Any, input: dict[str, Any]) -> list[dict[
         option = ",".join(f"{a['name']}:{a['value']}" for a in attrs) or None
         delta = 0
         if attrs:
-            match = [
-                o
-                for o in item.options
-                if (o.name, o.value) == (attrs[0]["name"], attrs[0]["value"])
-            ]
-            if not match:
+            chosen = item.option(attrs[0]["name"], attrs[0]["value"])
+            if chosen is None:
                 raise GraphQLError(f"createOrder: no such option on {product['itemKey']}")
-            delta = match[0].price_delta
+            delta = chosen.price_delta
         by_vendor.setdefault(item.vendor, []).append(
             SupplierOrderLine(index or 0, product["quantity"], option, item.price + delta)
         )

@@ -5,6 +5,8 @@
   ``.base_url``, ``.url(platform)``, ``.counts()``, ``.set_faults(platform, **kw)``,
   ``.set_rate_limit(platform, calls, period_s, burst=0)``, ``.advance_clock(seconds)``,
   ``.state`` (the in-process :class:`SandboxState`, for assertions).
+* ``frozen_world_clock`` — the same sandbox with its world clock frozen (moves only by
+  ``.advance_clock``), for tests that compare prices, timestamps or delays across requests.
 * ``connector_settings`` — a :class:`PlatformSettings` with one account per platform named
   ``<platform>_main`` (plus ``coupang_second`` / ``naver_second``), base URLs at the sandbox, the
   sandbox credentials, the test rate limits and short HTTP timeouts.
@@ -92,6 +94,14 @@ class SandboxFixture:
     def advance_clock(self, seconds: float) -> None:
         self._admin("POST", "clock", {"advance_s": seconds})
 
+    def freeze_clock(self, frozen: bool = True) -> None:
+        """World time then moves only by ``advance_clock`` (undone by the next test's reset)."""
+        self._admin("POST", "clock", {"freeze": frozen})
+
+    def configure_suppliers(self, **settings: Any) -> None:
+        """``POST /_sandbox/suppliers``, e.g. ``catalog_sizes={"gentrade": 30}``."""
+        self._admin("POST", "suppliers", settings)
+
     def reset(self) -> None:
         self._admin("POST", "reset")
 
@@ -109,6 +119,16 @@ def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxFixture]:
     fixture.reset()
     yield fixture
     fixture.http.close()
+
+
+@pytest.fixture
+def frozen_world_clock(sandbox: SandboxFixture) -> SandboxFixture:
+    """The sandbox with its world clock frozen for the test: every request sees the same world
+    instant until the test advances it, so no price drift step, token expiry or tracking delay
+    can land between two requests by chance. Use with
+    ``pytestmark = pytest.mark.usefixtures("frozen_world_clock")``."""
+    sandbox.freeze_clock()
+    return sandbox
 
 
 def sandbox_accounts(base_url: str) -> dict[str, AccountSettings]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -17,6 +18,7 @@ import redis as redis_lib
 import requests
 
 from dropship.errors import PermanentError, TransientError
+from dropship.platforms._market_common import ListingMatch, oldest_listing
 from dropship.platforms.config import PlatformSettings
 from dropship.platforms.coupang import (
     OPENAPI_V4,
@@ -181,17 +183,65 @@ def test_create_listing_is_idempotent_by_external_sku(
     assert coupang.find_listing_by_external_sku("never-listed") is None
 
 
-def test_sandbox_rejects_a_duplicate_external_sku(sandbox: Any, coupang: CoupangConnector) -> None:
-    coupang.create_listing(listing("dup-1"))
-    # Bypass the connector's look-up: post the same product again, as a naive client would.
-    status, body = coupang._call(
-        "POST",
-        f"{SELLER_API}/seller-products",
-        json=coupang._product_body(listing("dup-1")),
-        ok_statuses=(400,),
+def raw_create(sandbox: Any, body: dict[str, Any]) -> int:
+    """POST a product with a hand-signed request, as a naive client would: no look-up first."""
+    path = f"{SELLER_API}/seller-products"
+    header = coupang_authorization(
+        CREDS["access_key"], CREDS["secret_key"], "POST", path, "", datetime.now(UTC)
     )
-    assert status == 400 and body["code"] == "ERROR" and "already" in body["message"]
-    assert sandbox.counts()["listings"] == {"dup-1": 1}
+    response = requests.post(
+        f"{sandbox.url('coupang')}{path}", json=body, headers={"Authorization": header}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["code"] == "SUCCESS"
+    product_id: int = response.json()["data"]
+    return product_id
+
+
+def test_sandbox_counts_a_duplicate_like_coupang_creates_it(
+    sandbox: Any, coupang: CoupangConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Control: Coupang accepts a second product with the same externalVendorSku, and so does the
+    # sandbox; its counter must see both, or it could not catch a client that registers twice.
+    body = coupang._product_body(listing("dup-1"))
+    first, second = raw_create(sandbox, body), raw_create(sandbox, body)
+    assert first != second
+    assert sandbox.counts()["listings"] == {"dup-1": 2}
+
+    # The connector then keeps acting on the oldest one, says so, and adds no third listing.
+    with caplog.at_level(logging.WARNING, logger="dropship.platforms._market_common"):
+        found = coupang.create_listing(listing("dup-1"))
+    assert found.market_product_id == str(first) and found.already_existed
+    assert sandbox.counts()["listings"] == {"dup-1": 2}
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "dup-1" in warning.getMessage() and "2 listings" in warning.getMessage()
+
+
+def test_create_after_a_timed_out_create_returns_the_listing_it_made(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    # The core's timeout fault answers before the handler runs, so a create that Coupang
+    # carried out but whose answer never arrived is played by a raw create; the task's retry
+    # then calls create_listing again with the same key.
+    made = raw_create(sandbox, coupang._product_body(listing("timed-out-1")))
+    retried = coupang.create_listing(listing("timed-out-1"))
+    assert retried.market_product_id == str(made) and retried.already_existed
+    counts = sandbox.counts()
+    assert counts["listings"] == {"timed-out-1": 1}
+    assert counts["calls"]["coupang"]["seller-products.create"] == 1  # only the raw one
+
+
+def test_oldest_listing_is_chosen_by_creation_time_not_by_answer_order() -> None:
+    at = datetime(2025, 1, 1, 9, 0, tzinfo=KST)
+    matches = [
+        ListingMatch("300", None, "승인완료"),  # age unknown: after the dated ones
+        ListingMatch("200", at + timedelta(hours=1), "승인완료"),
+        ListingMatch("100", at, "승인완료"),
+    ]
+    found = oldest_listing("coupang", "main", "key-1", matches)
+    assert found is not None and (found.market_product_id, found.already_existed) == ("100", True)
+    assert oldest_listing("coupang", "main", "key-1", matches[:1]) is not None
+    assert oldest_listing("coupang", "main", "key-1", []) is None
 
 
 def test_listings_are_scoped_to_the_vendor(make_connector: Callable[[str], Any]) -> None:

@@ -29,12 +29,11 @@ from dropship.platforms.interfaces import (
 from dropship.platforms.registry import build_connector
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
 
+# World time stands still unless a test advances it: prices, updatedAt stamps and tracking delays
+# compared across requests cannot change between them because a wall-clock hour ticked over.
+pytestmark = pytest.mark.usefixtures("frozen_world_clock")
+
 AID = SANDBOX_CREDENTIALS["domeggook"]["api_key"]
-
-
-def configure_world(sandbox: Any, **body: Any) -> None:
-    response = sandbox.http.post(f"{sandbox.base_url}/_sandbox/suppliers", json=body, timeout=5)
-    assert response.status_code == 200, response.text
 
 
 def connector(make_connector: Callable[[str], Any]) -> DomeggookConnector:
@@ -87,7 +86,7 @@ def test_bad_parameters_are_rejected(sandbox: Any, make_connector: Callable[[str
 def test_exact_multiple_of_the_page_size(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"domeggook": 400})
+    sandbox.configure_suppliers(catalog_sizes={"domeggook": 400})
     pages = list(connector(make_connector).iter_list_pages())
     assert [len(p.items) for p in pages] == [200, 200]  # and no third, empty request
     assert [p.next_cursor for p in pages] == ["2", None]
@@ -99,20 +98,20 @@ def test_exact_multiple_of_the_page_size(
 def test_single_result_comes_as_an_object_and_is_normalised(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"domeggook": 201})
+    sandbox.configure_suppliers(catalog_sizes={"domeggook": 201})
     raw = raw_api(sandbox, ver="4.1", mode="getItemList", aid=AID, sz=200, pg=2)
     assert isinstance(raw["domeggook"]["list"]["item"], dict)  # the real API's quirk
     assert raw["domeggook"]["header"]["numberOfPages"] == 2
     pages = list(connector(make_connector).iter_list_pages())
     assert [len(p.items) for p in pages] == [200, 1]
     assert pages[1].items[0]["no"] == raw["domeggook"]["list"]["item"]["no"]
-    configure_world(sandbox, catalog_sizes={"domeggook": 1})
+    sandbox.configure_suppliers(catalog_sizes={"domeggook": 1})
     products = list(connector(make_connector).iter_products())
     assert len(products) == 1 and isinstance(products[0], SupplierProduct)
 
 
 def test_empty_catalog(sandbox: Any, make_connector: Callable[[str], Any]) -> None:
-    configure_world(sandbox, catalog_sizes={"domeggook": 0})
+    sandbox.configure_suppliers(catalog_sizes={"domeggook": 0})
     raw = raw_api(sandbox, ver="4.1", mode="getItemList", aid=AID)
     assert raw["domeggook"]["header"]["numberOfPages"] == 0
     conn = connector(make_connector)
@@ -121,7 +120,7 @@ def test_empty_catalog(sandbox: Any, make_connector: Callable[[str], Any]) -> No
 
 
 def test_item_view_options_json_string(sandbox: Any, make_connector: Callable[[str], Any]) -> None:
-    configure_world(sandbox, catalog_sizes={"domeggook": 30})
+    sandbox.configure_suppliers(catalog_sizes={"domeggook": 30})
     conn = connector(make_connector)
     products = [p for p in conn.iter_products() if isinstance(p, SupplierProduct)]
     assert len(products) == 30
@@ -146,7 +145,7 @@ def test_item_view_options_json_string(sandbox: Any, make_connector: Callable[[s
 def test_get_product_uses_the_cache_and_unknown_is_none(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"domeggook": 5})
+    sandbox.configure_suppliers(catalog_sizes={"domeggook": 5})
     conn = connector(make_connector)
     first = conn.get_product("30000003")
     assert first is not None and first.supplier_sku == "30000003"
@@ -160,7 +159,7 @@ def test_get_product_uses_the_cache_and_unknown_is_none(
 def test_malformed_records_come_back_as_invalid(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"domeggook": 40})
+    sandbox.configure_suppliers(catalog_sizes={"domeggook": 40})
     sandbox.set_faults("domeggook", malformed_rate=0.3)
     records = list(connector(make_connector).iter_products())
     invalid = [r for r in records if isinstance(r, InvalidRecord)]

@@ -30,14 +30,13 @@ from dropship.platforms.registry import build_connector
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
 from dropship.sandbox.suppliers import SupplierWorld
 
+# World time stands still unless a test advances it: prices, updatedAt stamps and tracking delays
+# compared across requests cannot change between them because a wall-clock hour ticked over.
+pytestmark = pytest.mark.usefixtures("frozen_world_clock")
+
 CREDS = SANDBOX_CREDENTIALS["gentrade"]
 FEED = "/gentrade/shop/proc/product_api.php"
 RECEIVER = BuyerInfo(name="홍길동", phone="010-1234-5678", address="서울시 중구 세종대로 110")
-
-
-def configure_world(sandbox: Any, **body: Any) -> None:
-    response = sandbox.http.post(f"{sandbox.base_url}/_sandbox/suppliers", json=body, timeout=5)
-    assert response.status_code == 200, response.text
 
 
 def connector(make_connector: Callable[[str], Any]) -> GentradeConnector:
@@ -75,7 +74,7 @@ def test_wrong_key_is_rejected(
 def test_feed_is_euc_kr_and_korean_text_is_decoded(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"gentrade": 30})
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 30})
     body = feed_bytes(sandbox)
     assert body.startswith(b'<?xml version="1.0" encoding="euc-kr"?>')
     with pytest.raises(UnicodeDecodeError):
@@ -113,7 +112,7 @@ def test_packed_options_parsing() -> None:
 def test_empty_catalog_is_a_valid_empty_feed(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"gentrade": 0})
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 0})
     assert b"<gentrade" in feed_bytes(sandbox)
     assert list(connector(make_connector).iter_products()) == []
 
@@ -121,7 +120,7 @@ def test_empty_catalog_is_a_valid_empty_feed(
 def test_malformed_records_come_back_as_invalid(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"gentrade": 60})
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 60})
     sandbox.set_faults("gentrade", malformed_rate=0.25)
     records = list(connector(make_connector).iter_products())
     invalid = [r for r in records if isinstance(r, InvalidRecord)]
@@ -139,7 +138,7 @@ def test_cut_feed_is_a_transient_error() -> None:
 def test_order_once_per_key_and_tracking_after_delay(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"gentrade": 40}, tracking_delay_s=300)
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 40}, tracking_delay_s=300)
     conn = connector(make_connector)
     products = [
         p
@@ -164,8 +163,9 @@ def test_order_once_per_key_and_tracking_after_delay(
     assert [line.option for line in orders[0].lines] == [
         p.options[0].supplier_option_code for p in products
     ]
+    sandbox.advance_clock(299)  # the world clock is frozen: exactly 299 s after the order
     assert conn.get_shipments(["ORD-GT-1"]) == []
-    sandbox.advance_clock(301)
+    sandbox.advance_clock(1)
     (shipment,) = conn.get_shipments(["ORD-GT-1", "ORD-NOPE"])
     assert shipment.order_key == "ORD-GT-1" and shipment.tracking_number.isdigit()
     assert shipment.supplier_order_id == first.supplier_order_ids[0]
@@ -175,7 +175,7 @@ def test_order_once_per_key_and_tracking_after_delay(
 def test_cancel_before_shipping_and_refusals(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"gentrade": 20}, tracking_delay_s=300)
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 20}, tracking_delay_s=300)
     conn = connector(make_connector)
     product = next(
         p for p in conn.iter_products() if isinstance(p, SupplierProduct) and p.status == "active"
@@ -250,12 +250,12 @@ def test_parsing_memory_does_not_grow_with_catalog_size(separate_sandbox: str) -
 def test_stopping_early_releases_the_stream(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"gentrade": 20_000})
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 20_000})
     conn = connector(make_connector)
     records = conn.iter_products()
     assert isinstance(records, Generator)
     first = [next(records) for _ in range(5)]
     records.close()  # the caller walks away mid-feed: the response is closed, not drained
     assert [r.supplier_sku for r in first] == [str(500_000 + i) for i in range(5)]
-    configure_world(sandbox, catalog_sizes={"gentrade": 3})
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 3})
     assert len(list(conn.iter_products())) == 3  # server and connection pool still fine

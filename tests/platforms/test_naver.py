@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -197,18 +198,66 @@ def test_create_listing_is_idempotent_by_seller_management_code(
     assert naver.find_listing_by_external_sku("never-listed") is None
 
 
-def test_sandbox_rejects_a_duplicate_seller_management_code(
+def raw_create(sandbox: Any, body: dict[str, Any]) -> int:
+    """POST a product with a raw token request and a raw create, as a naive client would: no
+    search first."""
+    timestamp_ms = int(time.time() * 1000)
+    token = requests.post(
+        f"{sandbox.url('naver')}/external/v1/oauth2/token",
+        data={
+            "client_id": CREDS["client_id"],
+            "timestamp": str(timestamp_ms),
+            "client_secret_sign": client_secret_sign(
+                CREDS["client_id"], CREDS["client_secret"], timestamp_ms
+            ),
+            "grant_type": "client_credentials",
+            "type": "SELF",
+        },
+        timeout=10,
+    )
+    assert token.status_code == 200, token.text
+    response = requests.post(
+        f"{sandbox.url('naver')}/external/v2/products",
+        json=body,
+        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    number: int = response.json()["originProductNo"]
+    return number
+
+
+def test_sandbox_counts_a_duplicate_like_naver_creates_it(
+    sandbox: Any, naver: NaverConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Control: Naver accepts a second product with the same seller management code, and so does
+    # the sandbox; its counter must see both, or it could not catch a client that registers twice.
+    body = naver._product_body(listing("dup-n"))
+    first, second = raw_create(sandbox, body), raw_create(sandbox, body)
+    assert first != second
+    assert sandbox.counts()["listings"] == {"dup-n": 2}
+
+    # The connector then keeps acting on the oldest one, says so, and adds no third listing.
+    with caplog.at_level(logging.WARNING, logger="dropship.platforms._market_common"):
+        found = naver.create_listing(listing("dup-n"))
+    assert found.market_product_id == str(first) and found.already_existed
+    assert sandbox.counts()["listings"] == {"dup-n": 2}
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "dup-n" in warning.getMessage() and "2 listings" in warning.getMessage()
+
+
+def test_create_after_a_timed_out_create_returns_the_listing_it_made(
     sandbox: Any, naver: NaverConnector
 ) -> None:
-    naver.create_listing(listing("dup-n"))
-    status, body = naver._call(
-        "POST",
-        "/external/v2/products",
-        json=naver._product_body(listing("dup-n")),
-        ok_statuses=(400,),
-    )
-    assert status == 400 and body["code"] == "DUPLICATE_SELLER_MANAGEMENT_CODE"
-    assert sandbox.counts()["listings"] == {"dup-n": 1}
+    # The core's timeout fault answers before the handler runs, so a create that Naver carried
+    # out but whose answer never arrived is played by a raw create; the task's retry then calls
+    # create_listing again with the same code.
+    made = raw_create(sandbox, naver._product_body(listing("timed-out-n")))
+    retried = naver.create_listing(listing("timed-out-n"))
+    assert retried.market_product_id == str(made) and retried.already_existed
+    counts = sandbox.counts()
+    assert counts["listings"] == {"timed-out-n": 1}
+    assert counts["calls"]["naver"]["products.create"] == 1  # only the raw one
 
 
 def test_invalid_listing_names_the_field(naver: NaverConnector) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -25,15 +25,15 @@ from dropship.platforms.interfaces import (
 from dropship.platforms.ownerclan import OwnerClanConnector
 from dropship.platforms.registry import build_connector
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
+from dropship.sandbox.suppliers import SupplierWorld
+
+# World time stands still unless a test advances it: prices, updatedAt stamps and tracking delays
+# compared across requests cannot change between them because a wall-clock hour ticked over.
+pytestmark = pytest.mark.usefixtures("frozen_world_clock")
 
 RECEIVER = BuyerInfo(
     name="김철수", phone="010-9876-5432", address="서울특별시 종로구 세종대로 175", zipcode="03154"
 )
-
-
-def configure_world(sandbox: Any, **body: Any) -> None:
-    response = sandbox.http.post(f"{sandbox.base_url}/_sandbox/suppliers", json=body, timeout=5)
-    assert response.status_code == 200, response.text
 
 
 def connector(make_connector: Callable[[str], Any], page_size: int | None = None) -> Any:
@@ -128,7 +128,7 @@ def test_forged_or_missing_jwt_is_rejected(sandbox: Any) -> None:
 
 
 def test_expired_token_is_renewed_once(sandbox: Any, make_connector: Callable[[str], Any]) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 3})
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 3})
     conn = connector(make_connector)
     assert conn.get_product("W00000000") is not None
     stale = token(sandbox)
@@ -153,7 +153,7 @@ def test_paging_follows_end_cursor_exactly(
     page_size: int,
     expected_pages: list[int],
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": size})
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": size})
     conn = connector(make_connector, page_size)
     pages = list(conn.iter_item_pages())
     assert [len(p) for p in pages] == expected_pages  # no trailing empty page
@@ -165,7 +165,7 @@ def test_paging_follows_end_cursor_exactly(
 def test_empty_catalog_gives_one_empty_page(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 0})
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 0})
     conn = connector(make_connector)
     assert list(conn.iter_item_pages()) == [[]]
     assert list(conn.iter_products()) == []
@@ -186,7 +186,7 @@ def test_first_over_1000_is_rejected_like_the_real_api(
 def test_date_window_with_cursor_continuation(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 60})
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 60})
     conn = connector(make_connector, page_size=5)
     everything = [p for p in conn.iter_products() if isinstance(p, SupplierProduct)]
     stamps = sorted({p.updated_at for p in everything if p.updated_at})
@@ -208,7 +208,7 @@ def test_date_window_with_cursor_continuation(
 def test_products_are_normalised_with_options(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 40})
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 40})
     conn = connector(make_connector)
     products = [p for p in conn.iter_products() if isinstance(p, SupplierProduct)]
     assert len(products) == 40
@@ -230,10 +230,39 @@ def test_products_are_normalised_with_options(
     assert conn.get_product("W99999999") is None
 
 
+def test_prices_move_only_when_the_world_clock_does(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 60})
+    conn = connector(make_connector, page_size=25)
+    world = SupplierWorld(sandbox.state)
+
+    def collected() -> dict[str, tuple[int, datetime | None]]:
+        records = conn.iter_products()
+        return {
+            p.supplier_sku: (p.cost_price, p.updated_at)
+            for p in records
+            if isinstance(p, SupplierProduct)
+        }
+
+    def generated() -> dict[str, tuple[int, datetime | None]]:
+        items = (world.item("ownerclan", i) for i in range(60))
+        return {f"W{i.index:08d}": (i.price, i.updated_at) for i in items if i is not None}
+
+    before = collected()
+    assert before == collected() == generated()  # frozen clock: same world instant throughout
+    sandbox.advance_clock(14 * 86_400)  # two world weeks: the drift step the test controls
+    after = collected()
+    assert after == generated()
+    # Each product drifts in the skipped fortnight with probability >= 1/2, independently:
+    # "none of 60" is a 2**-60 event.
+    assert {sku for sku in before if after[sku] != before[sku]}
+
+
 def test_malformed_records_come_back_as_invalid(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 50})
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 50})
     sandbox.set_faults("ownerclan", malformed_rate=0.3)
     records = list(connector(make_connector).iter_products())
     invalid = [r for r in records if isinstance(r, InvalidRecord)]
@@ -246,7 +275,7 @@ def test_malformed_records_come_back_as_invalid(
 
 
 def test_same_order_key_buys_once(sandbox: Any, make_connector: Callable[[str], Any]) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 40})
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 40})
     conn = connector(make_connector)
     request = order_request("ORD-OC-1", active_products(conn, 3))
     first = conn.place_order(request)
@@ -276,7 +305,7 @@ def test_same_order_key_buys_once(sandbox: Any, make_connector: Callable[[str], 
 def test_create_order_returns_split_orders_and_records_the_note(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 80})
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 80})
     conn = connector(make_connector)
     products = active_products(conn, 8)
     result = conn.place_order(order_request("ORD-OC-SPLIT", products))
@@ -288,8 +317,6 @@ def test_create_order_returns_split_orders_and_records_the_note(
 
 
 def _vendors(sandbox: Any, products: list[SupplierProduct]) -> list[dict[str, int]]:
-    from dropship.sandbox.suppliers import SupplierWorld
-
     world = SupplierWorld(sandbox.state)
     out = []
     for p in products:
@@ -302,13 +329,13 @@ def _vendors(sandbox: Any, products: list[SupplierProduct]) -> list[dict[str, in
 def test_tracking_appears_after_the_delay(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 40}, tracking_delay_s=600)
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 40}, tracking_delay_s=600)
     conn = connector(make_connector)
     result = conn.place_order(order_request("ORD-OC-TRK", active_products(conn, 2)))
     assert conn.get_shipments(["ORD-OC-TRK", "ORD-UNKNOWN"]) == []
-    sandbox.advance_clock(590)
+    sandbox.advance_clock(599)  # the world clock is frozen: exactly 599 s after the order
     assert conn.get_shipments(["ORD-OC-TRK"]) == []
-    sandbox.advance_clock(20)
+    sandbox.advance_clock(1)
     shipments = conn.get_shipments(["ORD-OC-TRK", "ORD-UNKNOWN"])
     assert {s.supplier_order_id for s in shipments} == set(result.supplier_order_ids)
     assert all(s.order_key == "ORD-OC-TRK" and s.tracking_number.isdigit() for s in shipments)
@@ -317,7 +344,7 @@ def test_tracking_appears_after_the_delay(
 
 
 def test_cancel_before_shipping(sandbox: Any, make_connector: Callable[[str], Any]) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 40}, tracking_delay_s=600)
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 40}, tracking_delay_s=600)
     conn = connector(make_connector)
     conn.place_order(order_request("ORD-OC-CXL", active_products(conn, 1)))
     assert conn.cancel_order("ORD-OC-CXL") is True
@@ -346,7 +373,7 @@ def test_order_errors_do_not_echo_personal_data(
 def test_paging_and_ordering_survive_injected_5xx(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    configure_world(sandbox, catalog_sizes={"ownerclan": 50})
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 50})
     conn = connector(make_connector, page_size=5)
     products = active_products(conn, 2)
     sandbox.set_faults("ownerclan", error_rate=0.3)

@@ -9,13 +9,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from dropship.sandbox.core import SandboxConfig, SandboxServer, SandboxState
-from dropship.sandbox.world import generate_catalog
+from dropship.sandbox.core import SandboxConfig, SandboxServer
+from dropship.sandbox.world import WORLD_EPOCH, CatalogItem, generate_item, iter_catalog
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -144,14 +146,42 @@ def test_clock_only_moves_forward(base: str) -> None:
     assert admin(base, "clock", {"advance_s": -1}).status_code == 400
 
 
+def test_frozen_clock_moves_only_when_advanced(base: str) -> None:
+    def clock() -> dict[str, Any]:
+        body: dict[str, Any] = requests.get(f"{base}/_sandbox/clock", timeout=5).json()
+        return body
+
+    frozen = admin(base, "clock", {"freeze": True}).json()
+    assert frozen["frozen"] is True
+    time.sleep(0.05)
+    assert clock()["now"] == frozen["now"]  # wall time passed, world time did not
+    advanced = admin(base, "clock", {"advance_s": 90}).json()
+    expected = datetime.fromisoformat(frozen["now"]) + timedelta(seconds=90)
+    assert datetime.fromisoformat(advanced["now"]) == expected
+    assert admin(base, "clock", {"freeze": "yes"}).status_code == 400
+    resumed = admin(base, "clock", {"freeze": False}).json()
+    assert resumed["frozen"] is False
+    assert datetime.fromisoformat(resumed["now"]) > expected  # it never moves backwards
+    admin(base, "clock", {"freeze": True})
+    admin(base, "reset", {})
+    assert clock()["frozen"] is False
+
+
 def test_world_is_a_function_of_the_seed() -> None:
-    first = generate_catalog(42, "ownerclan", 50, 0.1)
-    assert first == generate_catalog(42, "ownerclan", 50, 0.1)
-    assert first != generate_catalog(43, "ownerclan", 50, 0.1)
-    assert first != generate_catalog(42, "domeggook", 50, 0.1)
-    state = SandboxState(SandboxConfig(seed=42, catalog_size=50, soldout_rate=0.1))
-    assert state.catalog("ownerclan") == first
-    assert any(p.status == "soldout" for p in first)
+    at = WORLD_EPOCH + timedelta(days=3)
+
+    def catalog(seed: int, supplier: str) -> list[CatalogItem]:
+        return list(iter_catalog(seed, supplier, 50, now=at, price_drift=0.02, soldout_rate=0.1))
+
+    first = catalog(42, "ownerclan")
+    assert first == catalog(42, "ownerclan")
+    assert first != catalog(43, "ownerclan")
+    assert first != catalog(42, "domeggook")
+    # Random access: product 17 on its own is the 18th of the stream.
+    assert (
+        generate_item(42, "ownerclan", 17, now=at, price_drift=0.02, soldout_rate=0.1) == first[17]
+    )
+    assert any(p.soldout for p in first)
 
 
 def test_cli_prints_its_url_and_stops_on_sigterm() -> None:

@@ -1,0 +1,61 @@
+"""What the three supplier connectors (OwnerClan, Domeggook, gentrade) share.
+
+Only logic that is the same for all of them lives here: how a connector is built (the registry
+builds every one as ``cls(account=..., http=..., cache=...)``), the page-size check, the
+product-detail cache and the error for a malformed product. Each platform's wire format,
+paging and order flow stay in its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta, timezone
+from typing import TypeVar, cast
+
+from dropship.errors import PermanentError
+from dropship.platforms.cache import ResponseCache
+from dropship.platforms.config import AccountSettings
+from dropship.platforms.http import PlatformHttp
+from dropship.platforms.interfaces import InvalidRecord
+
+T = TypeVar("T")
+
+# Korean suppliers write local time without an offset.
+KST = timezone(timedelta(hours=9))
+# Response-cache kind of one product's detail (TTL configured per kind).
+PRODUCT_DETAIL = "product_detail"
+
+
+class SupplierConnectorBase:
+    """Construction and small helpers of a supplier connector."""
+
+    supplier: str
+
+    def __init__(
+        self, *, account: AccountSettings, http: PlatformHttp, cache: ResponseCache | None = None
+    ) -> None:
+        self.account = account
+        self.http = http
+        self.cache = cache
+
+    def checked_page_size(self, page_size: int, maximum: int) -> int:
+        """``page_size`` if the platform accepts it; a clear error naming the account if not."""
+        if not 1 <= page_size <= maximum:
+            raise PermanentError(
+                f"{self.supplier} account {self.account.name!r}: page_size must be within"
+                f" 1..{maximum}, got {page_size}"
+            )
+        return page_size
+
+    def cached_detail(self, key: str, load: Callable[[], T]) -> T:
+        """``load()``, through the response cache when the connector has one (a ``None``
+        result, "no such product", is not cached)."""
+        if self.cache is None:
+            return load()
+        return cast(T, self.cache.get_or_load(PRODUCT_DETAIL, key, load))
+
+    def malformed_error(self, record: InvalidRecord) -> PermanentError:
+        """For ``get_product``: the one product asked for cannot be normalised."""
+        return PermanentError(
+            f"{self.supplier} product {record.supplier_sku} is malformed: {record.reason}"
+        )
