@@ -212,6 +212,12 @@ class CoupangConnector:
                 "coupang %s: listing %s already exists", self.account.name, request.external_sku
             )
             return existing
+        return self._create_product(request, body)
+
+    def _create_product(
+        self, request: MarketListingRequest, body: dict[str, Any]
+    ) -> MarketListingResult:
+        """The create POST, sent once and without a look-up: callers use :meth:`create_listing`."""
         status, answer = self._call(
             "POST", f"{SELLER_API}/seller-products", json=body, ok_statuses=(400,)
         )

@@ -295,6 +295,10 @@ class GentradeConnector(SupplierConnectorBase):
                 already_existed=True,
                 status=existing[0].get("status"),
             )
+        return self._create_order(request)
+
+    def _create_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
+        """``mode=order``, sent once and without a look-up: callers use :meth:`place_order`."""
         receiver = request.receiver
         form: list[tuple[str, str]] = [
             *self._auth().items(),

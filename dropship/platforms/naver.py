@@ -255,6 +255,12 @@ class NaverConnector:
         if existing is not None:
             log.info("naver %s: listing %s already exists", self.account.name, request.external_sku)
             return existing
+        return self._create_product(request, product)
+
+    def _create_product(
+        self, request: MarketListingRequest, product: dict[str, Any]
+    ) -> MarketListingResult:
+        """The create POST, sent once and without a look-up: callers use :meth:`create_listing`."""
         status, body = self._call("POST", "/external/v2/products", json=product, ok_statuses=(400,))
         if status == 200 and body.get("originProductNo") is not None:
             return MarketListingResult(

@@ -245,6 +245,10 @@ class OwnerClanConnector(SupplierConnectorBase):
         if existing:
             log.info("ownerclan: order %s already placed; not buying again", request.order_key)
             return _order_result(request.order_key, existing, already_existed=True)
+        return self._create_order(request)
+
+    def _create_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
+        """``createOrder``, sent once and without a look-up: callers use :meth:`place_order`."""
         receiver = request.receiver
         order_input = {
             "products": [

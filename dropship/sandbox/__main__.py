@@ -11,7 +11,7 @@ import argparse
 import logging
 import signal
 import sys
-import threading
+import time
 from types import FrameType
 
 from dropship.sandbox.core import SandboxConfig, SandboxServer
@@ -59,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"sandbox: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    stop_requested = threading.Event()
+    # A plain list, not threading.Event: a signal handler runs between two bytecodes of the main
+    # thread, and Event.set() would deadlock on the Event's own lock if the main thread holds it
+    # inside Event.wait() at that moment.
+    stop_signals: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop_requested.set()
+        stop_signals.append(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -70,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     server = SandboxServer(config, host=args.host, port=args.port).start()
     print(f"sandbox listening on {server.base_url}", flush=True)
     try:
-        # wait() with a timeout keeps the main thread responsive to signals.
-        while not stop_requested.wait(0.5):
-            pass
+        while not stop_signals:
+            time.sleep(0.2)
     finally:
         server.stop()
     print("sandbox stopped", flush=True)

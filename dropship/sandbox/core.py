@@ -8,7 +8,8 @@ and its handlers subclass :class:`SandboxHandler`, whose ``prepare()``:
 1. counts the call (per platform and endpoint),
 2. enforces the platform's rate limit with a real ``429`` and the platform's headers
    (``Retry-After`` everywhere; Naver's ``GNCP-GW-RateLimit-*`` and ``GW.RATE_LIMIT`` body),
-3. applies the platform's injected faults (5xx, timeouts, slow responses).
+3. applies the platform's injected faults (5xx, timeouts, slow responses) and decides whether
+   this request's answer will be *lost* (see :meth:`SandboxHandler.finish`).
 
 Rate limiting model (why a token bucket): Naver documents its gateway as a token bucket per
 application (replenish rate + burst capacity, the ``GNCP-GW-RateLimit-*`` headers), and Coupang
@@ -31,12 +32,14 @@ because tests read and change it from their own thread. Slow and timeout faults 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
 import math
 import random
 import socket
+import struct
 import threading
 import time
 from collections import Counter, defaultdict
@@ -163,13 +166,22 @@ class FaultConfig:
     slow_ms: int = 0  # delay every request by this much
     malformed_rate: float = 0.0  # platform modules corrupt a record (see fault_hit)
     duplicate_order_rate: float = 0.0  # platform modules deliver an order twice
+    # A *lost response*: a mutating request is fully executed (orders, listings, counters), then
+    # its answer never reaches the client. ``lost_response_mode`` says how it is lost:
+    # "timeout" (held ``timeout_s``, past the client's read timeout, then 504), "5xx" (502 or 504
+    # as from a gateway whose backend committed), "reset" (connection reset, no answer at all),
+    # or "mixed" (one of the three per request, from the seeded generator).
+    lost_response_rate: float = 0.0
+    lost_response_mode: str = "mixed"
 
     RATE_FIELDS: ClassVar[tuple[str, ...]] = (
         "error_rate",
         "timeout_rate",
         "malformed_rate",
         "duplicate_order_rate",
+        "lost_response_rate",
     )
+    LOST_RESPONSE_MODES: ClassVar[tuple[str, ...]] = ("mixed", "timeout", "5xx", "reset")
 
     def validate(self) -> None:
         for name in self.RATE_FIELDS:
@@ -180,6 +192,20 @@ class FaultConfig:
             raise ValueError("fault error_rate + timeout_rate must not exceed 1")
         if self.slow_ms < 0 or self.timeout_s < 0:
             raise ValueError("fault slow_ms and timeout_s must not be negative")
+        if self.lost_response_mode not in self.LOST_RESPONSE_MODES:
+            raise ValueError(
+                f"fault lost_response_mode must be one of {self.LOST_RESPONSE_MODES}, "
+                f"got {self.lost_response_mode!r}"
+            )
+
+
+@dataclass(frozen=True)
+class LostResponse:
+    """How one executed request's answer is lost: ``kind`` "timeout", "5xx" or "reset";
+    ``status`` is the gateway status sent for "5xx" (502/504) and after a "timeout" hold (504)."""
+
+    kind: str
+    status: int = 504
 
 
 FAULT_FIELDS: frozenset[str] = frozenset(f.name for f in fields(FaultConfig))
@@ -304,6 +330,7 @@ class SandboxState:
                 "rate_limit_violations": {p: self.violations.get(p, 0) for p in PLATFORMS},
                 "purchase_orders": {},
                 "listings": {},
+                "lost_responses": {},
             }
             for name, counter in self.counters.items():
                 out[name] = dict(counter)
@@ -357,6 +384,23 @@ class SandboxState:
         with self.lock:
             return self._fault_rngs[platform].random()
 
+    def roll_lost_response(self, platform: str) -> LostResponse | None:
+        """Whether (and how) a mutating request's answer is lost, from the platform's seeded
+        fault generator. Draws nothing while ``lost_response_rate`` is 0, so turning the fault
+        on leaves the other faults' sequences as they were up to that point."""
+        with self.lock:
+            faults = self.faults[platform]
+            rate = faults.lost_response_rate
+            if rate <= 0:
+                return None
+            rng = self._fault_rngs[platform]
+            if rng.random() >= rate:
+                return None
+            kind = faults.lost_response_mode
+            if kind == "mixed":
+                kind = rng.choice(("timeout", "5xx", "reset"))
+            return LostResponse(kind, rng.choice((502, 504)) if kind == "5xx" else 504)
+
     def fault_hit(self, platform: str, rate_name: str) -> bool:
         """True with probability ``faults[platform].<rate_name>`` (seeded)."""
         if rate_name not in FaultConfig.RATE_FIELDS:
@@ -401,14 +445,26 @@ class _JsonMixin(tornado.web.RequestHandler):
 
 class SandboxHandler(_JsonMixin):
     """Base of every platform handler. Subclasses set ``platform`` (and optionally
-    ``endpoint``, the name calls are counted under; default: the class name)."""
+    ``endpoint``, the name calls are counted under; default: the class name).
+
+    ``mutating_methods``: the HTTP methods whose requests change the platform's state, the only
+    ones whose answers the ``lost_response_rate`` fault loses (losing a read's answer is no
+    different from the timeout and 5xx faults). Handlers whose POSTs only read (searches,
+    token endpoints) set it to ``frozenset()``; one endpoint serving both (GraphQL) overrides
+    :meth:`is_mutating`."""
 
     platform: ClassVar[str]
     endpoint: ClassVar[str | None] = None
+    mutating_methods: ClassVar[frozenset[str]] = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
     def initialize(self, state: SandboxState, **_: Any) -> None:
         self.state = state
         self._client_gone = False
+        self._lost_response: LostResponse | None = None
+        self._losing_response: asyncio.Future[None] | None = None
+
+    def is_mutating(self) -> bool:
+        return self.request.method in self.mutating_methods
 
     def on_connection_close(self) -> None:
         self._client_gone = True
@@ -459,6 +515,50 @@ class SandboxHandler(_JsonMixin):
                 self.write_server_error(504)
                 self.finish()
                 return
+        if faults.lost_response_rate and self.is_mutating():
+            # Decided now (in request order, like the faults above, so it follows the seed);
+            # carried out in finish(), once the handler has done its work.
+            self._lost_response = state.roll_lost_response(self.platform)
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        """Answer, or lose the answer: with a lost response pending, everything the handler
+        wrote is dropped after its work is done (state changed, counters counted) and the client
+        gets a held request, a gateway 5xx or a reset connection instead. Refusals (4xx) are
+        answered as they are: the platform did nothing, so there is nothing to lose."""
+        if self._losing_response is not None:  # the handler's own finish() came first
+            return self._losing_response
+        lost = self._lost_response
+        if lost is None or self.get_status() >= 400:
+            return super().finish(chunk)
+        self._lost_response = None
+        self.count("lost_responses", f"{self.platform}:{self.endpoint or type(self).__name__}")
+        self.clear()  # status, headers and body the handler wrote never reach the client
+        self._losing_response = asyncio.ensure_future(self._answer_lost(lost))
+        return self._losing_response
+
+    async def _answer_lost(self, lost: LostResponse) -> None:
+        try:
+            if lost.kind == "reset":
+                self._reset_connection()
+                return
+            if lost.kind == "timeout":
+                await self._hold(self.state.faults[self.platform].timeout_s)
+            if not self._client_gone:
+                self.write_server_error(lost.status)
+            super().finish()
+        except tornado.web.Finish:  # server shutting down while held
+            return
+
+    def _reset_connection(self) -> None:
+        """Drop the connection with a TCP reset (SO_LINGER 0), as a crashed gateway does."""
+        stream = getattr(self.request.connection, "stream", None)
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already gone: closing is all that is left
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if stream is not None:
+            stream.close()
+        self._finished = True  # nothing more will be written; tornado must not try
 
     async def _hold(self, seconds: float) -> None:
         try:

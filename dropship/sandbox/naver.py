@@ -431,6 +431,7 @@ class NaverHandler(MarketHandler):
 class TokenHandler(NaverHandler):
     endpoint = "oauth2.token"
     requires_token = False
+    mutating_methods = frozenset()  # issuing a token changes nothing worth losing an answer of
 
     def post(self) -> None:
         client_id = self.get_argument("client_id", "")
@@ -618,6 +619,7 @@ class ChangeStatusHandler(NaverHandler):
 
 class ProductSearchHandler(NaverHandler):
     endpoint = "products.search"
+    mutating_methods = frozenset()  # a search sent as POST
 
     def post(self) -> None:
         body = self.body_object()
@@ -709,6 +711,7 @@ def _invalid_status(product_order_id: str, message: str) -> dict[str, str]:
 
 class QueryHandler(NaverHandler):
     endpoint = "product-orders.query"
+    mutating_methods = frozenset()  # a read sent as POST
 
     def post(self) -> None:
         ids = self.product_order_ids(MAX_QUERY_IDS)

@@ -25,7 +25,15 @@ from itertools import islice
 from typing import Any
 
 import jwt
-from graphql import GraphQLError, GraphQLSchema, build_schema, graphql_sync
+from graphql import (
+    GraphQLError,
+    GraphQLSchema,
+    OperationType,
+    build_schema,
+    get_operation_ast,
+    graphql_sync,
+    parse,
+)
 
 from dropship.sandbox.core import RouteSpec, SandboxHandler, SandboxState
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
@@ -375,6 +383,7 @@ SCHEMA = _build_schema()
 class OwnerClanAuthHandler(SandboxHandler):
     platform = PLATFORM
     endpoint = "auth"
+    mutating_methods = frozenset()  # logging in changes nothing worth losing an answer of
 
     def post(self) -> None:
         try:
@@ -421,6 +430,17 @@ class OwnerClanAuthHandler(SandboxHandler):
 class OwnerClanGraphQLHandler(SandboxHandler):
     platform = PLATFORM
     endpoint = "graphql"
+
+    def is_mutating(self) -> bool:
+        """Only a GraphQL *mutation* changes anything (every operation is a POST), so only its
+        answer can be lost by the ``lost_response_rate`` fault."""
+        try:
+            body = json.loads(self.request.body or b"{}")
+            document = parse(body["query"])
+        except (ValueError, TypeError, KeyError, GraphQLError):
+            return False  # answered with an error below; nothing executed
+        operation = get_operation_ast(document, body.get("operationName"))
+        return operation is not None and operation.operation == OperationType.MUTATION
 
     def _unauthorized(self, message: str) -> None:
         self.write_json(

@@ -42,7 +42,10 @@ WINDOW_END = datetime(2024, 3, 1, 21, 0, tzinfo=KST)
 CREDS = SANDBOX_CREDENTIALS["coupang"]
 VENDOR = CREDS["vendor_id"]
 
-pytestmark = pytest.mark.timeout(60)
+# World time stands still unless a test advances it: listing creation times, token expiry and
+# the sandbox's own order arrivals (Poisson, at the world's "now", for listed products) cannot
+# shift between two requests of a test because the wall clock ticked on.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("frozen_world_clock")]
 
 
 def listing(sku: str = "dsk-coupang-1", **kw: Any) -> MarketListingRequest:

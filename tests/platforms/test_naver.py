@@ -32,7 +32,10 @@ WINDOW_START = datetime(2024, 3, 1, 9, 0, tzinfo=KST)
 WINDOW_END = datetime(2024, 3, 1, 21, 0, tzinfo=KST)
 CREDS = SANDBOX_CREDENTIALS["naver"]
 
-pytestmark = pytest.mark.timeout(60)
+# World time stands still unless a test advances it: listing creation times, token expiry and
+# the sandbox's own order arrivals (Poisson, at the world's "now", for listed products) cannot
+# shift between two requests of a test because the wall clock ticked on.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("frozen_world_clock")]
 
 
 def listing(sku: str = "dsk-naver-1", **kw: Any) -> MarketListingRequest:
@@ -369,8 +372,8 @@ def test_dispatch_is_chunked_to_30_per_call(sandbox: Any, naver: NaverConnector)
     assert {after[i]["productOrder"]["productOrderStatus"] for i in ids} == {"DELIVERING"}
     assert after[ids[-1]]["delivery"]["trackingNumber"] == "610000000060"
     assert after[ids[0]]["delivery"]["deliveryCompany"] == "CJGLS"
-    # dispatched orders show up again as changed, with the new status
-    now = datetime.now(KST)
+    # dispatched orders show up again as changed (at the world's now), with the new status
+    now = sandbox.state.now()
     recent = naver.iter_orders(now - timedelta(minutes=5), now + timedelta(minutes=1))
     changed = {o.market_order_id: o for o in recent}
     assert changed[ids[0]].status == "DELIVERING"

@@ -206,3 +206,31 @@ def test_cli_prints_its_url_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_stops_when_signals_arrive_in_a_burst(sig: int) -> None:
+    """Ctrl-C under ``uv run`` delivers SIGINT twice (from the terminal and forwarded by uv), and
+    ``timeout`` signals both the child and its group. A signal arriving while the previous one's
+    handler runs must not deadlock it (it did, when the handler called ``Event.set()``); a burst
+    makes that overlap near certain."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dropship.sandbox", "--port", "0"],
+        cwd=PROJECT_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("sandbox listening on")
+        for _ in range(300):
+            if proc.poll() is not None:
+                break
+            proc.send_signal(sig)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
