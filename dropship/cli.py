@@ -52,6 +52,12 @@ def up(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print("\n[dim]interrupted: stopping...[/]")
+    except Exception as exc:
+        # Anything else (a failing migration, say): stop what was started, then name the error.
+        # psycopg's messages name host and port, never the password.
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}")
+        stack.stop()
+        raise typer.Exit(1) from None
     stack.stop()
     console.print("stopped.")
 

@@ -172,3 +172,21 @@ def test_up_with_configured_urls_starts_no_servers(
         assert stack.terminate() == 0
     assert not (data_dir / "postgres").exists() and not (data_dir / "redis").exists()
     assert _processes_of(data_dir) == []
+
+
+def test_up_stops_what_it_started_when_migrations_fail(tmp_path: Path, database_url: str) -> None:
+    """A database that refuses our schema: clear error, exit 1, nothing left running."""
+    data_dir = tmp_path / "data"
+    bad_url = database_url.rsplit("/", 1)[0] + "/no_such_database"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropship.cli", "up", "--no-sandbox"],
+        cwd=PROJECT_DIR,
+        env=_stack_env(data_dir, free_port(), DROPSHIP_DATABASE_URL=bad_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "no_such_database" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _processes_of(data_dir) == []
