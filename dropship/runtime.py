@@ -8,9 +8,10 @@ the same stack without the user copying ports around.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from dropship.settings import get_settings
 
@@ -27,13 +28,15 @@ def read_stack_state() -> dict[str, Any] | None:
         state: dict[str, Any] = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    pid = state.get("pid")
-    if not isinstance(pid, int) or not _pid_alive(pid):
+    if not _same_process_alive(state.get("pid"), state.get("pid_started_at")):
         return None
     return state
 
 
 def write_stack_state(state: dict[str, Any]) -> None:
+    """Publish ``state`` for the current process (its pid and start time are added)."""
+    me = psutil.Process()
+    state = {**state, "pid": me.pid, "pid_started_at": me.create_time()}
     path = state_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -46,14 +49,17 @@ def clear_stack_state() -> None:
     state_path().unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def _same_process_alive(pid: object, started_at: object) -> bool:
+    """Is the process that wrote the state still running? Pid and start time together: after a
+    crash or reboot the pid may belong to an unrelated process, which must not count."""
+    if not isinstance(pid, int) or not isinstance(started_at, int | float):
         return False
-    except PermissionError:
+    try:
+        return abs(psutil.Process(pid).create_time() - started_at) < 1.0
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
         return True
-    return True
 
 
 def resolved_database_url() -> str | None:

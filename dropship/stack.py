@@ -129,7 +129,6 @@ class Stack:
     def _publish_state(self) -> None:
         write_stack_state(
             {
-                "pid": os.getpid(),
                 "database_url": self.database_url,
                 "redis_url": self.redis_url,
                 "sandbox_url": self.sandbox_url,

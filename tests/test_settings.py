@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,31 @@ def test_cli_refuses_to_start_with_invalid_settings() -> None:
     )
     assert proc.returncode == 2
     assert "DROPSHIP_FLOWER_PORT" in proc.stderr
+
+
+def test_stale_stack_state_with_a_reused_pid_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state file left by a crashed stack whose pid now belongs to another program."""
+    from dropship import runtime
+    from dropship.settings import get_settings
+
+    monkeypatch.setenv("DROPSHIP_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DROPSHIP_REDIS_URL")
+    get_settings.cache_clear()
+    try:
+        runtime.write_stack_state({"redis_url": "redis://127.0.0.1:1/0"})
+        assert runtime.resolved_redis_url() == "redis://127.0.0.1:1/0"
+        state = json.loads(runtime.state_path().read_text())
+        other = subprocess.Popen(["sleep", "30"])
+        try:
+            # Same file, but its pid now names another process (as after a crash and pid reuse).
+            state["pid"] = other.pid
+            runtime.state_path().write_text(json.dumps(state))
+            assert runtime.read_stack_state() is None
+            assert runtime.resolved_redis_url() is None
+        finally:
+            other.kill()
+            other.wait()
+    finally:
+        get_settings.cache_clear()
