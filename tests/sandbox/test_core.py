@@ -184,9 +184,9 @@ def test_world_is_a_function_of_the_seed() -> None:
     assert any(p.soldout for p in first)
 
 
-def test_cli_prints_its_url_and_stops_on_sigterm() -> None:
+def _start_sandbox_cli() -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "dropship.sandbox", "--host", "127.0.0.1", "--port", "0"]
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [*command, "--seed", "42"],
         cwd=PROJECT_DIR,
         stdout=subprocess.PIPE,
@@ -194,6 +194,10 @@ def test_cli_prints_its_url_and_stops_on_sigterm() -> None:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def test_cli_prints_its_url_and_stops_on_sigterm() -> None:
+    proc = _start_sandbox_cli()
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
@@ -214,14 +218,7 @@ def test_cli_stops_when_signals_arrive_in_a_burst(sig: int) -> None:
     ``timeout`` signals both the child and its group. A signal arriving while the previous one's
     handler runs must not deadlock it (it did, when the handler called ``Event.set()``); a burst
     makes that overlap near certain."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dropship.sandbox", "--port", "0"],
-        cwd=PROJECT_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = _start_sandbox_cli()
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("sandbox listening on")
