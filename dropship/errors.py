@@ -13,6 +13,8 @@ ids, platform names and status codes only.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class DropshipError(Exception):
     """Base of every error this project raises on purpose."""
@@ -28,6 +30,18 @@ class RateLimitedError(TransientError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = max(0.0, float(retry_after))
+
+
+class BudgetExhaustedError(RateLimitedError):
+    """A platform's call budget for a longer period (Domeggook: 15,000 calls a day) is spent.
+
+    ``resets_at`` is when the budget refills. Work that hits it should stop cleanly and resume
+    after the reset (a collect run pauses) rather than retry every few seconds.
+    """
+
+    def __init__(self, message: str, retry_after: float, resets_at: datetime) -> None:
+        super().__init__(message, retry_after)
+        self.resets_at = resets_at
 
 
 class PermanentError(DropshipError):

@@ -8,15 +8,15 @@ paging and order flow stay in its own module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import TypeVar, cast
 
 from dropship.errors import PermanentError
 from dropship.platforms.cache import ResponseCache
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import PlatformHttp
-from dropship.platforms.interfaces import InvalidRecord
+from dropship.platforms.interfaces import CollectSlice, InvalidRecord, SupplierProduct
 
 T = TypeVar("T")
 
@@ -37,6 +37,21 @@ class SupplierConnectorBase:
         self.account = account
         self.http = http
         self.cache = cache
+
+    def iter_products(
+        self, since: datetime | None = None
+    ) -> Iterator[SupplierProduct | InvalidRecord]:
+        raise NotImplementedError
+
+    def plan_slices(self, since: datetime | None = None) -> list[CollectSlice]:
+        """Default: the whole catalog is one slice read by ``iter_products``. Connectors whose
+        platform has addressable pages, categories or time windows override this."""
+        params = {"since": since.isoformat()} if since is not None else {}
+        return [CollectSlice("all", params)]
+
+    def iter_slice(self, piece: CollectSlice) -> Iterator[SupplierProduct | InvalidRecord]:
+        since = piece.params.get("since")
+        return self.iter_products(datetime.fromisoformat(since) if since else None)
 
     def checked_page_size(self, page_size: int, maximum: int) -> int:
         """``page_size`` if the platform accepts it; a clear error naming the account if not."""

@@ -69,6 +69,13 @@ class SupplierProduct:
     images: tuple[str, ...] = ()
     options: tuple[ProductOption, ...] = ()
     updated_at: datetime | None = None
+    # False when the supplier forbids selling this product on open markets (OwnerClan
+    # ``openmarketSellable``, Domeggook ``channel``): such a product must never be listed.
+    open_market_sellable: bool = True
+    adult_only: bool = False
+    # True when ``stock`` is not a count the supplier gave but our configured assumption
+    # (Zentrade publishes only a runout flag).
+    stock_assumed: bool = False
     # The platform's record as received, kept for product_rejects and debugging. Excluded from
     # equality/hash so two reads of the same product compare equal; never logged whole.
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -100,6 +107,27 @@ class InvalidRecord:
 
 
 SupplierRecord = SupplierProduct | InvalidRecord
+
+
+@dataclass(frozen=True)
+class CollectSlice:
+    """One independently fetchable part of a supplier catalog: a chord header of a collect run.
+
+    ``key`` names the slice uniquely within a run (``"window:2026-11-30T00:00"``,
+    ``"category:01_02:pages:1-5"``, ``"feed"``); ``params`` are JSON primitives only, because the
+    slice travels in a Celery message. A connector's ``plan_slices`` makes them and its
+    ``iter_slice`` reads one back.
+    """
+
+    key: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "params": dict(self.params)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CollectSlice:
+        return cls(key=str(data["key"]), params=dict(data.get("params") or {}))
 
 
 @dataclass(frozen=True)
@@ -180,6 +208,15 @@ class SupplierConnector(Protocol):
         """Every product (changed since ``since`` when the platform can filter), paged or
         streamed with bounded memory; records that cannot be normalised come as
         :class:`InvalidRecord` (for ``product_rejects``), never dropped."""
+        ...
+
+    def plan_slices(self, since: datetime | None = None) -> list[CollectSlice]:
+        """Split the catalog (changed since ``since`` when the platform can filter) into
+        slices that can be fetched independently and in any order."""
+        ...
+
+    def iter_slice(self, piece: CollectSlice) -> Iterator[SupplierProduct | InvalidRecord]:
+        """The records of one slice from :meth:`plan_slices`, with bounded memory."""
         ...
 
     def get_product(self, supplier_sku: str) -> SupplierProduct | None:
