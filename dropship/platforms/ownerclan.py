@@ -1,42 +1,76 @@
-"""OwnerClan connector: JWT login, GraphQL queries, relay paging, purchase orders by note.
+"""OwnerClan connector: JWT login, GraphQL queries, time-window slices, purchase orders by note.
+
+Every query this module can send is listed by :func:`documents` and validated in
+``tests/contracts/test_ownerclan_contract.py`` against ``dropship/sandbox/ownerclan_schema.graphql``
+(the published v0.11.0 schema as far as the sources confirm it; docs/PLATFORMS.md, "OwnerClan").
 
 * Auth: ``POST {auth_url}`` with ``{"service": "ownerclan", "userType": "seller", username,
-  password}`` answers the JWT as **plain text**. The token is cached per connector until shortly
-  before its ``exp`` claim (read without verifying: only OwnerClan can verify it) and replaced
-  once when the API answers 401 (expired or revoked early).
-* Products: ``allItems(first <= 1000, after, dateFrom)`` followed page by page (bounded memory:
-  one page in flight). Items have no top-level stock: the stock is the sum of the option
-  quantities (an item without options has one attribute-less option carrying its quantity).
-  Option prices are full prices; we store the delta to the item price.
+  password}`` answers the JWT as **plain text** (a JSON ``{"accessToken": ...}`` is tolerated).
+  The token (30 days) is cached per connector until shortly before its ``exp`` claim (read
+  without verifying: only OwnerClan can verify it) and replaced once when the API answers 401.
+* Products: ``allItems(first <= 1000, after, dateFrom, dateTo)``; ``dateFrom``/``dateTo`` are the
+  ``Timestamp`` scalar, **epoch milliseconds**, inclusive, on the item's ``updatedAt``.
+  ``images`` takes the required ``size`` argument. Items have no top-level stock: the stock is the
+  sum of the option quantities (an item without options has one attribute-less option carrying
+  its quantity). Option prices are full prices; we store the delta to the item price and keep the
+  option's ``key`` as ``supplier_option_code``.
+* Slices (:meth:`OwnerClanConnector.plan_slices`): disjoint ``updatedAt`` windows. A full collect
+  is one window before ``history_start``, then ``window_days`` windows up to the planning time,
+  and a last window with no upper bound (so an item touched during the run is still read); an
+  incremental collect is one open window from ``since`` minus ``overlap_minutes``. Inside a
+  window the relay cursor is followed sequentially (a cursor only means something within the
+  query that produced it).
+* Status: ``available`` -> active (soldout when every option is at 0), ``soldout`` and
+  ``unavailable`` -> soldout (both may come back), ``discontinued`` -> gone.
+  ``openmarketSellable`` other than ``true`` -> ``open_market_sellable=False`` (OwnerClan
+  sanctions sellers who list such a product on an open market); ``adultOnly`` other than
+  ``false`` -> ``adult_only=True``. Unknown is treated as the restrictive answer.
+* Records never break the stream: a node that cannot be normalised, or holds an absurd value, is
+  an :class:`InvalidRecord` with a precise reason and the raw node (bounded); so is the second
+  occurrence of a SKU within one read.
 * Purchase orders: our order key travels in ``note``. ``place_order`` first looks the key up
-  with ``allOrders(note: key)`` and only creates when nothing exists, so a redelivered task never
-  buys twice; ``createOrder`` itself is sent once (a POST that timed out is *not* repeated by the
-  HTTP layer; the task's retry comes back here and finds the order).
+  with ``allOrders(note: key)`` (no dates: OwnerClan's default window, the last 90 days) and only
+  creates when nothing exists, so a redelivered task never buys twice; ``createOrder`` itself is
+  sent once. Tracking comes from the order products' ``shippingCompanyCode``,
+  ``trackingNumber`` and ``shippedDate``.
 
-Account settings: credentials ``username``/``password``; option ``auth_url`` (default
-``{base_url}/auth``; production: ``https://auth.ownerclan.com/auth``), option ``graphql_path``
-(default ``/v1/graphql``). Base URL in production: ``https://api.ownerclan.com``.
+Account settings: credentials ``username``/``password``; options ``auth_url`` (default
+``{base_url}/auth``; production: ``https://auth.ownerclan.com/auth``), ``graphql_path`` (default
+``/v1/graphql``), ``window_days`` (default 90), ``history_start`` (ISO date, default
+2015-01-01), ``overlap_minutes`` (default 30). Base URL in production: ``https://api.ownerclan.com``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import jwt
+import requests
 
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import (
+    ConfigurationError,
+    PermanentError,
+    RateLimitedError,
+    TransientError,
+)
 from dropship.platforms._supplier_common import SupplierConnectorBase
 from dropship.platforms.cache import ResponseCache
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import AuthRejectedError, PlatformHttp
 from dropship.platforms.interfaces import (
+    CollectSlice,
     InvalidRecord,
     ProductOption,
+    ProductStatus,
+    PurchaseOrderLine,
     PurchaseOrderRequest,
     PurchaseOrderResult,
     ShipmentInfo,
@@ -49,23 +83,42 @@ SUPPLIER = "ownerclan"
 MAX_PAGE_SIZE = 1000  # OwnerClan rejects first > 1000
 TOKEN_REFRESH_MARGIN_S = 300.0
 SHIPMENT_KEYS_PER_QUERY = 20
-_STATUS = {"available": "active", "soldout": "soldout"}
-_SHIPPED_STATUSES = frozenset({"shipping", "shipped", "delivered"})
+# Sanity bounds: a value outside them is a supplier data error, rejected with a reason.
+MAX_COST_KRW = 100_000_000
+MAX_STOCK = 1_000_000
+MAX_NAME_CHARS = 500
+MAX_SKU_CHARS = 64
+MAX_TIMESTAMP_MS = 4_102_444_800_000  # 2100-01-01: beyond it, not a real time
+RAW_LIMIT_CHARS = 16_384  # an InvalidRecord keeps at most this much of the raw node
+DEFAULT_WINDOW_DAYS = 90
+DEFAULT_HISTORY_START = "2015-01-01"
+DEFAULT_OVERLAP_MINUTES = 30
+RATE_LIMIT_RETRY_S = 60.0
+
+_STATUS: dict[str, ProductStatus] = {
+    "available": "active",
+    "soldout": "soldout",  # temporarily sold out
+    "unavailable": "soldout",  # not on sale now, may come back
+    "discontinued": "gone",  # never comes back
+}
+_SHIPPED_STATUSES = frozenset({"shipped", "refunded"})
 
 ITEM_FIELDS = """
-  key name model price fixedPrice shippingFee status updatedAt images
+  key name model price fixedPrice shippingFee shippingType status updatedAt
+  images(size: large)
   category { key fullName }
-  options { price quantity optionAttributes { name value } }
+  options { key price quantity optionAttributes { name value } }
+  taxFree adultOnly returnable openmarketSellable
 """
 ALL_ITEMS_QUERY = (
-    "query AllItems($first: Int, $after: String, $dateFrom: Int, $dateTo: Int) {"
+    "query AllItems($first: Int, $after: String, $dateFrom: Timestamp, $dateTo: Timestamp) {"
     " allItems(first: $first, after: $after, dateFrom: $dateFrom, dateTo: $dateTo) {"
     " pageInfo { hasNextPage endCursor } edges { cursor node {" + ITEM_FIELDS + "} } } }"
 )
 ITEM_QUERY = "query Item($key: ID!) { item(key: $key) {" + ITEM_FIELDS + "} }"
 ORDER_FIELDS = (
     "key status note createdAt"
-    " products { itemKey quantity price shippingCompanyName trackingNumber }"
+    " products { itemKey quantity price shippingCompanyCode trackingNumber shippedDate }"
 )
 ORDERS_BY_NOTE_QUERY = (
     "query OrdersByNote($note: String!, $after: String) {"
@@ -78,6 +131,36 @@ CREATE_ORDER_MUTATION = (
     + " } }"
 )
 CANCEL_ORDER_MUTATION = "mutation CancelOrder($key: ID!) { cancelOrder(key: $key) { key status } }"
+
+
+def shipments_query(count: int) -> str:
+    """One ``allOrders`` per key, as GraphQL aliases: one call for up to 20 keys."""
+    params = ", ".join(f"$n{i}: String!" for i in range(count))
+    fields = " ".join(
+        f"o{i}: allOrders(note: $n{i}, first: 100) {{ edges {{ node {{ {ORDER_FIELDS} }} }} }}"
+        for i in range(count)
+    )
+    return f"query Shipments({params}) {{ {fields} }}"
+
+
+def documents() -> list[str]:
+    """Every GraphQL document this connector can send (the contract test validates each)."""
+    return [
+        ALL_ITEMS_QUERY,
+        ITEM_QUERY,
+        ORDERS_BY_NOTE_QUERY,
+        CREATE_ORDER_MUTATION,
+        CANCEL_ORDER_MUTATION,
+        *(shipments_query(n) for n in range(1, SHIPMENT_KEYS_PER_QUERY + 1)),
+    ]
+
+
+def to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def from_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
 
 
 class OwnerClanConnector(SupplierConnectorBase):
@@ -97,9 +180,37 @@ class OwnerClanConnector(SupplierConnectorBase):
         self.page_size = self.checked_page_size(page_size, MAX_PAGE_SIZE)
         self.auth_url = account.option("auth_url") or f"{account.base_url}/auth"
         self.graphql_path = account.option("graphql_path") or "/v1/graphql"
+        self.window = timedelta(days=self._number_option("window_days", DEFAULT_WINDOW_DAYS))
+        self.overlap = timedelta(
+            minutes=self._number_option("overlap_minutes", DEFAULT_OVERLAP_MINUTES, minimum=0)
+        )
+        start = account.option("history_start") or DEFAULT_HISTORY_START
+        try:
+            parsed = datetime.fromisoformat(start)
+        except ValueError:
+            raise ConfigurationError(
+                f"ownerclan account {account.name!r}: option history_start must be an ISO date,"
+                f" got {start!r}"
+            ) from None
+        self.history_start = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_lock = threading.Lock()
+
+    def _number_option(self, key: str, default: float, minimum: float = 1e-3) -> float:
+        raw = self.account.option(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value < minimum:
+            raise ConfigurationError(
+                f"ownerclan account {self.account.name!r}: option {key} must be a number"
+                f" >= {minimum}, got {raw!r}"
+            )
+        return value
 
     # ------------------------------------------------------------------ auth
 
@@ -113,10 +224,11 @@ class OwnerClanConnector(SupplierConnectorBase):
         # Login has no side effects: safe to repeat on a timeout.
         response = self.http.post(self.auth_url, json=body, idempotent=True)
         token = response.text.strip()
-        if token.startswith("{"):  # tolerate a JSON answer {"token": ...}
+        if token.startswith("{"):  # tolerate a JSON answer {"accessToken": ...}
             try:
-                token = str(response.json().get("token", ""))
-            except ValueError:
+                answer = response.json()
+                token = str(answer.get("accessToken") or answer.get("token") or "")
+            except (ValueError, AttributeError):
                 token = ""
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
@@ -161,16 +273,29 @@ class OwnerClanConnector(SupplierConnectorBase):
                 if attempt == 2:
                     raise
                 log.info("ownerclan %s: token rejected, logging in again", operation)
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ):
+                # The body was cut (or garbled) mid-response: nothing to parse, worth another
+                # try. Mapped here because the shared HTTP layer passes these through as they are.
+                raise TransientError(f"ownerclan {operation}: response body cut off") from None
         try:
             body = response.json()
         except ValueError:
             raise TransientError(f"ownerclan {operation}: response is not JSON") from None
-        errors = body.get("errors") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            raise PermanentError(f"ownerclan {operation}: response is not a JSON object")
+        errors = body.get("errors")
         if errors:
+            if _rate_limited(errors):  # OwnerClan answers "Too many requests" with HTTP 200
+                raise RateLimitedError(
+                    f"ownerclan {operation}: too many requests", RATE_LIMIT_RETRY_S
+                )
             raise PermanentError(
                 f"ownerclan {operation} failed: {_error_text(errors, echo_errors)}"
             )
-        data = body.get("data") if isinstance(body, dict) else None
+        data = body.get("data")
         if not isinstance(data, dict):
             raise TransientError(f"ownerclan {operation}: response has no data")
         return data
@@ -182,33 +307,100 @@ class OwnerClanConnector(SupplierConnectorBase):
         since: datetime | None = None,
         until: datetime | None = None,
         first: int | None = None,
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[list[Any]]:
         """Raw ``allItems`` nodes, one page at a time, following ``endCursor``."""
+        yield from self._pages(
+            to_ms(since) if since is not None else None,
+            to_ms(until) if until is not None else None,
+            first,
+        )
+
+    def _pages(
+        self, date_from: int | None, date_to: int | None, first: int | None = None
+    ) -> Iterator[list[Any]]:
         variables: dict[str, Any] = {"first": first or self.page_size, "after": None}
-        if since is not None:
-            variables["dateFrom"] = int(since.timestamp())
-        if until is not None:
-            variables["dateTo"] = int(until.timestamp())
+        if date_from is not None:
+            variables["dateFrom"] = date_from
+        if date_to is not None:
+            variables["dateTo"] = date_to
         seen_cursors: set[str] = set()
         while True:
             data = self._graphql(ALL_ITEMS_QUERY, variables, operation="allItems")
-            connection = data.get("allItems") or {}
-            yield [edge["node"] for edge in connection.get("edges") or []]
-            info = connection.get("pageInfo") or {}
+            connection = data.get("allItems")
+            if not isinstance(connection, dict):
+                raise PermanentError("ownerclan allItems: answer has no connection object")
+            edges = connection.get("edges")
+            if not isinstance(edges, list):
+                raise PermanentError("ownerclan allItems: 'edges' is not a list")
+            yield [edge.get("node") if isinstance(edge, dict) else edge for edge in edges]
+            info = connection.get("pageInfo")
+            if not isinstance(info, dict):
+                raise PermanentError("ownerclan allItems: 'pageInfo' is not an object")
             cursor = info.get("endCursor")
-            if not info.get("hasNextPage") or not cursor:
+            if not info.get("hasNextPage"):
                 return
+            if not isinstance(cursor, str) or not cursor:
+                raise PermanentError("ownerclan allItems: hasNextPage without an endCursor")
             if cursor in seen_cursors:  # a server bug must not loop forever
                 raise TransientError("ownerclan allItems: pagination cursor repeated")
             seen_cursors.add(cursor)
             variables["after"] = cursor
 
+    def _records(
+        self, date_from: int | None, date_to: int | None
+    ) -> Iterator[SupplierProduct | InvalidRecord]:
+        """One read: normalised records of a window; a SKU seen twice is rejected the second
+        time (the set holds only keys, one window's worth)."""
+        seen: set[str] = set()
+        for nodes in self._pages(date_from, date_to):
+            for node in nodes:
+                record = normalise_item(node)
+                sku = record.supplier_sku
+                if sku is not None and sku in seen:
+                    yield InvalidRecord(
+                        SUPPLIER,
+                        sku,
+                        f"duplicated SKU {sku} within one read (allItems answered it twice)",
+                        raw=bounded_raw(node),
+                    )
+                    continue
+                if sku is not None:
+                    seen.add(sku)
+                yield record
+
     def iter_products(
         self, since: datetime | None = None
     ) -> Iterator[SupplierProduct | InvalidRecord]:
-        for nodes in self.iter_item_pages(since=since):
-            for node in nodes:
-                yield normalise_item(node)
+        return self._records(to_ms(since) if since is not None else None, None)
+
+    def plan_slices(self, since: datetime | None = None) -> list[CollectSlice]:
+        """Disjoint ``updatedAt`` windows (see the module docstring). Bounds are inclusive on
+        the wire, so a window ends 1 ms before the next one starts."""
+        if since is not None:
+            start = to_ms(since - self.overlap)
+            return [_window_slice(start, None)]
+        now = datetime.now(UTC)
+        bounds: list[int] = []
+        edge = self.history_start
+        while edge < now:
+            bounds.append(to_ms(edge))
+            edge += self.window
+        slices = [_window_slice(None, bounds[0] - 1)] if bounds else []
+        for low, high in pairwise(bounds):
+            slices.append(_window_slice(low, high - 1))
+        slices.append(_window_slice(bounds[-1] if bounds else None, None))
+        return slices
+
+    def iter_slice(self, piece: CollectSlice) -> Iterator[SupplierProduct | InvalidRecord]:
+        params = piece.params
+        date_from, date_to = params.get("date_from_ms"), params.get("date_to_ms")
+        for name, value in (("date_from_ms", date_from), ("date_to_ms", date_to)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise PermanentError(
+                    f"ownerclan slice {piece.key!r}: {name} must be epoch milliseconds or null,"
+                    f" got {value!r}"
+                )
+        return self._records(date_from, date_to)
 
     def get_product(self, supplier_sku: str) -> SupplierProduct | None:
         def load() -> dict[str, Any] | None:
@@ -231,13 +423,17 @@ class OwnerClanConnector(SupplierConnectorBase):
         variables: dict[str, Any] = {"note": note, "after": None}
         for _ in range(100):  # bounded: 100 pages of 100 orders for one key is already absurd
             data = self._graphql(ORDERS_BY_NOTE_QUERY, variables, operation="allOrders")
-            connection = data.get("allOrders") or {}
-            orders += [edge["node"] for edge in connection.get("edges") or []]
-            info = connection.get("pageInfo") or {}
-            if not info.get("hasNextPage") or not info.get("endCursor"):
+            connection = data.get("allOrders")
+            if not isinstance(connection, dict):
+                raise PermanentError("ownerclan allOrders: answer has no connection object")
+            orders += _order_nodes(connection)
+            info = connection.get("pageInfo")
+            if not isinstance(info, dict) or not info.get("hasNextPage"):
                 break
+            if not isinstance(info.get("endCursor"), str):
+                raise PermanentError("ownerclan allOrders: hasNextPage without an endCursor")
             variables["after"] = info["endCursor"]
-        # allOrders(note) may match by substring on some servers: keep exact matches only.
+        # allOrders(note) matches by substring: keep exact matches only.
         return [o for o in orders if o.get("note") == note]
 
     def place_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
@@ -247,30 +443,63 @@ class OwnerClanConnector(SupplierConnectorBase):
             return _order_result(request.order_key, existing, already_existed=True)
         return self._create_order(request)
 
+    def _option_values(self, line: PurchaseOrderLine) -> list[str]:
+        """The option of a line as OwnerClan's ``optionAttributes``: the attribute values in the
+        item's order. ``line.option`` is our label ``"name:value"`` (several joined by ``,``) or
+        the supplier's option code (``ItemOption.key``), looked up on the item."""
+        option = line.option
+        if not option:
+            return []
+        if ":" in option:
+            values = []
+            for part in option.split(","):
+                name, _, value = part.partition(":")
+                if not name.strip() or not value.strip():
+                    raise PermanentError(
+                        f"ownerclan option must look like 'name:value', got {option!r}"
+                    )
+                values.append(value.strip())
+            return values
+        product = self.get_product(line.supplier_sku)
+        chosen = (
+            next((o for o in product.options if o.supplier_option_code == option), None)
+            if product
+            else None
+        )
+        if chosen is None:
+            raise PermanentError(
+                f"ownerclan item {line.supplier_sku} has no option with code {option!r}"
+            )
+        return chosen.value.split("/")
+
     def _create_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
         """``createOrder``, sent once and without a look-up: callers use :meth:`place_order`."""
         receiver = request.receiver
-        order_input = {
+        recipient: dict[str, Any] = {
+            "name": receiver.name,
+            "phoneNumber": receiver.phone,
+            "destinationAddress": {
+                "addr1": receiver.address,
+                "addr2": receiver.address_detail,
+                "postalCode": receiver.zipcode,
+            },
+        }
+        order_input: dict[str, Any] = {
             "products": [
                 {
                     "itemKey": line.supplier_sku,
                     "quantity": line.quantity,
-                    "optionAttributes": _option_attributes(line.option),
+                    "optionAttributes": self._option_values(line),
                 }
                 for line in request.lines
             ],
-            "recipient": {
-                "name": receiver.name,
-                "phoneNumber": receiver.phone,
-                "destinationAddress": {
-                    "addr1": receiver.address,
-                    "addr2": receiver.address_detail,
-                    "postalCode": receiver.zipcode,
-                },
-            },
+            "recipient": recipient,
             "note": request.order_key,
-            "sellerNote": request.note or receiver.message,
         }
+        if request.note:
+            order_input["sellerNote"] = request.note
+        if receiver.message:
+            order_input["ordererNote"] = receiver.message
         data = self._graphql(
             CREATE_ORDER_MUTATION,
             {"input": order_input},
@@ -278,12 +507,14 @@ class OwnerClanConnector(SupplierConnectorBase):
             idempotent=False,
             echo_errors=False,
         )
-        created = data.get("createOrder") or []
-        if not created:
+        created = data.get("createOrder")
+        if not isinstance(created, list) or not created:
             raise TransientError(
                 f"ownerclan createOrder for {request.order_key}: no order returned"
             )
-        return _order_result(request.order_key, created, already_existed=False)
+        return _order_result(
+            request.order_key, [o for o in created if isinstance(o, dict)], already_existed=False
+        )
 
     def get_shipments(self, order_keys: Sequence[str]) -> list[ShipmentInfo]:
         shipments: list[ShipmentInfo] = []
@@ -291,21 +522,17 @@ class OwnerClanConnector(SupplierConnectorBase):
         # Several keys per request with GraphQL aliases: one call per 20 keys, not per key.
         for start in range(0, len(keys), SHIPMENT_KEYS_PER_QUERY):
             chunk = keys[start : start + SHIPMENT_KEYS_PER_QUERY]
-            params = ", ".join(f"$n{i}: String!" for i in range(len(chunk)))
-            fields = " ".join(
-                f"o{i}: allOrders(note: $n{i}, first: 100)"
-                f" {{ edges {{ node {{ {ORDER_FIELDS} }} }} }}"
-                for i in range(len(chunk))
-            )
             data = self._graphql(
-                f"query Shipments({params}) {{ {fields} }}",
+                shipments_query(len(chunk)),
                 {f"n{i}": key for i, key in enumerate(chunk)},
                 operation="allOrders(shipments)",
             )
             for i, key in enumerate(chunk):
-                edges = (data.get(f"o{i}") or {}).get("edges") or []
-                for edge in edges:
-                    shipments += _shipments_of(key, edge["node"])
+                connection = data.get(f"o{i}")
+                if not isinstance(connection, dict):
+                    raise PermanentError("ownerclan allOrders: answer has no connection object")
+                for order in _order_nodes(connection):
+                    shipments += _shipments_of(key, order)
         return shipments
 
     def cancel_order(self, order_key: str, reason: str = "") -> bool:
@@ -316,7 +543,9 @@ class OwnerClanConnector(SupplierConnectorBase):
             if order.get("status") == "cancelled":
                 continue
             try:
-                self._graphql(CANCEL_ORDER_MUTATION, {"key": order["key"]}, operation="cancelOrder")
+                self._graphql(
+                    CANCEL_ORDER_MUTATION, {"key": str(order.get("key"))}, operation="cancelOrder"
+                )
             except PermanentError:
                 # Shipped between our lookup and the cancel: report "too late" if so.
                 refreshed = self._orders_by_note(order_key)
@@ -329,6 +558,23 @@ class OwnerClanConnector(SupplierConnectorBase):
 # ---------------------------------------------------------------------- normalisation
 
 
+def _window_slice(date_from: int | None, date_to: int | None) -> CollectSlice:
+    def label(ms: int | None, open_end: str) -> str:
+        return (
+            from_ms(ms).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z" if ms is not None else open_end
+        )
+
+    key = f"window:{label(date_from, 'start')}..{label(date_to, 'open')}"
+    return CollectSlice(key, {"date_from_ms": date_from, "date_to_ms": date_to})
+
+
+def _rate_limited(errors: Any) -> bool:
+    return isinstance(errors, list) and any(
+        isinstance(e, dict) and "too many requests" in str(e.get("message", "")).lower()
+        for e in errors
+    )
+
+
 def _error_text(errors: Any, echo: bool) -> str:
     if not isinstance(errors, list):
         return "unknown error"
@@ -336,71 +582,159 @@ def _error_text(errors: Any, echo: bool) -> str:
         codes = {
             str((e.get("extensions") or {}).get("code", "error"))
             for e in errors
-            if isinstance(e, dict)
+            if isinstance(e, dict) and isinstance(e.get("extensions") or {}, dict)
         }
         return f"{len(errors)} error(s), codes {sorted(codes)}"
     messages = [str(e.get("message", ""))[:200] for e in errors[:3] if isinstance(e, dict)]
     return "; ".join(messages) or "unknown error"
 
 
-def _option_attributes(option: str | None) -> list[dict[str, str]]:
-    """Our option label ``"색상:빨강"`` (``name:value``, several joined by ``,``) as OwnerClan
-    ``optionAttributes``."""
-    if not option:
-        return []
-    attributes = []
-    for part in option.split(","):
-        name, sep, value = part.partition(":")
-        if not sep or not name or not value:
-            raise PermanentError(f"ownerclan option must look like 'name:value', got {option!r}")
-        attributes.append({"name": name.strip(), "value": value.strip()})
-    return attributes
+def bounded_raw(node: Any) -> dict[str, Any]:
+    """The raw node for an :class:`InvalidRecord`, cut to :data:`RAW_LIMIT_CHARS` of JSON."""
+    try:
+        text = json.dumps(node, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(node)
+    if isinstance(node, dict) and len(text) <= RAW_LIMIT_CHARS:
+        return node
+    return {"truncated": text[:RAW_LIMIT_CHARS], "chars": len(text)}
 
 
-def normalise_item(node: dict[str, Any]) -> SupplierProduct | InvalidRecord:
+def _krw(value: Any) -> int | None:
+    """A JSON number that is a whole KRW amount (OwnerClan types prices as Float), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None
+        return int(value)
+    return value
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def normalise_item(node: Any) -> SupplierProduct | InvalidRecord:
+    """One ``Item`` node as a product, or an :class:`InvalidRecord` with the reason. Never
+    raises: an unexpected shape is a reason too."""
+    if not isinstance(node, dict):
+        return InvalidRecord(
+            SUPPLIER, None, f"item node is not an object: {type(node).__name__}", bounded_raw(node)
+        )
     key = node.get("key")
-    if not isinstance(key, str) or not key:
-        return InvalidRecord(SUPPLIER, None, "item has no key", raw=node)
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_SKU_CHARS:
+        return InvalidRecord(
+            SUPPLIER,
+            None,
+            f"item key is missing or not a short string: {key!r:.80}",
+            bounded_raw(node),
+        )
+    try:
+        return _normalise(key, node)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError) as exc:
+        return InvalidRecord(
+            SUPPLIER,
+            key,
+            f"unexpected item shape ({type(exc).__name__}: {exc})"[:300],
+            bounded_raw(node),
+        )
 
+
+def _normalise(key: str, node: dict[str, Any]) -> SupplierProduct | InvalidRecord:
     def invalid(reason: str) -> InvalidRecord:
-        return InvalidRecord(SUPPLIER, key, reason, raw=node)
+        return InvalidRecord(SUPPLIER, key, reason, raw=bounded_raw(node))
 
     name = node.get("name")
     if not isinstance(name, str) or not name.strip():
         return invalid("name is missing or empty")
-    price = node.get("price")
-    if not isinstance(price, int) or isinstance(price, bool) or price < 0:
-        return invalid(f"price is missing or not a non-negative integer: {price!r}")
-    shipping_fee = node.get("shippingFee") or 0
-    if not isinstance(shipping_fee, int) or shipping_fee < 0:
-        return invalid(f"shippingFee is not a non-negative integer: {shipping_fee!r}")
+    if len(name) > MAX_NAME_CHARS:
+        return invalid(f"name is absurdly long ({len(name)} characters)")
+    price = _krw(node.get("price"))
+    if price is None:
+        return invalid(f"price is missing or not a whole KRW amount: {node.get('price')!r:.40}")
+    if price <= 0 or price > MAX_COST_KRW:
+        return invalid(f"price {price} KRW is outside 1..{MAX_COST_KRW:,}")
+    raw_fee = node.get("shippingFee")
+    shipping_fee = 0 if raw_fee is None else _krw(raw_fee)
+    if shipping_fee is None or not 0 <= shipping_fee <= MAX_COST_KRW:
+        return invalid(
+            f"shippingFee is not a KRW amount within 0..{MAX_COST_KRW:,}: {raw_fee!r:.40}"
+        )
+    raw_status = node.get("status")
+    if raw_status not in _STATUS:
+        return invalid(f"status is not one of {sorted(_STATUS)}: {raw_status!r:.40}")
+    status = _STATUS[raw_status]
+    raw_options = node.get("options")
+    if raw_options is None:
+        raw_options = []
+    if not isinstance(raw_options, list):
+        return invalid("options is not a list")
     options: list[ProductOption] = []
     stock = 0
-    for option in node.get("options") or []:
-        quantity = option.get("quantity")
-        if not isinstance(quantity, int) or quantity < 0:
-            return invalid(f"option quantity is not a non-negative integer: {quantity!r}")
+    for n, option in enumerate(raw_options):
+        if not isinstance(option, dict):
+            return invalid(f"option #{n} is not an object")
+        quantity = _count(option.get("quantity"))
+        if quantity is None or quantity < 0:
+            return invalid(
+                f"option #{n} quantity is not a non-negative integer:"
+                f" {option.get('quantity')!r:.40}"
+            )
+        if quantity > MAX_STOCK:
+            return invalid(f"option #{n} quantity {quantity} is over {MAX_STOCK:,}")
+        option_price = _krw(option.get("price"))
+        if option_price is None:
+            return invalid(
+                f"option #{n} price is not a whole KRW amount: {option.get('price')!r:.40}"
+            )
+        if option_price < 0:
+            return invalid(f"option #{n} price {option_price} is below zero")
+        if option_price > MAX_COST_KRW:
+            return invalid(f"option #{n} price {option_price} is over {MAX_COST_KRW:,}")
         stock += quantity
         attributes = option.get("optionAttributes") or []
+        if not isinstance(attributes, list):
+            return invalid(f"option #{n} optionAttributes is not a list")
         if not attributes:
             continue  # the attribute-less option only carries the item's quantity
-        option_price = option.get("price")
-        if not isinstance(option_price, int):
-            return invalid(f"option price is not an integer: {option_price!r}")
+        names, values = [], []
+        for attribute in attributes:
+            if not isinstance(attribute, dict):
+                return invalid(f"option #{n} has an attribute that is not an object")
+            attr_name, attr_value = attribute.get("name"), attribute.get("value")
+            if not isinstance(attr_name, str) or not isinstance(attr_value, str):
+                return invalid(f"option #{n} attribute name/value is not text")
+            if not attr_name.strip() or not attr_value.strip():
+                return invalid(f"option #{n} has an empty attribute name or value")
+            names.append(attr_name.strip())
+            values.append(attr_value.strip())
+        code = option.get("key")
         options.append(
             ProductOption(
-                name="/".join(str(a.get("name", "")) for a in attributes),
-                value="/".join(str(a.get("value", "")) for a in attributes),
+                name="/".join(names),
+                value="/".join(values),
                 price_delta=option_price - price,
                 stock=quantity,
+                supplier_option_code=str(code) if code is not None else None,
             )
         )
-    status = _STATUS.get(str(node.get("status")), "gone")
+    if stock > MAX_STOCK:
+        return invalid(f"stock {stock} (sum of option quantities) is over {MAX_STOCK:,}")
     if status == "active" and stock == 0:
         status = "soldout"
-    updated = node.get("updatedAt")
-    category = node.get("category") or {}
-    images = node.get("images") or []
+    raw_updated = node.get("updatedAt")
+    updated_at = None
+    if raw_updated is not None:
+        updated_ms = _count(raw_updated)
+        if updated_ms is None or not 0 <= updated_ms < MAX_TIMESTAMP_MS:
+            return invalid(f"updatedAt is not epoch milliseconds before 2100: {raw_updated!r:.40}")
+        updated_at = from_ms(updated_ms)
+    category = node.get("category")
+    category_key = category.get("key") if isinstance(category, dict) else None
+    images = node.get("images")
     return SupplierProduct(
         supplier=SUPPLIER,
         supplier_sku=key,
@@ -408,27 +742,41 @@ def normalise_item(node: dict[str, Any]) -> SupplierProduct | InvalidRecord:
         cost_price=price,
         shipping_fee=shipping_fee,
         stock=stock,
-        status=status,  # type: ignore[arg-type]
-        category=category.get("key") if isinstance(category, dict) else None,
-        images=tuple(str(i) for i in images),
+        status=status,
+        category=str(category_key) if category_key is not None else None,
+        images=tuple(i for i in images if isinstance(i, str)) if isinstance(images, list) else (),
         options=tuple(options),
-        updated_at=datetime.fromtimestamp(updated, UTC) if isinstance(updated, int) else None,
+        updated_at=updated_at,
+        # Unknown is the restrictive answer: a product we cannot prove sellable is not listed.
+        open_market_sellable=node.get("openmarketSellable") is True,
+        adult_only=node.get("adultOnly") is not False,
         raw=node,
     )
+
+
+def _order_nodes(connection: dict[str, Any]) -> list[dict[str, Any]]:
+    edges = connection.get("edges")
+    if not isinstance(edges, list):
+        raise PermanentError("ownerclan allOrders: 'edges' is not a list")
+    nodes = [edge.get("node") for edge in edges if isinstance(edge, dict)]
+    return [node for node in nodes if isinstance(node, dict)]
 
 
 def _order_result(
     order_key: str, orders: list[dict[str, Any]], *, already_existed: bool
 ) -> PurchaseOrderResult:
-    total = sum(
-        int(p.get("price") or 0) * int(p.get("quantity") or 0)
-        for o in orders
-        for p in o.get("products") or []
-    )
+    total = 0
+    for order in orders:
+        for product in order.get("products") or []:
+            if not isinstance(product, dict):
+                continue
+            price = _krw(product.get("price")) or 0
+            quantity = _count(product.get("quantity")) or 0
+            total += price * quantity
     statuses = {str(o.get("status")) for o in orders}
     return PurchaseOrderResult(
         order_key=order_key,
-        supplier_order_ids=tuple(str(o["key"]) for o in orders),
+        supplier_order_ids=tuple(str(o.get("key")) for o in orders),
         already_existed=already_existed,
         total_cost=total,
         status=statuses.pop() if len(statuses) == 1 else ",".join(sorted(statuses)),
@@ -441,18 +789,27 @@ def _shipments_of(order_key: str, order: dict[str, Any]) -> list[ShipmentInfo]:
     seen: set[tuple[str, str]] = set()
     shipments = []
     for product in order.get("products") or []:
-        number, carrier = product.get("trackingNumber"), product.get("shippingCompanyName")
-        if number and (carrier or "", number) not in seen:
-            seen.add((carrier or "", number))
-            shipments.append(
-                ShipmentInfo(
-                    order_key=order_key,
-                    carrier=str(carrier or ""),
-                    tracking_number=str(number),
-                    supplier_order_id=str(order.get("key")),
-                )
+        if not isinstance(product, dict):
+            continue
+        number, carrier = product.get("trackingNumber"), product.get("shippingCompanyCode")
+        if not number or (str(carrier or ""), str(number)) in seen:
+            continue
+        seen.add((str(carrier or ""), str(number)))
+        shipped = _count(product.get("shippedDate"))
+        shipments.append(
+            ShipmentInfo(
+                order_key=order_key,
+                carrier=str(carrier or ""),
+                tracking_number=str(number),
+                supplier_order_id=str(order.get("key")),
+                shipped_at=(
+                    from_ms(shipped)
+                    if shipped is not None and 0 <= shipped < MAX_TIMESTAMP_MS
+                    else None
+                ),
             )
+        )
     return shipments
 
 
-__all__ = ["OwnerClanConnector", "normalise_item"]
+__all__ = ["OwnerClanConnector", "bounded_raw", "documents", "normalise_item", "shipments_query"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any, ClassVar
 
 import jwt
 import pytest
@@ -12,7 +16,7 @@ import redis as redis_lib
 import requests
 from pydantic import SecretStr
 
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.platforms.config import PlatformSettings
 from dropship.platforms.http import AuthRejectedError
 from dropship.platforms.interfaces import (
@@ -22,9 +26,10 @@ from dropship.platforms.interfaces import (
     PurchaseOrderRequest,
     SupplierProduct,
 )
-from dropship.platforms.ownerclan import OwnerClanConnector
+from dropship.platforms.ownerclan import OwnerClanConnector, normalise_item
 from dropship.platforms.registry import build_connector
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
+from dropship.sandbox.ownerclan import CARRIER_CODES, epoch_ms, item_state
 from dropship.sandbox.suppliers import SupplierWorld
 
 # World time stands still unless a test advances it: prices, updatedAt stamps and tracking delays
@@ -80,7 +85,7 @@ def active_products(conn: OwnerClanConnector, count: int) -> list[SupplierProduc
         for p in conn.iter_products()
         if isinstance(p, SupplierProduct)
         and p.status == "active"
-        and all(o.stock > 0 for o in p.options)
+        and all(o.stock >= 2 for o in p.options)  # orders take 2
     ]
     assert len(products) >= count
     return products[:count]
@@ -288,7 +293,15 @@ def test_same_order_key_buys_once(sandbox: Any, make_connector: Callable[[str], 
     mutation = "mutation($i: OrderInput!) { createOrder(input: $i) { key } }"
     variables = {
         "i": {
-            "products": [{"itemKey": request.lines[0].supplier_sku, "quantity": 1}],
+            "products": [
+                {
+                    "itemKey": request.lines[0].supplier_sku,
+                    "quantity": 1,
+                    "optionAttributes": [line.split(":", 1)[1]]
+                    if (line := request.lines[0].option)
+                    else [],
+                }
+            ],
             "recipient": {
                 "name": "x",
                 "phoneNumber": "0",
@@ -339,7 +352,11 @@ def test_tracking_appears_after_the_delay(
     shipments = conn.get_shipments(["ORD-OC-TRK", "ORD-UNKNOWN"])
     assert {s.supplier_order_id for s in shipments} == set(result.supplier_order_ids)
     assert all(s.order_key == "ORD-OC-TRK" and s.tracking_number.isdigit() for s in shipments)
-    assert all(s.carrier.endswith("택배") or s.carrier == "CJ대한통운" for s in shipments)
+    # Tracking comes from the real fields: shippingCompanyCode, trackingNumber, shippedDate.
+    assert all(s.carrier in CARRIER_CODES.values() for s in shipments)
+    placed_at = SupplierWorld(sandbox.state).orders("ownerclan", "ORD-OC-TRK")[0].created_at
+    shipped_ms = epoch_ms(placed_at + timedelta(seconds=600))  # Timestamp: milliseconds
+    assert all(s.shipped_at and epoch_ms(s.shipped_at) == shipped_ms for s in shipments)
     assert conn.cancel_order("ORD-OC-TRK") is False  # shipped: too late
 
 
@@ -391,3 +408,325 @@ def test_paging_and_ordering_survive_injected_5xx(
             continue
     assert result is not None
     assert sandbox.counts()["purchase_orders"]["ORD-OC-5XX"] == 1
+
+
+# ---------------------------------------------------------------------------- published shapes
+
+
+EXPECTED_STATUS = {
+    "available": "active",
+    "soldout": "soldout",
+    "unavailable": "soldout",
+    "discontinued": "gone",
+}
+
+
+def test_statuses_and_flags_follow_the_published_values(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    world = SupplierWorld(sandbox.state)
+    seed = sandbox.state.config.seed
+    products = [
+        p for p in connector(make_connector).iter_products() if isinstance(p, SupplierProduct)
+    ]
+    assert len(products) == 500
+    raw_statuses = set()
+    for product in products:
+        item = world.item("ownerclan", int(product.supplier_sku[1:]))
+        assert item is not None
+        state = item_state(seed, item.index, item.soldout)
+        raw_statuses.add(state["status"])
+        expected = EXPECTED_STATUS[state["status"]]
+        if expected == "active" and product.stock == 0:
+            expected = "soldout"
+        assert product.status == expected, product.supplier_sku
+        assert product.open_market_sellable is state["openmarketSellable"]
+        assert product.adult_only is state["adultOnly"]
+    assert raw_statuses == set(EXPECTED_STATUS)  # all four occur in the default world
+    assert any(not p.open_market_sellable for p in products)
+    assert any(p.adult_only for p in products)
+
+
+def test_options_keep_the_supplier_code_and_their_own_stock(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 40})
+    products = [
+        p for p in connector(make_connector).iter_products() if isinstance(p, SupplierProduct)
+    ]
+    checked = 0
+    for product in products:
+        by_code = {o["key"]: o for o in product.raw["options"] if o["optionAttributes"]}
+        assert {o.supplier_option_code for o in product.options} == set(by_code)
+        for option in product.options:
+            raw = by_code[option.supplier_option_code]
+            assert option.stock == raw["quantity"]
+            assert option.price_delta == raw["price"] - product.raw["price"]
+            checked += 1
+    assert checked > 10
+
+
+def test_an_order_can_name_its_option_by_the_supplier_code(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 60})
+    conn = connector(make_connector)
+    product = next(p for p in active_products(conn, 20) if p.options)
+    option = product.options[-1]
+    line = PurchaseOrderLine(product.supplier_sku, 1, option.supplier_option_code)
+    conn.place_order(
+        PurchaseOrderRequest(order_key="ORD-OC-CODE", lines=(line,), receiver=RECEIVER)
+    )
+    (order,) = SupplierWorld(sandbox.state).orders("ownerclan", "ORD-OC-CODE")
+    assert order.lines[0].option == f"{option.name}:{option.value}"
+    assert order.lines[0].unit_price == product.cost_price + option.price_delta
+    unknown = PurchaseOrderLine(product.supplier_sku, 1, "no-such-code")
+    with pytest.raises(PermanentError, match="no option with code"):
+        conn.place_order(
+            PurchaseOrderRequest(order_key="ORD-OC-X", lines=(unknown,), receiver=RECEIVER)
+        )
+
+
+# ---------------------------------------------------------------------------- slices
+
+
+def test_full_collect_windows_cover_the_catalog_exactly_once(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 120})
+    conn = connector(make_connector, page_size=7)
+    conn.window = timedelta(days=4)
+    conn.history_start = datetime(2024, 12, 10, tzinfo=UTC)  # inside the world's 30-day spread
+    pieces = conn.plan_slices()
+    # Slices travel in Celery messages: JSON primitives only, unique keys.
+    pieces = [type(p).from_json(json.loads(json.dumps(p.to_json()))) for p in pieces]
+    assert len({p.key for p in pieces}) == len(pieces) > 5
+    assert pieces[0].params["date_from_ms"] is None and pieces[-1].params["date_to_ms"] is None
+    for before, after in pairwise(pieces):
+        assert before.params["date_to_ms"] + 1 == after.params["date_from_ms"]  # disjoint, no gap
+    per_slice = [[r.supplier_sku for r in conn.iter_slice(p)] for p in pieces]
+    assert sum(1 for skus in per_slice if skus) >= 3  # the catalog really is spread out
+    everything = [r.supplier_sku for r in conn.iter_products()]
+    assert sorted(sku for skus in per_slice for sku in skus) == sorted(everything)
+    assert len(everything) == 120
+
+
+def test_incremental_collect_is_one_window_from_since_minus_the_overlap(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 60})
+    conn = connector(make_connector)
+    since = datetime(2024, 12, 20, tzinfo=UTC)
+    (piece,) = conn.plan_slices(since)
+    assert piece.params == {
+        "date_from_ms": epoch_ms(since - conn.overlap),
+        "date_to_ms": None,
+    }
+    expected = [
+        p.supplier_sku
+        for p in conn.iter_products()
+        if isinstance(p, SupplierProduct) and p.updated_at and p.updated_at >= since - conn.overlap
+    ]
+    assert [r.supplier_sku for r in conn.iter_slice(piece)] == expected
+    with pytest.raises(PermanentError, match="date_from_ms"):
+        next(iter(conn.iter_slice(type(piece)("bad", {"date_from_ms": "2024-12-20"}))))
+
+
+# ---------------------------------------------------------------------------- bad records
+
+
+REASONS = {
+    "price_missing": "price is missing",
+    "name_empty": "name is missing or empty",
+    "price_zero": "price 0 KRW is outside",
+    "price_absurd": "price 250000000 KRW is outside",
+    "stock_absurd": "quantity 5000000 is over",
+    "option_price_negative": "price -500 is below zero",
+}
+
+
+def test_every_malformed_kind_is_rejected_with_its_reason(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 80})
+    sandbox.set_faults("ownerclan", malformed_rate=1.0)
+    records = list(connector(make_connector).iter_products())
+    assert len(records) == 80 and all(isinstance(r, InvalidRecord) for r in records)
+    for kind, reason in REASONS.items():
+        assert any(reason in r.reason for r in records), kind
+
+
+class PagesFake(OwnerClanConnector):
+    """The connector with its page source replaced by fixed pages (an in-process fake of the
+    one function that talks HTTP), for record-level properties of one read."""
+
+    pages: ClassVar[list[list[Any]]] = []
+
+    def _pages(self, date_from: int | None, date_to: int | None, first: int | None = None) -> Any:
+        yield from self.pages
+
+
+def node(key: str, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "key": key,
+        "name": "[한빛] 심플 텀블러",
+        "price": 12000.0,  # OwnerClan types prices as Float
+        "shippingFee": 3000,
+        "status": "available",
+        "updatedAt": 1_735_000_000_000,
+        "images": ["https://img.invalid/1.jpg"],
+        "category": {"key": "50000803", "fullName": "생활용품>수납/정리"},
+        "options": [{"key": "0", "optionAttributes": [], "price": 12000, "quantity": 5}],
+        "openmarketSellable": True,
+        "adultOnly": False,
+    }
+    base.update(fields)
+    return base
+
+
+def fake_connector(make_connector: Callable[[str], Any], pages: list[list[Any]]) -> PagesFake:
+    real = connector(make_connector)
+    fake = PagesFake(account=real.account, http=real.http)
+    fake.pages = pages
+    return fake
+
+
+def test_a_sku_answered_twice_in_one_read_is_rejected_the_second_time(
+    make_connector: Callable[[str], Any],
+) -> None:
+    fake = fake_connector(make_connector, [[node("W1"), node("W2")], [node("W1", price=9000)]])
+    records = list(fake.iter_products())
+    assert [type(r).__name__ for r in records] == ["SupplierProduct"] * 2 + ["InvalidRecord"]
+    assert records[2].supplier_sku == "W1" and "duplicated SKU W1" in records[2].reason
+    assert isinstance(records[0], SupplierProduct) and records[0].cost_price == 12000
+
+
+HOSTILE: list[tuple[Any, str]] = [
+    (None, "not an object"),
+    (["W1"], "not an object"),
+    ({"key": 5}, "item key"),
+    ({"key": ""}, "item key"),
+    (node("W1", name=None), "name is missing"),
+    (node("W1", name="x" * 10_000), "absurdly long"),
+    (node("W1", price="12,000원"), "price is missing or not a whole KRW amount"),
+    (node("W1", price=12000.5), "not a whole KRW amount"),
+    (node("W1", price=float("nan")), "not a whole KRW amount"),
+    (node("W1", price=True), "not a whole KRW amount"),
+    (node("W1", price=0), "outside 1..100,000,000"),
+    (node("W1", price=100_000_001), "outside 1..100,000,000"),
+    (node("W1", shippingFee=-1), "shippingFee"),
+    (node("W1", status="weird"), "status is not one of"),
+    (node("W1", status=None), "status is not one of"),
+    (node("W1", options="many"), "options is not a list"),
+    (node("W1", options=[1]), "option #0 is not an object"),
+    (node("W1", options=[{"price": 1, "quantity": -1, "optionAttributes": []}]), "quantity"),
+    (node("W1", options=[{"price": 1, "quantity": "3", "optionAttributes": []}]), "quantity"),
+    (node("W1", options=[{"price": 1, "quantity": 1_000_001}]), "over 1,000,000"),
+    (
+        node("W1", options=[{"price": 1, "quantity": 600_000}, {"price": 1, "quantity": 600_000}]),
+        "stock 1200000",
+    ),
+    (node("W1", options=[{"price": -1, "quantity": 1}]), "below zero"),
+    (node("W1", options=[{"price": None, "quantity": 1}]), "option #0 price"),
+    (node("W1", options=[{"price": 1, "quantity": 1, "optionAttributes": "x"}]), "not a list"),
+    (
+        node("W1", options=[{"price": 1, "quantity": 1, "optionAttributes": [{"name": 1}]}]),
+        "not text",
+    ),
+    (node("W1", updatedAt="2024-12-01"), "updatedAt"),
+    (node("W1", updatedAt=10**30), "updatedAt"),
+    (node("W1", category=[1, 2]), ""),  # tolerated: category is optional
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), HOSTILE)
+def test_hostile_nodes_become_invalid_records_and_never_raise(raw: Any, reason: str) -> None:
+    record = normalise_item(raw)
+    if not reason:
+        assert isinstance(record, SupplierProduct) and record.category is None
+        return
+    assert isinstance(record, InvalidRecord), record
+    assert reason in record.reason
+    assert len(json.dumps(record.raw, ensure_ascii=False, default=str)) <= 16_500  # bounded
+
+
+def test_unknown_flags_are_the_restrictive_answer() -> None:
+    record = normalise_item(node("W1", openmarketSellable=None, adultOnly=None))
+    assert isinstance(record, SupplierProduct)
+    assert record.open_market_sellable is False and record.adult_only is True
+    fine = normalise_item(node("W1"))
+    assert isinstance(fine, SupplierProduct) and fine.open_market_sellable and not fine.adult_only
+
+
+# ---------------------------------------------------------------------------- cut bodies
+
+
+class RawAnswerServer:
+    """A loopback TCP server that answers every connection with fixed bytes and closes: the
+    only way to get a body really cut mid-response over real HTTP."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1/graphql"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            with client:
+                client.recv(65536)
+                client.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+CUT_BODIES = {
+    "content-length": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n"
+        b'Connection: close\r\n\r\n{"data": {"allItems": {"edges": [{"cursor": "a", "no'
+    ),
+    "chunked": (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        b'Connection: close\r\n\r\n400\r\n{"data": {"allItems": {"edges": [{"curs'
+    ),
+}
+
+
+@pytest.mark.parametrize("framing", sorted(CUT_BODIES))
+def test_a_body_cut_mid_response_is_transient(
+    make_connector: Callable[[str], Any], framing: str
+) -> None:
+    server = RawAnswerServer(CUT_BODIES[framing])
+    try:
+        conn = connector(make_connector)
+        conn.graphql_path = server.url  # login still goes to the sandbox
+        with pytest.raises(TransientError):
+            next(iter(conn.iter_products()))
+    finally:
+        server.close()
+
+
+def test_too_many_requests_in_graphql_errors_is_a_rate_limit(
+    make_connector: Callable[[str], Any],
+) -> None:
+    body = b'{"errors": [{"message": "Too many requests"}], "data": null}'
+    server = RawAnswerServer(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    try:
+        conn = connector(make_connector)
+        conn.graphql_path = server.url
+        with pytest.raises(RateLimitedError):
+            next(iter(conn.iter_products()))
+    finally:
+        server.close()
