@@ -90,6 +90,10 @@ CARRIER_CODES = {
 }
 
 
+# The seller's default sender, used by OwnerClan when an order gives none.
+SANDBOX_SENDER = {"name": "샌드박스 판매자", "phoneNumber": "02-000-0000", "email": None}
+
+
 def item_key(index: int) -> str:
     return f"W{index:08d}"
 
@@ -268,6 +272,14 @@ def _order_node(order: SupplierOrder, world: SupplierWorld) -> dict[str, Any]:
         "sellerNote": order.recipient.get("_sellerNote"),
         "ordererNote": order.recipient.get("_ordererNote"),
         "isBeingMediated": False,
+        "adjustments": [],
+        "transactions": [],
+        "shippingInfo": {
+            # The recipient is echoed back as given (personal data: never logged).
+            "sender": order.recipient.get("_sender") or SANDBOX_SENDER,
+            "recipient": {k: v for k, v in order.recipient.items() if not k.startswith("_")},
+            "shippingFee": None,
+        },
         "products": [
             {
                 "quantity": line.quantity,
@@ -284,6 +296,9 @@ def _order_node(order: SupplierOrder, world: SupplierWorld) -> dict[str, Any]:
                 "shippingCompanyCode": CARRIER_CODES.get(order.carrier) if shipped else None,
                 "trackingNumber": order.tracking_number if shipped else None,
                 "shippedDate": shipped_ms if shipped else None,
+                "additionalAttributes": [],
+                "shippingType": None,
+                "productName": None,
                 "taxFree": False,
             }
             for line in order.lines
@@ -482,6 +497,7 @@ def resolve_create_order(_: Any, info: Any, input: dict[str, Any]) -> list[dict[
     # Kept with the order (never logged) so the order answers them back.
     recipient["_sellerNote"] = input.get("sellerNote")
     recipient["_ordererNote"] = input.get("ordererNote")
+    recipient["_sender"] = input.get("sender")
     note = input.get("note") or ""
     orders = [
         world.create_order(PLATFORM, note, lines, recipient, key_format="2026{serial:016d}A")
