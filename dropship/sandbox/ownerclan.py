@@ -523,8 +523,10 @@ def build_ownerclan_schema() -> GraphQLSchema:
     schema = build_schema(SCHEMA_SDL)
     timestamp = schema.type_map["Timestamp"]
     assert isinstance(timestamp, GraphQLScalarType)
-    timestamp.serialize = _timestamp_value  # type: ignore[method-assign]
-    timestamp.parse_value = _timestamp_value  # type: ignore[method-assign]
+    # graphql-core 3.2 reads serialize/parse_value/parse_literal; 3.3 reads the coerce_* names
+    # (copied from those at construction, so both are set here).
+    for name in ("serialize", "parse_value", "coerce_output_value", "coerce_input_value"):
+        setattr(timestamp, name, _timestamp_value)
     timestamp.parse_literal = _timestamp_literal  # type: ignore[method-assign,assignment]
     return schema
 

@@ -330,35 +330,60 @@ def test_the_sandbox_takes_the_documented_order_and_answers_the_documented_shape
     assert refused["errors"] and "shipped" in refused["errors"][0]["message"]
 
 
-REFUSED = {
-    "images without size": ('query { item(key: "W00000001") { images } }', None),
+REFUSED = {  # name: (query, variables, a fragment of the error that says why)
+    "images without size": ('query { item(key: "W00000001") { images } }', None, "size"),
     "dateFrom declared Int": (
         "query ($d: Int) { allItems(dateFrom: $d) { edges { cursor } } }",
         {"d": 0},
+        "Timestamp",
     ),
     "dateFrom as an ISO string": (
         "query ($d: Timestamp) { allItems(dateFrom: $d) { edges { cursor } } }",
         {"d": "2024-12-01T00:00:00"},
+        "epoch milliseconds",
+    ),
+    "dateFrom as an ISO literal": (
+        'query { allItems(dateFrom: "2024-12-01") { edges { cursor } } }',
+        None,
+        "epoch milliseconds",
     ),
     "shippingCompanyName": (
         'query { allOrders(note: "x") { edges { node { products { shippingCompanyName } } } } }',
         None,
+        "shippingCompanyName",
     ),
     "an order window over 90 days": (
         "query { allOrders(dateFrom: 0, dateTo: 7776000001) { edges { cursor } } }",
         None,
+        "90 days",
     ),
-    "first over 1000": ("query { allItems(first: 1001) { edges { cursor } } }", None),
+    "first over 1000": ("query { allItems(first: 1001) { edges { cursor } } }", None, "1000"),
+    "an unimplemented filter": (
+        'query { allItems(search: "텀블러") { edges { cursor } } }',
+        None,
+        "does not implement",
+    ),
 }
 
 
 @pytest.mark.usefixtures("frozen_world_clock")
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_the_sandbox_refuses_what_the_real_api_refuses(sandbox: Any, name: str) -> None:  # noqa: F811
-    query, variables = REFUSED[name]
+    query, variables, why = REFUSED[name]
     answer = ask(sandbox, bearer(sandbox), query, variables)
     assert answer.get("errors"), answer
     assert not answer.get("data")
+    assert why in answer["errors"][0]["message"]
+
+
+def test_a_response_value_of_the_wrong_type_does_not_fit() -> None:
+    """The response check can fail: a time as text, an unknown order status."""
+    good = fixture_json("list_orders_response.json")
+    for field, wrong in (("createdAt", "2026-12-01T10:00:00"), ("status", "delivered")):
+        bad = json.loads(json.dumps(good))
+        bad["data"]["allOrders"]["edges"][0]["node"][field] = wrong
+        with pytest.raises(AssertionError):
+            assert_fits_schema(bad)
 
 
 def test_connector_documents_are_the_ones_the_sandbox_executes() -> None:
