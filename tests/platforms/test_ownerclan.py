@@ -730,3 +730,20 @@ def test_too_many_requests_in_graphql_errors_is_a_rate_limit(
             next(iter(conn.iter_products()))
     finally:
         server.close()
+
+
+def test_note_lookups_keep_exact_matches_only(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    """allOrders(note) matches by substring (documented): "ORD-SUB-1" also finds "ORD-SUB-10"."""
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 40}, tracking_delay_s=60)
+    conn = connector(make_connector)
+    products = active_products(conn, 2)
+    longer = conn.place_order(order_request("ORD-SUB-10", products[:1]))
+    shorter = conn.place_order(order_request("ORD-SUB-1", products[1:]))
+    assert not shorter.already_existed  # the longer key's order is not ours
+    assert set(shorter.supplier_order_ids).isdisjoint(longer.supplier_order_ids)
+    assert sandbox.counts()["purchase_orders"] == {"ORD-SUB-10": 1, "ORD-SUB-1": 1}
+    sandbox.advance_clock(60)
+    shipments = conn.get_shipments(["ORD-SUB-1"])
+    assert {s.supplier_order_id for s in shipments} == set(shorter.supplier_order_ids)
