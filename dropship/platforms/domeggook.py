@@ -395,8 +395,8 @@ class DomeggookConnector(SupplierConnectorBase):
         if not supplier_sku.isdigit():
             raise PermanentError(f"domeggook item number must be digits, got {supplier_sku!r}")
         view = self.item_view(supplier_sku)
-        if view is None:
-            return None
+        if view is None or not on_market(view, self.market):
+            return None  # unknown, or not offered on this market (Domeme: channel.supply false)
         record = normalise_view(view, self.market, None)
         if isinstance(record, InvalidRecord):
             raise self.malformed_error(record)
@@ -650,6 +650,13 @@ def _status(view: dict[str, Any], stock: int) -> str:
     return "gone"
 
 
+def on_market(view: Any, market: str) -> bool:
+    """False when the view says the item is not offered on ``market`` (``channel.<market>``
+    false); True when it says so or does not say."""
+    channel = view.get("channel") if isinstance(view, dict) else None
+    return not (isinstance(channel, dict) and market in channel and not _truthy(channel[market]))
+
+
 def view_is_gone(view: Any, market: str) -> bool:
     """True when a view says the item is gone for ``market``: a status other than on sale /
     sold out, or the market's channel flag false."""
@@ -659,8 +666,7 @@ def view_is_gone(view: Any, market: str) -> bool:
     assert isinstance(basis, dict)
     if str(basis.get("status") or "").strip() not in (ON_SALE, SOLD_OUT):
         return True
-    channel = view.get("channel")
-    return isinstance(channel, dict) and market in channel and not _truthy(channel.get(market))
+    return not on_market(view, market)
 
 
 def normalise_view(

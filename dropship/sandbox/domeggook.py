@@ -156,6 +156,8 @@ def item_state(seed: int, item: CatalogItem) -> ItemState:
     malformed = None
     if item.malformed:
         malformed = MALFORMED_KINDS[int(_unit(seed, "kind", i) * len(MALFORMED_KINDS))]
+        if malformed.startswith(("option_", "select_opt")) and not item.options:
+            malformed = "price_text"  # nothing to break in options it does not have
     return ItemState(
         status="품절" if item.soldout else ("판매중지" if stopped else ON_SALE),
         ended=_unit(seed, "ended", i) < ENDED_RATE,
