@@ -204,7 +204,10 @@ class BudgetedRateLimiter(RateLimiter):
         self.budget = budget
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_inner"], name)
+        inner = self.__dict__.get("_inner")
+        if inner is None:  # half-built (copy/pickle): behave like a missing attribute
+            raise AttributeError(name)
+        return getattr(inner, name)
 
     def acquire(self, key: str, max_wait: float | None = None) -> float:
         waited = self._inner.acquire(key, max_wait)

@@ -55,6 +55,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import requests
+
 from dropship.errors import ConfigurationError, PermanentError, TransientError
 from dropship.platforms._supplier_common import SupplierConnectorBase
 from dropship.platforms.cache import ResponseCache
@@ -142,9 +144,12 @@ class DomeggookConnector(SupplierConnectorBase):
     def _call(self, mode: str, ver: str, **params: Any) -> dict[str, Any]:
         query = {"ver": ver, "mode": mode, "aid": self.account.secret("api_key"), "om": "json"}
         query.update({k: v for k, v in params.items() if v is not None})
-        response = self.http.get(API_PATH, params=query)
         try:
+            response = self.http.get(API_PATH, params=query)
             body = response.json()
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+            # The body was cut or garbled in transit: the same call may well succeed.
+            raise TransientError(f"domeggook {mode}: response body cut off in transit") from None
         except ValueError:
             raise TransientError(f"domeggook {mode}: response is not JSON") from None
         if not isinstance(body, dict):

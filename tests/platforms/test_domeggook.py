@@ -502,3 +502,43 @@ def test_orders_are_refused_clearly(make_connector: Callable[[str], Any]) -> Non
     with pytest.raises(PermanentError, match="Private API") as caught:
         conn.place_order(request)
     assert "이영희" not in str(caught.value)
+
+
+def test_a_body_cut_mid_stream_is_transient(connector_settings: PlatformSettings) -> None:
+    """A real loopback server that promises more bytes than it sends, then closes."""
+    import socket
+    import threading
+
+    from dropship.errors import TransientError
+    from dropship.platforms.http import PlatformHttp
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                body = b'{"domeggook": {"header": {"numberOfItems": "1"'
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 5000\r\n\r\n" + body
+                )
+
+    threading.Thread(target=serve, daemon=True).start()
+    account = connector_settings.accounts["domeggook_main"].model_copy(
+        update={"base_url": f"http://127.0.0.1:{port}"}
+    )
+    http = PlatformHttp("domeggook", account.name, account.base_url, None, max_attempts=1)
+    conn = DomeggookConnector(account=account, http=http)
+    try:
+        with pytest.raises(TransientError, match="cut off"):
+            conn.list_page("01_01_00_00_00", 1)
+    finally:
+        server.close()
