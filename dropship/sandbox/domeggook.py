@@ -321,7 +321,8 @@ class DomeggookStore:
     day: str = ""
     day_calls: int = 0
     index_key: tuple[int, int, float] | None = None
-    by_category: dict[str, list[int]] = field(default_factory=dict)
+    # market -> category code -> indices of the items it lists
+    by_category: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 def _store(state: SandboxState) -> DomeggookStore:
@@ -412,21 +413,26 @@ class DomeggookApiHandler(SandboxHandler):
 
     # ---- getItemList
 
-    def _category_index(self, world: SupplierWorld) -> dict[str, list[int]]:
-        """Item indices per Domeggook category (all items, listed or not), built once per
-        catalog size: categories do not change with world time."""
+    def _category_index(self, world: SupplierWorld, market: str) -> dict[str, list[int]]:
+        """Indices of the items each category lists on ``market``, built once per catalog:
+        categories and list membership do not change with world time or faults, so a page then
+        generates only its own items (a 100,000-item catalog is not regenerated per call)."""
         store = _store(self.state)
         config = self.state.config
         key = (world.size(PLATFORM), config.seed, config.soldout_rate)
         with self.state.lock:
             if store.index_key == key:
-                return store.by_category
-        by_category: dict[str, list[int]] = {}
+                return store.by_category.get(market, {})
+        by_market: dict[str, dict[str, list[int]]] = {"dome": {}, "supply": {}}
         for item in world.items(PLATFORM):
-            by_category.setdefault(CATEGORY_CODES[item.category_code][0], []).append(item.index)
+            state = item_state(config.seed, item)
+            code = CATEGORY_CODES[item.category_code][0]
+            for name, listing in by_market.items():
+                if state.listed(name):
+                    listing.setdefault(code, []).append(item.index)
         with self.state.lock:
-            store.index_key, store.by_category = key, by_category
-        return by_category
+            store.index_key, store.by_category = key, by_market
+        return by_market[market]
 
     def _item_list(self) -> None:
         market = self.get_query_argument("market", "dome")
@@ -461,9 +467,16 @@ class DomeggookApiHandler(SandboxHandler):
             index = item_index(conditions["itemNo"])
             candidates = [index] if index is not None else []
         elif "ca" in conditions:
-            candidates = self._category_index(world).get(conditions["ca"], [])
+            candidates = self._category_index(world, market).get(conditions["ca"], [])
         else:
             candidates = range(world.size(PLATFORM))  # type: ignore[assignment]
+        if set(conditions) == {"ca"}:
+            # Only the category: its listed items are known; generate just this page's.
+            first = (page - 1) * size
+            chosen = candidates[first : first + size]
+            matching_page = [(i, item_state(seed, i)) for i in map_items(world, chosen)]
+            self._answer_list(len(candidates), size, page, matching_page, market)
+            return
         matching: list[tuple[CatalogItem, ItemState]] = []
         for index in candidates:
             item = world.item(PLATFORM, index)
@@ -479,12 +492,22 @@ class DomeggookApiHandler(SandboxHandler):
             if "id" in conditions and conditions["id"] != f"seller{item.vendor:02d}":
                 continue
             matching.append((item, state))
-        total = len(matching)
+        first = (page - 1) * size
+        self._answer_list(len(matching), size, page, matching[first : first + size], market)
+
+    def _answer_list(
+        self,
+        total: int,
+        size: int,
+        page: int,
+        page_items: list[tuple[CatalogItem, ItemState]],
+        market: str,
+    ) -> None:
         pages = -(-total // size)
         first = (page - 1) * size
         records = []
         previous_no: str | None = None
-        for item, state in matching[first : first + size]:
+        for item, state in page_items:
             record = list_item(item, state, market)
             if state.malformed == "duplicate_no" and previous_no is not None:
                 record["no"] = previous_no  # the same number listed twice
@@ -555,6 +578,11 @@ class DomeggookApiHandler(SandboxHandler):
             return
         item: Any = views[0] if len(views) == 1 else views  # one result: an object
         self.write_json({"domeggook": {"multipleResult": {"item": item}}})
+
+
+def map_items(world: SupplierWorld, indices: list[int]) -> list[CatalogItem]:
+    items = (world.item(PLATFORM, index) for index in indices)
+    return [item for item in items if item is not None]
 
 
 class DomeggookAdminHandler(AdminHandler):
