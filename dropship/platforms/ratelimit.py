@@ -68,14 +68,13 @@ class RateLimit:
         return self.calls / self.period_s
 
 
-# The design's defaults. Domeggook: 180 calls/minute per key (openapi.domeggook.com guide; its
-# 15,000 calls/day are the daily budget in dropship.platforms.budget).
+# The design's defaults. Domeggook publishes no limit: 600/min is a conservative guess.
 DEFAULT_RATE_LIMITS: Mapping[str, RateLimit] = {
     "gentrade": RateLimit(1000, 3600.0),
     "ownerclan": RateLimit(500, 3600.0),
     "coupang": RateLimit(100, 60.0),
     "naver": RateLimit(200, 60.0),
-    "domeggook": RateLimit(180, 60.0),
+    "domeggook": RateLimit(180, 60.0),  # published: 180/min + 15,000/day (docs/PLATFORMS.md)
 }
 
 # KEYS[1] = TAT key, KEYS[2] = adapted-interval key
