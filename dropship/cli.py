@@ -218,6 +218,25 @@ def status() -> None:
     console.print(workers if replies else "[yellow]no workers answered[/]")
 
 
+@cli.command()
+def budget() -> None:
+    """Daily call budgets: one line per platform account (calls used today, limit, reset)."""
+    from dropship.errors import DropshipError
+    from dropship.platforms.budget import budget_status
+
+    platforms = get_settings().platforms
+    if not platforms.accounts:
+        console.print("no platform accounts configured")
+        return
+    for name in sorted(platforms.accounts):
+        account = platforms.accounts[name]
+        try:
+            status = budget_status(account, platforms)
+        except DropshipError as exc:
+            raise _fail(str(exc)) from None
+        console.print(status.line() if status else f"{account.limiter_key}: no daily budget")
+
+
 def main() -> None:
     try:
         get_settings()

@@ -15,6 +15,9 @@ Examples::
     DROPSHIP_PLATFORMS__RATE_LIMITS__COUPANG__CALLS=50
     DROPSHIP_PLATFORMS__ACCOUNTS__COUPANG_MAIN__RATE_LIMIT__CALLS=30
     DROPSHIP_PLATFORMS__HTTP__READ_TIMEOUT_S=20
+    # a daily call budget (platform default, one account's own; 0 = none)
+    DROPSHIP_PLATFORMS__DAILY_LIMITS='{"domeggook": 15000}'
+    DROPSHIP_PLATFORMS__ACCOUNTS__DOMEGGOOK_MAIN__DAILY_LIMIT=12000
     DROPSHIP_PLATFORMS__CACHE__TTL_S__PRODUCT_DETAIL=900
 
 Credentials are ``SecretStr``: they print as ``**********`` and are read only through
@@ -71,6 +74,9 @@ class AccountSettings(BaseModel):
     # Non-secret, platform-specific extras (e.g. ownerclan ``auth_url``).
     options: dict[str, str] = {}
     rate_limit: RateLimitSettings | None = None
+    # Calls a day for this account (see dropship.platforms.budget): None = the platform's
+    # default in ``PlatformSettings.daily_limits``, 0 = no daily budget.
+    daily_limit: int | None = Field(None, ge=0)
     enabled: bool = True
 
     @field_validator("base_url")
@@ -127,6 +133,9 @@ class PlatformSettings(BaseModel):
     rate_limits: RateLimitTable = RateLimitTable()
     http: HttpSettings = HttpSettings()
     cache: CacheSettings = CacheSettings()
+    # Daily call budgets per platform (dropship.platforms.budget), counted per account in KST
+    # days. Domeggook: 15,000 calls/day per API key (openapi.domeggook.com guide).
+    daily_limits: dict[str, int] = {"domeggook": 15_000}
 
     @model_validator(mode="after")
     def _name_accounts(self) -> PlatformSettings:
@@ -148,6 +157,12 @@ class PlatformSettings(BaseModel):
 
     def accounts_for(self, platform: str) -> list[AccountSettings]:
         return [a for a in self.accounts.values() if a.platform == platform and a.enabled]
+
+    def daily_limit_for(self, account: AccountSettings) -> int | None:
+        """The account's daily call budget, or ``None`` when it has none."""
+        if account.daily_limit is not None:
+            return account.daily_limit or None
+        return self.daily_limits.get(account.platform) or None
 
     def rate_limit_map(self) -> dict[str, RateLimit]:
         """Limits for the limiter: per platform, plus ``"<platform>:<account>"`` overrides."""

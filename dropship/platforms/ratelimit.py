@@ -74,7 +74,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, RateLimit] = {
     "ownerclan": RateLimit(500, 3600.0),
     "coupang": RateLimit(100, 60.0),
     "naver": RateLimit(200, 60.0),
-    "domeggook": RateLimit(600, 60.0),
+    "domeggook": RateLimit(180, 60.0),  # published: 180/min + 15,000/day (docs/PLATFORMS.md)
 }
 
 # KEYS[1] = TAT key, KEYS[2] = adapted-interval key

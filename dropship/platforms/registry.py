@@ -117,6 +117,13 @@ def build_connector(
         if redis_client is not None
         else None
     )
+    if limiter is not None and redis_client is not None:
+        # A daily call budget (Domeggook: 15,000/day), charged on every call the account sends.
+        from dropship.platforms.budget import BudgetedRateLimiter, budget_for
+
+        budget = budget_for(account, platforms, redis_client)
+        if budget is not None:
+            limiter = BudgetedRateLimiter(limiter, budget)
     cache = None
     if (
         redis_client is not None
