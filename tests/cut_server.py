@@ -2,7 +2,8 @@
 
 ``CutServer.script(path, [...])`` queues what the next requests to ``path`` get:
 
-* ``"cut-length"``  — the full ``Content-Length``, only 100 bytes of the body, then the connection closes;
+* ``"cut-length"``  — the full ``Content-Length``, 100 bytes of the body, then the connection
+  closes;
 * ``"cut-chunked"`` — chunked encoding, one chunk, then the connection closes (no last chunk);
 * ``"bad-gzip"``    — ``Content-Encoding: gzip`` with a body that is not gzip;
 * ``"full"``        — the whole JSON body (also what an unscripted request gets).
