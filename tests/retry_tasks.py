@@ -29,7 +29,7 @@ class FastRetryTask(DropshipTask):
     """The production base task with short delays, so a test can walk a dozen re-schedules."""
 
     abstract = True
-    backoff_base_s = 0.2
+    backoff_base_s = 0.02
     rate_limit_jitter_s = 0.05
 
 
