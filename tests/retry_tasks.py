@@ -49,8 +49,9 @@ def _record(client: redis.Redis, key: str, task: DropshipTask, step: str) -> Non
     )
 
 
-@app.task(bind=True, base=FastRetryTask, name="tests.retry_tasks.scripted")
-def scripted(self: DropshipTask, key: str, broker_url: str, closed_port: int = 9) -> dict[str, Any]:
+def _scripted(
+    self: DropshipTask, key: str, broker_url: str, closed_port: int = 9
+) -> dict[str, Any]:
     client = redis.Redis.from_url(broker_url)
     try:
         raw = client.lpop(key)
@@ -72,6 +73,18 @@ def scripted(self: DropshipTask, key: str, broker_url: str, closed_port: int = 9
             f"postgresql://secret_user@127.0.0.1:{closed_port}/db", connect_timeout=2
         ).close()
     return {"step": step, "retries": self.request.retries, **self.retry_counts()}
+
+
+scripted = app.task(bind=True, base=FastRetryTask, name="tests.retry_tasks.scripted")(_scripted)
+# Small rate-limit and daily-budget budgets, so spending them is quick (and shallow in eager
+# mode, where every retry nests a call).
+scripted_small_budgets = app.task(
+    bind=True,
+    base=FastRetryTask,
+    name="tests.retry_tasks.scripted_small_budgets",
+    max_rate_limit_retries=3,
+    max_budget_waits=2,
+)(_scripted)
 
 
 @app.task(bind=True, base=FastRetryTask, name="tests.retry_tasks.limited_call")

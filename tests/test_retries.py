@@ -160,9 +160,7 @@ def test_spent_budget_chains_no_driver_exception(redis_client: redis_lib.Redis) 
 
     closed_port = free_port()
     key = script(redis_client, ["psycopg"] * 9)
-    url = redis_client.connection_pool.connection_kwargs
-    broker_url = f"redis://{url['host']}:{url['port']}/{url['db']}"
-    result = scripted.apply(args=[key, broker_url, closed_port])
+    result = scripted.apply(args=[key, broker_url_of(redis_client), closed_port])
     exc = result.result
     assert isinstance(exc, RetriesExhaustedError), result.traceback
     assert "gave up after 8 transient retries" in str(exc)
@@ -170,6 +168,38 @@ def test_spent_budget_chains_no_driver_exception(redis_client: redis_lib.Redis) 
     assert exc.__cause__ is None and exc.__context__ is None
     assert "secret_user" not in (result.traceback or "")
     assert str(closed_port) not in (result.traceback or "")
+
+
+def broker_url_of(client: redis_lib.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}"
+
+
+def test_budgets_are_the_documented_ones() -> None:
+    from dropship.celery_app import DropshipTask
+
+    assert DropshipTask.max_retries == 8
+    assert DropshipTask.max_rate_limit_retries == 100
+
+
+@pytest.mark.parametrize(
+    "step, kind, limit",
+    [("rate", "rate-limit retries", 3), ("budget", "daily-budget waits", 2)],
+)
+def test_spent_rate_limit_and_budget_waits_fail_with_a_clear_message(
+    redis_client: redis_lib.Redis, step: str, kind: str, limit: int
+) -> None:
+    from tests.retry_tasks import scripted_small_budgets
+
+    key = script(redis_client, [step] * (limit + 1) + ["ok"])
+    result = scripted_small_budgets.apply(args=[key, broker_url_of(redis_client)])
+    exc = result.result
+    assert isinstance(exc, RetriesExhaustedError), result.traceback
+    assert str(exc).startswith(
+        f"tests.retry_tasks.scripted_small_budgets: gave up after {limit} {kind}; last error: "
+    )
+    assert exc.__cause__ is None and exc.__context__ is None
+    assert len(hops(redis_client, key)) == limit + 1
 
 
 # --------------------------------------------------------------------------- Redis killed

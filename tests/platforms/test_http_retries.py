@@ -68,10 +68,10 @@ def test_ok_statuses_are_returned(sandbox: SandboxFixture) -> None:
 def test_read_timeout_is_retried_for_get(sandbox: SandboxFixture) -> None:
     sandbox.set_faults("gentrade", timeout_rate=1.0, timeout_s=2.0)
     http = client(sandbox, "gentrade", max_attempts=2)
-    started = time.monotonic()
+    # The sandbox answers after 2 s; our 0.3 s read timeout gives up first, twice. (No wall-clock
+    # bound needed: had the client waited for the answer, the call would have succeeded.)
     with pytest.raises(TransientError, match=r"gentrade GET /gentrade/_echo: read timeout after 2"):
         http.get("/_echo")
-    assert time.monotonic() - started < 2.0
     assert sandbox.counts()["calls"]["gentrade"]["_echo"] == 2
 
 
