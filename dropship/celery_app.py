@@ -10,6 +10,9 @@ import logging
 import random
 from typing import Any
 
+import psycopg
+import redis
+import requests
 from celery import Celery, Task
 from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
@@ -18,7 +21,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from dropship import db
-from dropship.errors import PermanentError, RateLimitedError, TransientError
+from dropship.errors import (
+    BudgetExhaustedError,
+    PermanentError,
+    RateLimitedError,
+    RetriesExhaustedError,
+    TransientError,
+)
 from dropship.runtime import resolved_redis_url, resolved_result_backend_url
 from dropship.settings import get_settings
 
@@ -42,13 +51,51 @@ BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 600.0
 # Waiting for a rate limit is not a failure, so it gets its own, larger budget.
 MAX_RATE_LIMIT_RETRIES = 100
+# A spent daily budget (BudgetExhaustedError) re-schedules until the reset without spending
+# either budget; this only stops a budget that never refills from looping forever (at most one
+# hop per half visibility timeout, i.e. 48 hops a day with the default 3600 s).
+MAX_BUDGET_WAITS = 200
+
+# Message headers carrying the two budgets' counts. Celery's own ``request.retries`` counts every
+# re-schedule of any kind (Flower shows it as the total); our budgets are kept apart in headers,
+# which ``Task.retry`` copies to the re-sent message (Celery 5 ``Context.headers``, proven by
+# tests/test_retries.py with a real worker).
+RATE_LIMIT_RETRIES_HEADER = "dropship_rate_limit_retries"
+TRANSIENT_RETRIES_HEADER = "dropship_transient_retries"
+BUDGET_WAITS_HEADER = "dropship_budget_waits"
 
 
-def backoff_seconds(retries: int) -> float:
+def backoff_seconds(
+    transient_retries: int, base: float = BACKOFF_BASE_SECONDS, cap: float = BACKOFF_CAP_SECONDS
+) -> float:
     """Exponential backoff with full jitter: spreads retries so a recovering platform is not
-    hit by every worker at the same instant."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2**retries))
+    hit by every worker at the same instant. ``transient_retries`` counts transient failures
+    only: rate-limit re-schedules do not make the next backoff longer."""
+    ceiling = min(cap, base * (2 ** min(transient_retries, 62)))
     return random.uniform(ceiling / 2, ceiling)
+
+
+def _driver_failure(exc: BaseException) -> TransientError | None:
+    """A transient error for a dropped connection of a driver used outside our wrappers, else
+    ``None``. The message names only the error class: driver texts carry hosts, ports, users and
+    URLs."""
+    if isinstance(exc, OperationalError):  # SQLAlchemy: connection lost, server restarting...
+        return TransientError(f"database unavailable: {type(exc.orig).__name__}")
+    if isinstance(exc, psycopg.OperationalError):  # psycopg used directly (no SQLAlchemy)
+        return TransientError(f"database unavailable: {type(exc).__name__}")
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return TransientError(f"redis unavailable: {type(exc).__name__}")
+    if isinstance(
+        exc,
+        requests.ConnectionError
+        | requests.Timeout
+        | requests.exceptions.ChunkedEncodingError
+        | requests.exceptions.ContentDecodingError,
+    ):
+        # Normally PlatformHttp maps these; a body read outside it (a streamed response
+        # consumed by a connector) can still raise them.
+        return TransientError(f"HTTP connection failed: {type(exc).__name__}")
+    return None
 
 
 class DropshipTask(Task):
@@ -56,14 +103,22 @@ class DropshipTask(Task):
 
     * Owns one database session per task run: ``self.session`` inside ``run``; committed when
       the task returns, rolled back when it raises, closed always.
-    * Turns transient errors (``TransientError``, dropped DB connections) into retries with
-      exponential backoff and jitter, rate limits into a retry after the advised delay, and lets
-      ``PermanentError`` fail at once so the failure is visible in Flower.
+    * Turns transient errors (``TransientError``, dropped DB/Redis/HTTP connections) into retries
+      with exponential backoff and jitter, rate limits into a retry after the advised delay, and
+      lets ``PermanentError`` fail at once so the failure is visible in Flower.
+    * Two separate budgets: ``max_retries`` (8) transient failures, ``max_rate_limit_retries``
+      (100) rate-limit re-schedules; a spent daily budget waits for its reset without spending
+      either. A spent budget fails the task with :class:`RetriesExhaustedError` naming it.
     * Logs with the task id (``worker_task_log_format``).
     """
 
     abstract = True
     max_retries = 8
+    max_rate_limit_retries = MAX_RATE_LIMIT_RETRIES
+    max_budget_waits = MAX_BUDGET_WAITS
+    backoff_base_s = BACKOFF_BASE_SECONDS
+    backoff_cap_s = BACKOFF_CAP_SECONDS
+    rate_limit_jitter_s = 1.0
     _session: Session | None = None
 
     @property
@@ -73,29 +128,82 @@ class DropshipTask(Task):
         return self._session
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # The failure is only recorded inside the except clauses and acted on after them, so the
+        # retry or the final error is raised with no __context__: a driver exception (whose text
+        # can hold the host, user or URL) is never chained to what the result backend stores.
+        failure: TransientError
         try:
             with db.session_scope() as session:
                 self._session = session
                 return self.run(*args, **kwargs)
-        except RateLimitedError as exc:
-            raise self.retry(
-                exc=exc,
-                countdown=exc.retry_after + random.uniform(0, 1),
-                max_retries=MAX_RATE_LIMIT_RETRIES,
-            ) from None
-        except TransientError as exc:
-            raise self.retry(exc=exc, countdown=backoff_seconds(self.request.retries)) from None
         except PermanentError:
             raise
-        except OperationalError as exc:
-            # Connection lost, server restarting, lock timeout: worth another go. The message
-            # names only the error class: the driver's text can include the connection URL.
-            raise self.retry(
-                exc=TransientError(f"database unavailable: {type(exc.orig).__name__}"),
-                countdown=backoff_seconds(self.request.retries),
-            ) from None
+        except TransientError as exc:  # incl. RateLimitedError, BudgetExhaustedError
+            failure = exc
+        except Exception as exc:
+            mapped = _driver_failure(exc)
+            if mapped is None:
+                raise
+            failure = mapped
         finally:
             self._session = None
+        raise self._reschedule(failure)
+
+    # ---- retry budgets
+
+    def retry_counts(self) -> dict[str, int]:
+        """This run's budget counts, read from the message headers (0 when absent)."""
+        headers = self.request.headers or {}
+        counts = {}
+        for name in (RATE_LIMIT_RETRIES_HEADER, TRANSIENT_RETRIES_HEADER, BUDGET_WAITS_HEADER):
+            try:
+                counts[name] = max(0, int(headers.get(name) or 0))
+            except (TypeError, ValueError):
+                counts[name] = 0
+        return counts
+
+    def _reschedule(self, failure: TransientError) -> BaseException:
+        """The ``Retry`` to raise for ``failure``, or a :class:`RetriesExhaustedError` when the
+        failure's budget is spent."""
+        counts = self.retry_counts()
+        if isinstance(failure, BudgetExhaustedError):
+            header, limit, kind = BUDGET_WAITS_HEADER, self.max_budget_waits, "daily-budget waits"
+            countdown = max(1.0, failure.retry_after) + random.uniform(0, self.rate_limit_jitter_s)
+        elif isinstance(failure, RateLimitedError):
+            header, limit, kind = (
+                RATE_LIMIT_RETRIES_HEADER,
+                self.max_rate_limit_retries,
+                "rate-limit retries",
+            )
+            countdown = failure.retry_after + random.uniform(0, self.rate_limit_jitter_s)
+        else:
+            header, limit, kind = TRANSIENT_RETRIES_HEADER, self.max_retries, "transient retries"
+            countdown = backoff_seconds(
+                counts[TRANSIENT_RETRIES_HEADER], self.backoff_base_s, self.backoff_cap_s
+            )
+        if limit is not None and counts[header] >= limit:
+            return RetriesExhaustedError(
+                f"{self.name}: gave up after {counts[header]} {kind}; last error: "
+                f"{type(failure).__name__}: {failure}"
+            )
+        # A countdown held past the broker's visibility timeout makes Redis hand the waiting
+        # message to a second worker: wake earlier and ask again.
+        countdown = min(countdown, get_settings().celery.visibility_timeout / 2)
+        counts[header] += 1
+        headers = {**(self.request.headers or {}), **counts}
+        return self.retry(
+            exc=failure,
+            countdown=countdown,
+            # Celery's own limit would count every kind of re-schedule: our budgets decide.
+            max_retries=sum(
+                n
+                for n in (self.max_retries, self.max_rate_limit_retries, self.max_budget_waits)
+                if n is not None
+            )
+            + self.request.retries
+            + 1,
+            headers=headers,
+        )
 
 
 def _configure(app: Celery) -> None:

@@ -3,9 +3,11 @@
 The base task (``dropship.celery_app.DropshipTask``) maps these to Celery behaviour:
 
 * ``TransientError``     -> retry with exponential backoff and jitter (network, 5xx, DB blips)
-* ``RateLimitedError``   -> retry after ``retry_after`` seconds, without spending the retry budget
-                            on waiting inside a worker slot
+* ``RateLimitedError``   -> retry after ``retry_after`` seconds (its own budget of 100, apart from
+                            the transient one), instead of waiting inside a worker slot
+* ``BudgetExhaustedError`` -> re-schedule until the budget resets, counted in neither budget
 * ``PermanentError``     -> fail fast, no retry (bad request, auth rejected, invalid input)
+* a spent retry budget   -> ``RetriesExhaustedError`` (state FAILURE, message names the budget)
 
 Messages must never contain credentials or customer personal data: callers build them from
 ids, platform names and status codes only.
@@ -46,6 +48,11 @@ class BudgetExhaustedError(RateLimitedError):
 
 class PermanentError(DropshipError):
     """Retrying will not help: fix the input, the configuration or the credentials."""
+
+
+class RetriesExhaustedError(DropshipError):
+    """A task spent its retry budget (transient failures, rate-limit waits or daily-budget
+    waits); the message names the task, the budget and the last error's class and message."""
 
 
 class ConfigurationError(PermanentError):

@@ -9,12 +9,19 @@ process cannot reach it (``lru_ttl_s`` bounds that staleness).
 Invalidation: :meth:`ResponseCache.invalidate` drops one key, :meth:`invalidate_prefix` drops
 every key of a kind starting with a prefix (``SCAN`` in bounded batches + ``UNLINK``, never
 ``KEYS``).
+
+Redis down or too slow: the cache is an optimisation, so ``get`` degrades to a miss and ``set``
+to a no-op, with a warning (at most one per ``warn_every_s``); callers then load from the
+platform. An invalidation is a correctness matter (stale data would be served once Redis is
+back), so ``invalidate``/``invalidate_prefix`` raise :class:`CacheUnavailableError`, a
+``TransientError``, and the task retries.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -23,9 +30,16 @@ from typing import Any
 
 import redis
 
-from dropship.errors import ConfigurationError
+from dropship.errors import ConfigurationError, TransientError
+
+log = logging.getLogger(__name__)
 
 GZIP_LEVEL = 5  # most of level 9's ratio at a fraction of the CPU
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+class CacheUnavailableError(TransientError):
+    """An invalidation could not reach Redis (reads and writes degrade instead)."""
 
 
 def _glob_escape(text: str) -> str:
@@ -34,9 +48,10 @@ def _glob_escape(text: str) -> str:
 
 
 class _Lru:
-    def __init__(self, size: int, ttl_s: float) -> None:
+    def __init__(self, size: int, ttl_s: float, clock: Callable[[], float]) -> None:
         self.size = size
         self.ttl_s = ttl_s
+        self._clock = clock
         self._items: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -46,7 +61,7 @@ class _Lru:
             if item is None:
                 return False, None
             expires, value = item
-            if expires < time.monotonic():
+            if expires < self._clock():
                 del self._items[key]
                 return False, None
             self._items.move_to_end(key)
@@ -54,7 +69,7 @@ class _Lru:
 
     def put(self, key: str, value: Any, ttl_s: float) -> None:
         with self._lock:
-            self._items[key] = (time.monotonic() + min(ttl_s, self.ttl_s), value)
+            self._items[key] = (self._clock() + min(ttl_s, self.ttl_s), value)
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -82,6 +97,8 @@ class ResponseCache:
         lru_size: int = 256,
         lru_ttl_s: float = 5.0,
         key_prefix: str = "dropship:cache",
+        warn_every_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not namespace or ":" in namespace:
             raise ConfigurationError(
@@ -94,7 +111,10 @@ class ResponseCache:
         self.ttl_s = dict(ttl_s or {})
         self.default_ttl_s = default_ttl_s
         self.key_prefix = key_prefix
-        self._lru = _Lru(lru_size, lru_ttl_s) if lru_size > 0 and lru_ttl_s > 0 else None
+        self._lru = _Lru(lru_size, lru_ttl_s, clock) if lru_size > 0 and lru_ttl_s > 0 else None
+        self.warn_every_s = warn_every_s
+        self._clock = clock
+        self._warned_at: float | None = None
 
     # ---- keys
 
@@ -119,6 +139,25 @@ class ResponseCache:
     def decode(blob: bytes) -> Any:
         return json.loads(gzip.decompress(blob).decode("utf-8"))
 
+    # ---- Redis unavailable
+
+    def _degraded(self, operation: str, exc: BaseException) -> None:
+        """Log (class name only: the driver's text names host and port), rate-limited."""
+        now = self._clock()
+        if self._warned_at is None or now - self._warned_at >= self.warn_every_s:
+            self._warned_at = now
+            log.warning(
+                "cache %s: Redis unavailable (%s) on %s; serving without the cache",
+                self.namespace,
+                type(exc).__name__,
+                operation,
+            )
+
+    def _unavailable(self, operation: str, exc: BaseException) -> CacheUnavailableError:
+        return CacheUnavailableError(
+            f"cache {self.namespace}: Redis unavailable ({type(exc).__name__}) on {operation}"
+        )
+
     # ---- operations
 
     def get(self, kind: str, key: str) -> Any | None:
@@ -128,14 +167,21 @@ class ResponseCache:
             hit, value = self._lru.get(rkey)
             if hit:
                 return value
-        blob = self.redis.get(rkey)
+        try:
+            blob = self.redis.get(rkey)
+        except REDIS_DOWN as exc:
+            self._degraded("get", exc)
+            return None
         if blob is None:
             return None
         try:
             value = self.decode(blob)  # type: ignore[arg-type]
         except (OSError, ValueError, EOFError):
             # Corrupt or foreign entry: treat as a miss and drop it.
-            self.redis.unlink(rkey)
+            try:
+                self.redis.unlink(rkey)
+            except REDIS_DOWN as exc:
+                self._degraded("get", exc)
             return None
         if self._lru is not None:
             self._lru.put(rkey, value, self.ttl_for(kind))
@@ -146,7 +192,10 @@ class ResponseCache:
             raise ValueError("cannot cache None (it means 'miss')")
         rkey = self.redis_key(kind, key)
         ttl = ttl_s if ttl_s is not None else self.ttl_for(kind)
-        self.redis.set(rkey, self.encode(value), ex=ttl)
+        try:
+            self.redis.set(rkey, self.encode(value), ex=ttl)
+        except REDIS_DOWN as exc:
+            self._degraded("set", exc)
         if self._lru is not None:
             self._lru.put(rkey, value, ttl)
 
@@ -164,7 +213,11 @@ class ResponseCache:
         rkey = self.redis_key(kind, key)
         if self._lru is not None:
             self._lru.drop(rkey)
-        return bool(self.redis.unlink(rkey))
+        try:
+            return bool(self.redis.unlink(rkey))
+        except REDIS_DOWN as exc:
+            failure = self._unavailable("invalidate", exc)
+        raise failure  # outside the except clause: no driver exception chained
 
     def invalidate_prefix(self, kind: str, prefix: str = "", batch: int = 500) -> int:
         """Drop every ``kind`` entry whose key starts with ``prefix``; returns how many."""
@@ -175,11 +228,16 @@ class ResponseCache:
             self._lru.drop_prefix(base)
         removed = 0
         pending: list[bytes] = []
-        for rkey in self.redis.scan_iter(match=_glob_escape(base) + "*", count=batch):
-            pending.append(rkey)
-            if len(pending) >= batch:
+        try:
+            for rkey in self.redis.scan_iter(match=_glob_escape(base) + "*", count=batch):
+                pending.append(rkey)
+                if len(pending) >= batch:
+                    removed += int(self.redis.unlink(*pending))
+                    pending.clear()
+            if pending:
                 removed += int(self.redis.unlink(*pending))
-                pending.clear()
-        if pending:
-            removed += int(self.redis.unlink(*pending))
-        return removed
+        except REDIS_DOWN as exc:
+            failure = self._unavailable("invalidate_prefix", exc)
+        else:
+            return removed
+        raise failure

@@ -11,6 +11,13 @@ What is retried here (inside one call, a few seconds at most, with ``tenacity``)
   rate-limit headers to the limiter. If the platform asks for a longer wait than ``max_wait_s`` the
   call raises :class:`RateLimitedError` at once so the Celery task re-schedules itself.
 
+* a response body cut short (``ChunkedEncodingError``/``ContentDecodingError``) — like a read
+  timeout: repeated for idempotent requests, :class:`TransientError` at once otherwise. On a
+  ``stream=True`` response the body is read later by the connector; reading it then raises
+  :class:`TransientHttpError` (a ``TransientError``) when it is cut short, so the task retries.
+* the limiter's Redis unreachable before a call: :class:`TransientError` (the call is not made
+  unlimited); after a call, the response is kept and only the adaptation is skipped.
+
 When the retry budget (``max_attempts`` and ``max_retry_time_s``) is spent the call raises
 :class:`TransientError` naming platform, method, path and the last failure; Celery's own retries
 (exponential backoff with jitter) take over from there. Other 4xx raise :class:`HttpStatusError`
@@ -28,16 +35,17 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
 import tenacity
+from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 
 from dropship.errors import PermanentError, RateLimitedError, TransientError
-from dropship.platforms.ratelimit import RateLimiter, parse_retry_after
+from dropship.platforms.ratelimit import LimiterUnavailableError, RateLimiter, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +244,10 @@ class PlatformHttp:
             if self.limiter is not None:
                 # Raises RateLimitedError (not retried here) when the wait is too long.
                 self.limiter.acquire(self.limiter_key, self.max_wait_s)
+            # Failures are raised after the try statement, not inside its except clauses, so
+            # no requests/urllib3 exception (its text holds the URL with the query string,
+            # i.e. API keys on some platforms) is chained to what the caller sees.
+            failure: Exception
             try:
                 response = self.session.request(
                     method,
@@ -250,31 +262,42 @@ class PlatformHttp:
                     allow_redirects=False,
                 )
             except requests.ConnectTimeout:
-                raise _RetryableFailure("connect timeout") from None
+                failure = _RetryableFailure("connect timeout")
             except requests.ReadTimeout:
-                if retry_unsafe:
-                    raise _RetryableFailure("read timeout") from None
-                raise TransientHttpError(
-                    self.platform,
-                    method,
-                    safe_path,
+                failure = unsafe_failure(
+                    "read timeout",
                     "read timeout on a non-idempotent request (not repeated; it may have been "
                     "executed)",
-                    attempts,
-                    time.monotonic() - started,
-                ) from None
+                )
+            except (ChunkedEncodingError, ContentDecodingError) as exc:
+                # The platform answered but the body was cut short (or its gzip is broken):
+                # the request was executed, so only a repeatable one is repeated here.
+                reason = f"response body cut short ({type(exc).__name__})"
+                failure = unsafe_failure(
+                    reason, f"{reason} on a non-idempotent request (not repeated; it was executed)"
+                )
             except requests.ConnectionError as exc:
-                if retry_unsafe or _never_sent(exc):
-                    raise _RetryableFailure("connection error") from None
-                raise TransientHttpError(
-                    self.platform,
-                    method,
-                    safe_path,
-                    "connection lost on a non-idempotent request (not repeated)",
-                    attempts,
-                    time.monotonic() - started,
-                ) from None
-            return self._check(response, method, safe_path, retry_unsafe, ok_statuses)
+                failure = (
+                    _RetryableFailure("connection error")
+                    if _never_sent(exc)
+                    else unsafe_failure(
+                        "connection error",
+                        "connection lost on a non-idempotent request (not repeated)",
+                    )
+                )
+            else:
+                if stream:
+                    _guard_body(response, self.platform, method, safe_path)
+                return self._check(response, method, safe_path, retry_unsafe, ok_statuses)
+            raise failure
+
+        def unsafe_failure(reason: str, not_repeated: str) -> Exception:
+            """Retry here only a request that may be repeated; otherwise fail to the task."""
+            if retry_unsafe:
+                return _RetryableFailure(reason)
+            return TransientHttpError(
+                self.platform, method, safe_path, not_repeated, attempts, time.monotonic() - started
+            )
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_RetryableFailure),
@@ -286,16 +309,17 @@ class PlatformHttp:
         )
         try:
             return retrying(attempt)
-        except _RetryableFailure as failure:
-            raise TransientHttpError(
-                self.platform,
-                method,
-                safe_path,
-                failure.reason,
-                attempts,
-                time.monotonic() - started,
-                failure.status,
-            ) from None
+        except _RetryableFailure as exc:
+            last = exc
+        raise TransientHttpError(  # outside the except clause: nothing chained
+            self.platform,
+            method,
+            safe_path,
+            last.reason,
+            attempts,
+            time.monotonic() - started,
+            last.status,
+        )
 
     def _check(
         self,
@@ -307,10 +331,18 @@ class PlatformHttp:
     ) -> requests.Response:
         status = response.status_code
         if self.limiter is not None:
-            self.limiter.observe(self.limiter_key, status, response.headers)
+            try:
+                self.limiter.observe(self.limiter_key, status, response.headers)
+            except LimiterUnavailableError as exc:
+                # The call was made and answered: losing its response (a POST's!) because the
+                # adaptation could not be stored would be worse than missing one adaptation.
+                log.warning("%s %s %s: %s; response kept", self.platform, method, safe_path, exc)
         if 200 <= status < 300 or status in ok_statuses:
             return response
-        code = _error_code(response)  # error bodies are small, even on a streamed request
+        try:
+            code = _error_code(response)  # error bodies are small, even on a streamed request
+        except TransientError:
+            code = None  # an error body cut short: the status alone decides
         response.close()  # release the pooled connection before retrying or raising
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -359,6 +391,39 @@ class PlatformHttp:
             self.max_attempts - 1,
             retry_state.next_action.sleep if retry_state.next_action else 0.0,
         )
+
+
+def _guard_body(response: requests.Response, platform: str, method: str, safe_path: str) -> None:
+    """Make reading a streamed body raise :class:`TransientHttpError` when it is cut short.
+
+    ``iter_content`` is what ``content``, ``text``, ``json()`` and ``iter_lines`` read through,
+    so every way a connector consumes the body is covered. (A cut body raises
+    ``ChunkedEncodingError``/``ContentDecodingError``, which are not ``ConnectionError``s.)
+    """
+    original = response.iter_content
+
+    def iter_content(chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[Any]:
+        try:
+            yield from original(chunk_size=chunk_size, decode_unicode=decode_unicode)
+            return
+        except (
+            ChunkedEncodingError,
+            ContentDecodingError,
+            requests.ConnectionError,
+            requests.Timeout,
+        ) as exc:
+            failure = TransientHttpError(
+                platform,
+                method,
+                safe_path,
+                f"response body cut short ({type(exc).__name__}) while streaming",
+                1,
+                0.0,
+                response.status_code,
+            )
+        raise failure  # outside the except clause: the driver error (it names the URL) is dropped
+
+    setattr(response, "iter_content", iter_content)  # noqa: B010 (an instance override)
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:

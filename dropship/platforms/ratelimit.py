@@ -14,17 +14,24 @@ sliding-window log), the check-and-reserve is a single atomic Lua script using R
 and the platform never sees a burst it could count as a violation. A larger ``burst`` lets that
 many calls go back to back after an idle period.
 
-Adapting down: platforms say when we are too fast. :meth:`RateLimiter.observe` reads
+Adapting: platforms say when we are too fast. :meth:`RateLimiter.observe` reads
 
-* ``Retry-After`` (429/503): every process pauses until then (the TAT is pushed forward);
-* Naver's ``GNCP-GW-RateLimit-Replenish-Rate`` (tokens per second): if lower than our limit, the
-  interval is widened to match, for ``adapt_ttl_s``;
+* ``Retry-After`` (429/503): every process pauses until then. The pause is its own key that the
+  burst allowance never shortens (a 2 s pause with ``burst=20`` is 2 s), and afterwards calls
+  resume one interval apart rather than as a burst;
+* Naver's ``GNCP-GW-RateLimit-Replenish-Rate`` (tokens per second): the interval follows the
+  advertised rate down *and back up*, never faster than our configured limit, for
+  ``adapt_ttl_s``;
 * ``X-RateLimit-Remaining: 0`` / ``GNCP-GW-RateLimit-Remaining: 0``: pause until
   ``X-RateLimit-Reset`` (seconds) or one interval;
 * a 429 without any hint: the interval is widened by 1.5x (at most 10x the configured one).
 
-Adaptations live in Redis with a TTL, so every process slows down together and the configured
-rate comes back by itself once the platform stops complaining.
+Adaptations live in Redis with a TTL that every repeated signal refreshes, so every process slows
+down together, a platform that keeps saying "slower" keeps us slower, and the configured rate comes
+back by itself once it stops. A change is logged once (a repeated identical signal is silent).
+
+Redis down or too slow: :class:`LimiterUnavailableError` (a ``TransientError``); a call is never
+made unlimited.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any
 
 import redis
 
-from dropship.errors import ConfigurationError, RateLimitedError
+from dropship.errors import ConfigurationError, RateLimitedError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +84,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, RateLimit] = {
     "domeggook": RateLimit(180, 60.0),  # published: 180/min + 15,000/day (docs/PLATFORMS.md)
 }
 
-# KEYS[1] = TAT key, KEYS[2] = adapted-interval key
+# KEYS[1] = TAT key, KEYS[2] = adapted-interval key, KEYS[3] = paused-until key
 # ARGV[1] = configured interval (ms), ARGV[2] = burst, ARGV[3] = max wait (ms)
 # Returns {granted (0/1), wait_ms as string} (strings keep the fraction: Lua numbers are
 # truncated to integers in Redis replies).
@@ -92,38 +99,74 @@ local max_wait = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = tat - (burst - 1) * interval - now
+-- A pause (Retry-After, remaining 0) is a wall the burst allowance never shortens.
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
+if paused - now > wait then wait = paused - now end
 if wait < 0 then wait = 0 end
 if wait > max_wait then
   return {0, string.format('%.3f', wait)}
 end
 local new_tat = tat + interval
+if new_tat < now + wait + interval then new_tat = now + wait + interval end
 local ttl = math.ceil(new_tat - now + burst * interval) + 1000
 redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', ttl)
 return {1, string.format('%.3f', wait)}
 """
 
-# KEYS[1] = TAT key, KEYS[2] = adapted-interval key
-# ARGV[1] = pause (ms, 0 = none), ARGV[2] = adapted interval (ms, 0 = none),
-# ARGV[3] = adaptation TTL (ms). Only ever slows down: takes the max of old and new values.
-ADAPT_LUA = """
+# KEYS[1] = TAT key, KEYS[3] = paused-until key. ARGV[1] = pause (ms), ARGV[2] = interval (ms),
+# ARGV[3] = burst. Only ever lengthens a pause. The TAT is pushed to the pause's end plus a full
+# burst, so calls resume one interval apart after it (the platform's own bucket is empty then)
+# instead of as a burst at the instant the pause ends. Returns the pause end (ms, Redis clock).
+PAUSE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local pause = tonumber(ARGV[1])
-local adapted = tonumber(ARGV[2])
-if pause > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if tat < now + pause then
-    redis.call('SET', KEYS[1], string.format('%.3f', now + pause), 'PX', math.ceil(pause) + 1000)
-  end
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local until_ms = now + pause
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
+if paused < until_ms then
+  redis.call('SET', KEYS[3], string.format('%.3f', until_ms), 'PX', math.ceil(pause) + 1000)
+else
+  until_ms = paused
 end
-if adapted > 0 then
-  local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if adapted > current then
-    redis.call('SET', KEYS[2], string.format('%.3f', adapted), 'PX', tonumber(ARGV[3]))
-  end
+local floor = until_ms + (burst - 1) * interval
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < floor then
+  redis.call('SET', KEYS[1], string.format('%.3f', floor),
+             'PX', math.ceil(floor - now + burst * interval) + 1000)
 end
-return 1
+return string.format('%.3f', until_ms)
 """
+
+# KEYS[2] = adapted-interval key. ARGV[1] = interval (ms), ARGV[2] = configured interval (ms),
+# ARGV[3] = TTL (ms), ARGV[4] = mode: 'raise' keeps the longer of the old and new interval (our
+# own backoff after a bare 429), 'set' takes the platform's word both ways (an advertised rate),
+# and an interval at or below the configured one removes the adaptation. Every signal refreshes
+# the adaptation's lifetime. Returns the interval now in force (ms) and whether it changed.
+ADAPT_LUA = """
+local interval = tonumber(ARGV[1])
+local configured = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+local before = current
+if before < configured then before = configured end
+if ARGV[4] == 'raise' and current > interval then interval = current end
+if interval <= configured then
+  redis.call('DEL', KEYS[2])
+  interval = configured
+else
+  redis.call('SET', KEYS[2], string.format('%.3f', interval), 'PX', ttl)
+end
+local changed = 0
+if math.abs(interval - before) > 0.0005 then changed = 1 end
+return {string.format('%.3f', interval), changed}
+"""
+
+
+class LimiterUnavailableError(TransientError):
+    """The limiter's Redis did not answer; the call was not made. Worth a retry: a caller must
+    never go ahead unlimited, so this is not swallowed."""
 
 
 class RateLimiter:
@@ -152,6 +195,7 @@ class RateLimiter:
         self.adapt_ttl_s = adapt_ttl_s
         self._sleep = sleep
         self._acquire_script = client.register_script(ACQUIRE_LUA)
+        self._pause_script = client.register_script(PAUSE_LUA)
         self._adapt_script = client.register_script(ADAPT_LUA)
 
     # ---- configuration
@@ -169,9 +213,21 @@ class RateLimiter:
         return limit
 
     def _keys(self, key: str) -> list[str]:
-        # {key} is a Redis Cluster hash tag: both keys of one account live in one slot,
+        # {key} is a Redis Cluster hash tag: every key of one account lives in one slot,
         # as a multi-key script requires.
-        return [f"{self.key_prefix}:{{{key}}}:tat", f"{self.key_prefix}:{{{key}}}:adapted"]
+        base = f"{self.key_prefix}:{{{key}}}"
+        return [f"{base}:tat", f"{base}:adapted", f"{base}:paused"]
+
+    def _run(self, script: Any, key: str, args: list[Any]) -> Any:
+        """Run a limiter script; a Redis that is down or too slow becomes a TransientError
+        (the driver's message, which names host and port, is not kept)."""
+        try:
+            return script(keys=self._keys(key), args=args)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            failure = LimiterUnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__} for {key}"
+            )
+        raise failure  # outside the except clause: no driver exception chained
 
     # ---- acquiring
 
@@ -180,9 +236,8 @@ class RateLimiter:
         does not sleep."""
         limit = self.limit_for(key)
         budget = self.max_wait_s if max_wait is None else max_wait
-        granted, wait_ms = self._acquire_script(
-            keys=self._keys(key),
-            args=[limit.interval_s * 1000.0, limit.burst, budget * 1000.0],
+        granted, wait_ms = self._run(
+            self._acquire_script, key, [limit.interval_s * 1000.0, limit.burst, budget * 1000.0]
         )
         return bool(int(granted)), float(wait_ms) / 1000.0
 
@@ -204,22 +259,54 @@ class RateLimiter:
     # ---- adapting
 
     def pause(self, key: str, seconds: float) -> None:
-        """Nobody calls ``key`` for ``seconds`` (e.g. the platform sent Retry-After)."""
+        """Nobody calls ``key`` for ``seconds`` (e.g. the platform sent Retry-After), whatever
+        the burst allowance; afterwards calls resume one interval apart."""
         if seconds > 0:
-            self._adapt_script(keys=self._keys(key), args=[seconds * 1000.0, 0, 1])
-
-    def slow_down(self, key: str, interval_s: float) -> None:
-        """Space calls at least ``interval_s`` apart for ``adapt_ttl_s`` seconds."""
-        if interval_s > self.limit_for(key).interval_s:
-            log.warning("rate limit for %s adapted down to one call per %.3fs", key, interval_s)
-            self._adapt_script(
-                keys=self._keys(key), args=[0, interval_s * 1000.0, self.adapt_ttl_s * 1000.0]
+            limit = self.limit_for(key)
+            self._run(
+                self._pause_script,
+                key,
+                [seconds * 1000.0, self.current_interval_s(key) * 1000.0, limit.burst],
             )
 
-    def current_interval_s(self, key: str) -> float:
-        adapted = self.redis.get(self._keys(key)[1])
+    def slow_down(self, key: str, interval_s: float) -> None:
+        """Space calls at least ``interval_s`` apart for ``adapt_ttl_s`` seconds (a longer
+        adaptation in force is kept; a repeated signal refreshes its lifetime)."""
+        self._adapt(key, interval_s, "raise")
+
+    def adapt_to_rate(self, key: str, per_second: float) -> None:
+        """The platform advertises ``per_second``: follow it down and back up, never above our
+        configured limit."""
+        if per_second > 0:
+            self._adapt(key, 1.0 / per_second, "set")
+
+    def _adapt(self, key: str, interval_s: float, mode: str) -> None:
         configured = self.limit_for(key).interval_s
-        return max(configured, float(adapted) / 1000.0) if adapted else configured
+        interval_ms, changed = self._run(
+            self._adapt_script,
+            key,
+            [interval_s * 1000.0, configured * 1000.0, self.adapt_ttl_s * 1000.0, mode],
+        )
+        if int(changed):
+            in_force = float(interval_ms) / 1000.0
+            if in_force <= configured + 0.0005:
+                log.warning(
+                    "rate limit for %s back to the configured %.3fs per call", key, in_force
+                )
+            else:
+                log.warning("rate limit for %s adapted to one call per %.3fs", key, in_force)
+
+    def current_interval_s(self, key: str) -> float:
+        try:
+            adapted = self.redis.get(self._keys(key)[1])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            failure = LimiterUnavailableError(
+                f"rate limiter unavailable: {type(exc).__name__} for {key}"
+            )
+        else:
+            configured = self.limit_for(key).interval_s
+            return max(configured, float(adapted) / 1000.0) if adapted else configured
+        raise failure
 
     def observe(self, key: str, status: int, headers: Mapping[str, str]) -> None:
         """Adapt to what a platform response says about our rate (see the module docstring)."""
@@ -228,8 +315,8 @@ class RateLimiter:
         hinted = False
 
         replenish = _number(lowered.get("gncp-gw-ratelimit-replenish-rate"))
-        if replenish is not None and replenish > 0 and replenish < configured.per_second:
-            self.slow_down(key, 1.0 / replenish)
+        if replenish is not None and replenish > 0:
+            self.adapt_to_rate(key, replenish)
             hinted = True
 
         retry_after = parse_retry_after(lowered.get("retry-after"))

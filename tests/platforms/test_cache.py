@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
 
-from dropship.platforms.cache import ResponseCache
+from dropship.embedded.redis import EmbeddedRedis
+from dropship.errors import TransientError
+from dropship.platforms.cache import CacheUnavailableError, ResponseCache
+from tests.own_redis import kill, own_redis_server
 
 PRODUCT = {
     "sku": "OC0000001",
@@ -77,14 +82,26 @@ def test_get_or_load_loads_once(redis_client: redis_lib.Redis) -> None:
     assert redis_client.exists("dropship:cache:ownerclan_main:product_detail:none") == 0
 
 
+class FakeClock:
+    """The LRU's clock, moved only by the test (a loaded machine cannot expire an entry early)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_lru_serves_hot_entries_briefly_and_invalidation_clears_it(
     redis_client: redis_lib.Redis,
 ) -> None:
-    cache = make_cache(redis_client, lru_size=2, lru_ttl_s=0.5)
+    clock = FakeClock()
+    cache = make_cache(redis_client, lru_size=2, lru_ttl_s=0.5, clock=clock)
     cache.set("product_detail", "k", {"v": 1})
     redis_client.delete("dropship:cache:ownerclan_main:product_detail:k")
+    clock.now += 0.49
     assert cache.get("product_detail", "k") == {"v": 1}  # from the LRU
-    time.sleep(0.6)
+    clock.now += 0.02
     assert cache.get("product_detail", "k") is None  # LRU entry expired, Redis has none
     cache.set("product_detail", "k", {"v": 2})
     cache.invalidate("product_detail", "k")
@@ -106,3 +123,49 @@ def test_bad_keys_are_rejected_clearly(redis_client: redis_lib.Redis) -> None:
         cache.get("product_detail", "")
     with pytest.raises(ValueError, match="None"):
         cache.set("product_detail", "k", None)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[EmbeddedRedis]:
+    yield from own_redis_server()
+
+
+def test_redis_killed_reads_degrade_to_misses_and_invalidations_fail_loudly(
+    own_redis: EmbeddedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache is optional: with its Redis gone, reads are misses and writes are skipped (one
+    warning, naming no host or port), so callers load from the platform. An invalidation that
+    cannot be done is a TransientError (the task retries) rather than stale data later."""
+    client = redis_lib.Redis.from_url(own_redis.url(0), socket_timeout=2, socket_connect_timeout=1)
+    cache = make_cache(client)
+    cache.set("product_detail", "k", {"v": 1})
+    assert cache.get("product_detail", "k") == {"v": 1}
+    kill(own_redis)
+    caplog.set_level(logging.WARNING, logger="dropship.platforms.cache")
+    loads: list[str] = []
+    assert cache.get("product_detail", "k") is None
+    assert cache.get_or_load("product_detail", "k", lambda: loads.append("x") or {"v": 2}) == {
+        "v": 2
+    }
+    cache.set("product_detail", "other", {"v": 3})  # no exception: skipped
+    assert loads == ["x"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [  # once, not per call
+        "cache ownerclan_main: Redis unavailable (ConnectionError) on get; "
+        "serving without the cache"
+    ]
+    for invalidate in (
+        lambda: cache.invalidate("product_detail", "k"),
+        lambda: cache.invalidate_prefix("product_detail", "k"),
+    ):
+        with pytest.raises(TransientError) as caught:
+            invalidate()
+        assert isinstance(caught.value, CacheUnavailableError)
+        assert str(own_redis.port) not in str(caught.value)
+        assert caught.value.__cause__ is None and caught.value.__context__ is None
+    # Redis is back (same port): the cache works again without a new client.
+    own_redis.start()
+    cache.set("product_detail", "k", {"v": 4})
+    assert cache.get("product_detail", "k") == {"v": 4}
+    assert cache.invalidate("product_detail", "k") is True
+    client.close()

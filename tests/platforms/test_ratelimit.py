@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import queue
 import time
@@ -10,23 +11,43 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from dropship.errors import ConfigurationError, DropshipError, RateLimitedError
+from dropship.embedded.system import free_port
+from dropship.errors import ConfigurationError, DropshipError, RateLimitedError, TransientError
 from dropship.platforms.config import PlatformSettings
 from dropship.platforms.http import PlatformHttp
-from dropship.platforms.ratelimit import DEFAULT_RATE_LIMITS, RateLimit, RateLimiter
+from dropship.platforms.ratelimit import (
+    DEFAULT_RATE_LIMITS,
+    LimiterUnavailableError,
+    RateLimit,
+    RateLimiter,
+)
 
 from .conftest import SandboxFixture
 
 
+def redis_now(client: redis_lib.Redis) -> float:
+    """Redis' own clock, the one the limiter's scripts use."""
+    seconds, micros = client.time()
+    return float(seconds) + float(micros) / 1e6
+
+
 def test_steady_spacing_with_burst_one(redis_client: redis_lib.Redis) -> None:
-    limiter = RateLimiter(redis_client, {"coupang": RateLimit(20, 1.0)})
-    started = time.monotonic()
-    waits = [limiter.acquire("coupang:a") for _ in range(6)]
-    elapsed = time.monotonic() - started
+    slept: list[float] = []
+    limiter = RateLimiter(redis_client, {"coupang": RateLimit(20, 1.0)}, sleep=slept.append)
+    tat_key = "dropship:ratelimit:{coupang:a}:tat"
+    started = redis_now(redis_client)
+    waits = [limiter.acquire("coupang:a")]
+    first_tat = float(redis_client.get(tat_key) or 0)
+    waits += [limiter.acquire("coupang:a") for _ in range(5)]
+    spent = redis_now(redis_client) - started
+    # The limiter reserved 6 slots exactly one interval (50 ms) apart on Redis' clock ...
+    assert float(redis_client.get(tat_key) or 0) - first_tat == pytest.approx(250.0, abs=0.002)
+    # ... the first at once, slot k at k intervals after the first (less the time the calls
+    # took, since the sleeps above did not really sleep), and each caller slept its wait.
     assert waits[0] == 0.0
-    # 6 calls at 20/s: the 6th leaves 5 intervals (0.25 s) after the first.
-    assert 0.23 <= elapsed < 0.6
-    assert all(0.0 < w <= 0.06 for w in waits[1:])
+    for k, wait in enumerate(waits[1:], start=1):
+        assert k * 0.05 - spent - 0.002 <= wait <= k * 0.05 + 0.002
+    assert slept == [w for w in waits if w > 0] and len(slept) == 5
 
 
 def test_burst_lets_calls_go_back_to_back(redis_client: redis_lib.Redis) -> None:
@@ -38,14 +59,16 @@ def test_burst_lets_calls_go_back_to_back(redis_client: redis_lib.Redis) -> None
 
 def test_long_wait_raises_rate_limited_with_retry_after(redis_client: redis_lib.Redis) -> None:
     limiter = RateLimiter(redis_client, {"ownerclan": RateLimit(1, 2.0)}, max_wait_s=0.5)
+    started = redis_now(redis_client)
     assert limiter.acquire("ownerclan:a") == 0.0
     with pytest.raises(RateLimitedError) as caught:
         limiter.acquire("ownerclan:a")
-    assert 1.5 < caught.value.retry_after <= 2.0
+    spent = redis_now(redis_client) - started
+    assert 2.0 - spent - 0.002 <= caught.value.retry_after <= 2.0 + 0.002
     assert "ownerclan:a" in str(caught.value)
-    # Nothing was reserved by the refused call: the next slot is still ~2 s after the first.
+    # Nothing was reserved by the refused call: the next slot is still 2 s after the first.
     granted, wait = limiter.try_acquire("ownerclan:a", max_wait=5)
-    assert granted and wait <= 2.0
+    assert granted and wait <= caught.value.retry_after
 
 
 def test_accounts_are_limited_independently(redis_client: redis_lib.Redis) -> None:
@@ -80,30 +103,94 @@ def test_design_defaults() -> None:
 
 def test_retry_after_pauses_every_caller(redis_client: redis_lib.Redis) -> None:
     limiter = RateLimiter(redis_client, {"coupang": RateLimit(100, 1.0)}, max_wait_s=0.5)
+    started = redis_now(redis_client)
     limiter.observe("coupang:a", 429, {"Retry-After": "3"})
     with pytest.raises(RateLimitedError) as caught:
         limiter.acquire("coupang:a")
-    assert 2.5 < caught.value.retry_after <= 3.0
+    spent = redis_now(redis_client) - started
+    assert 3.0 - spent - 0.002 <= caught.value.retry_after <= 3.0 + 0.002
     # A second limiter object (another process) sees the same pause.
     other = RateLimiter(redis_lib.Redis(connection_pool=redis_client.connection_pool),
                         {"coupang": RateLimit(100, 1.0)})  # fmt: skip
     assert not other.try_acquire("coupang:a", max_wait=1.0)[0]
 
 
-def test_naver_replenish_rate_header_adapts_the_interval_down(
+@pytest.mark.parametrize(
+    "status, headers",
+    [(429, {"Retry-After": "2"}), (200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "2"})],
+    ids=["retry-after", "remaining-zero"],
+)
+def test_a_pause_is_honoured_in_full_whatever_the_burst(
+    redis_client: redis_lib.Redis, status: int, headers: dict[str, str]
+) -> None:
+    """burst 20 at 10/s once turned a 2 s pause into 0.1 s (the burst allowance was subtracted
+    from the pushed-back TAT). Every call now waits out the pause, and after it calls resume one
+    interval apart instead of 20 at once (the platform's own bucket is empty then)."""
+    limiter = RateLimiter(redis_client, {"naver": RateLimit(10, 1.0, burst=20)})
+    assert limiter.try_acquire("naver:a", max_wait=0)[0]  # burst available before the pause
+    started = redis_now(redis_client)
+    limiter.observe("naver:a", status, headers)
+    waits = [limiter.try_acquire("naver:a", max_wait=10) for _ in range(5)]
+    spent = redis_now(redis_client) - started
+    assert all(granted for granted, _ in waits)
+    for k, (_, wait) in enumerate(waits):
+        # slot k = pause end + k intervals, on Redis' clock; the calls themselves took `spent`.
+        assert 2.0 + k * 0.1 - spent - 0.002 <= wait <= 2.0 + k * 0.1 + 0.002, (k, waits)
+    assert not limiter.try_acquire("naver:a", max_wait=1.0)[0]
+
+
+def test_advertised_rate_adapts_down_and_back_up_never_above_ours(
+    redis_client: redis_lib.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = RateLimiter(redis_client, {"naver": RateLimit(10, 1.0)}, adapt_ttl_s=5)
+    adapted_key = "dropship:ratelimit:{naver:a}:adapted"
+    caplog.set_level(logging.WARNING, logger="dropship.platforms.ratelimit")
+
+    def advertise(rate: str) -> float:
+        limiter.observe("naver:a", 200, {"GNCP-GW-RateLimit-Replenish-Rate": rate})
+        return limiter.current_interval_s("naver:a")
+
+    assert limiter.current_interval_s("naver:a") == pytest.approx(0.1)
+    assert advertise("2") == pytest.approx(0.5)
+    assert advertise("2") == pytest.approx(0.5)  # repeated: no change, not logged again
+    assert advertise("5") == pytest.approx(0.2)  # the platform allows more again: follow it up
+    assert advertise("50") == pytest.approx(0.1)  # ... but never beyond our configured limit
+    assert redis_client.exists(adapted_key) == 0
+    assert advertise("50") == pytest.approx(0.1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "rate limit for naver:a adapted to one call per 0.500s",
+        "rate limit for naver:a adapted to one call per 0.200s",
+        "rate limit for naver:a back to the configured 0.100s per call",
+    ]
+    # The adapted interval is what acquire spaces calls by.
+    advertise("2")
+    started = redis_now(redis_client)
+    limiter.acquire("naver:a")
+    granted, wait = limiter.try_acquire("naver:a", max_wait=1.0)
+    spent = redis_now(redis_client) - started
+    assert granted and 0.5 - spent - 0.002 <= wait <= 0.5 + 0.002
+
+
+def test_a_repeated_signal_refreshes_the_adaptation_lifetime(
     redis_client: redis_lib.Redis,
 ) -> None:
     limiter = RateLimiter(redis_client, {"naver": RateLimit(10, 1.0)}, adapt_ttl_s=5)
-    assert limiter.current_interval_s("naver:a") == pytest.approx(0.1)
+    adapted_key = "dropship:ratelimit:{naver:a}:adapted"
     limiter.observe("naver:a", 200, {"GNCP-GW-RateLimit-Replenish-Rate": "2"})
-    assert limiter.current_interval_s("naver:a") == pytest.approx(0.5)
-    # A higher advertised rate never speeds us up beyond the configured limit.
-    limiter.observe("naver:a", 200, {"GNCP-GW-RateLimit-Replenish-Rate": "50"})
-    assert limiter.current_interval_s("naver:a") == pytest.approx(0.5)
-    limiter.acquire("naver:a")
-    granted, wait = limiter.try_acquire("naver:a", max_wait=1.0)
-    assert granted and wait == pytest.approx(0.5, abs=0.05)
-    assert 0 < redis_client.pttl("dropship:ratelimit:{naver:a}:adapted") <= 5000
+    assert 0 < redis_client.pttl(adapted_key) <= 5000
+    redis_client.pexpire(adapted_key, 300)  # as if 4.7 s had passed
+    limiter.observe("naver:a", 200, {"GNCP-GW-RateLimit-Replenish-Rate": "2"})
+    assert redis_client.pttl(adapted_key) > 300  # the platform still says so: keep it longer
+    # The same for our own backoff after bare 429s (the longer interval is kept).
+    limiter.observe("domeggook:a", 429, {})
+    bare_key = "dropship:ratelimit:{domeggook:a}:adapted"
+    redis_client.pexpire(bare_key, 300)
+    limiter.slow_down("domeggook:a", 0.01)  # shorter than the one in force: kept, refreshed
+    assert redis_client.pttl(bare_key) > 300
+    assert limiter.current_interval_s("domeggook:a") == pytest.approx(
+        DEFAULT_RATE_LIMITS["domeggook"].interval_s * 1.5
+    )
 
 
 def test_remaining_zero_and_bare_429_slow_down(redis_client: redis_lib.Redis) -> None:
@@ -113,6 +200,24 @@ def test_remaining_zero_and_bare_429_slow_down(redis_client: redis_lib.Redis) ->
         limiter.acquire("domeggook:a")
     limiter.observe("domeggook:b", 429, {})
     assert limiter.current_interval_s("domeggook:b") == pytest.approx(0.15)
+    limiter.observe("domeggook:b", 429, {})
+    assert limiter.current_interval_s("domeggook:b") == pytest.approx(0.225)
+
+
+def test_redis_down_is_a_transient_error_without_the_driver_text() -> None:
+    port = free_port()
+    client = redis_lib.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    limiter = RateLimiter(client, {"coupang": RateLimit(10, 1.0)})
+    for call in (
+        lambda: limiter.acquire("coupang:a"),
+        lambda: limiter.observe("coupang:a", 429, {"Retry-After": "1"}),
+    ):
+        with pytest.raises(TransientError) as caught:
+            call()
+        assert isinstance(caught.value, LimiterUnavailableError)
+        assert str(caught.value) == "rate limiter unavailable: ConnectionError for coupang:a"
+        assert caught.value.__cause__ is None and caught.value.__context__ is None
+    client.close()
 
 
 # --------------------------------------------------------------------------- acceptance

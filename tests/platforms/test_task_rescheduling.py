@@ -43,10 +43,9 @@ def test_rate_limited_task_is_rescheduled_and_frees_its_slot(
         assert second.state == "RETRY", worker.log()[-3000:]
         assert "RateLimitedError" in repr(second.info) or "rate" in str(second.info).lower()
 
-        # The only slot is free: other work runs while the limited task waits for its eta.
-        started = time.monotonic()
+        # The only slot is free: other work runs while the limited task waits for its eta (a
+        # task holding the slot for its ~60 s wait would make this time out).
         assert ping.delay("still-serving").get(timeout=15)["value"] == "still-serving"
-        assert time.monotonic() - started < 15
         assert AsyncResult(second.id).state == "RETRY"
         assert "Retry in" in worker.log()
     finally:
