@@ -177,10 +177,11 @@ class MemoryAwareAutoscaler(Autoscaler):
         queued = self.qty
         reading = self.available_memory_pct()
         decision = self.decide(queued, before, reading)
+        stopping = False
         if decision.target > before:
             self.scale_up(decision.target - before)
         elif decision.target < before and self._shrink_in_progress():
-            pass  # the child stopped last time is still exiting: the next check decides again
+            stopping = True  # the child stopped last time is still exiting: decide again next
         elif decision.target < before:
             if decision.force:
                 self._shrink(before - decision.target)
@@ -188,8 +189,8 @@ class MemoryAwareAutoscaler(Autoscaler):
                 self.scale_down(before - decision.target)
         after = self.processes
         reason = decision.reason
-        if decision.force and decision.target < before and after == before:
-            reason = MEMORY_LOW_ALL_BUSY if reason == MEMORY_LOW else reason
+        if reason == MEMORY_LOW and after == before and not stopping:
+            reason = MEMORY_LOW_ALL_BUSY  # billiard stops only idle children
         self._report(reason, before, after, queued, reading)
         if after != before:
             self._reading = None  # the pool changed: the next decision measures afresh
