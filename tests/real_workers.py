@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -58,10 +59,8 @@ def stop(worker: RunningWorker) -> None:
             os.killpg(worker.proc.pid, signal.SIGKILL)
             worker.proc.wait()
     # Pool children that outlived their parent are in the same group.
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(worker.proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def node_name(app: Any, prefix: str, timeout: float = 30.0) -> str:
