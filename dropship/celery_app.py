@@ -1,7 +1,8 @@
 """The Celery application: queues, routing, reliability settings and the base task class.
 
-Start a worker with ``celery -A dropship.celery_app worker -Q high,medium,low``; ``dropship up``
-does this for you.
+Start workers with ``celery -A dropship.celery_app worker -Q high`` and ``... -Q medium,low
+--autoscale=4,1`` (never ``high`` with another queue, see ``stack.worker_commands``);
+``dropship up`` does this for you.
 """
 
 from __future__ import annotations
