@@ -4,6 +4,7 @@ memory reading the test controls while tasks keep arriving."""
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
+import requests
 
 from dropship.autoscale import (
     ABOVE_MAX,
@@ -28,6 +30,7 @@ from dropship.autoscale import (
     decide,
 )
 from dropship.celery_app import app
+from dropship.embedded.system import free_port
 from dropship.settings import Settings, get_settings
 from dropship.stack import worker_commands
 from tests import real_workers
@@ -276,3 +279,53 @@ def test_control_autoscale_changes_the_bounds_the_autoscaler_respects(
 
     assert max(samples) <= 3, samples
     assert "bounds now min=1 max=3 by control command" in worker.log()
+
+
+@pytest.mark.worker
+@pytest.mark.slow
+def test_flowers_autoscale_form_reaches_the_autoscaler(
+    autoscaled_worker: tuple[real_workers.RunningWorker, str, MemoryFile], tmp_path: Path
+) -> None:
+    """Flower's worker page posts to its API; the autoscaler takes the new bounds. Its pool
+    grow/shrink buttons are refused by Celery itself while autoscaling is on."""
+    worker, node, _memory = autoscaled_worker
+    port = free_port()
+    flower = real_workers.spawn(
+        "flower",
+        [
+            *(sys.executable, "-m", "celery", "-A", "dropship.celery_app", "flower"),
+            *(f"--port={port}", "--address=127.0.0.1", "--persistent=False"),
+        ],
+        tmp_path,
+        env={"FLOWER_BASIC_AUTH": "ops:flower-test"},
+    )
+    base, auth = f"http://127.0.0.1:{port}", ("ops", "flower-test")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                workers = requests.get(
+                    f"{base}/api/workers", params={"refresh": "1"}, auth=auth, timeout=10
+                )
+                if workers.status_code == 200 and node in workers.json():
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, flower.log()[-3000:]
+            time.sleep(0.5)
+
+        reply = requests.post(
+            f"{base}/api/worker/pool/autoscale/{node}",
+            params={"min": 3, "max": 3},
+            auth=auth,
+            timeout=10,
+        )
+        assert reply.status_code == 200, reply.text
+        info = real_workers.stats(app, node)["autoscaler"]
+        assert (info["max"], info["min"]) == (3, 3)
+        _sample_until(node, lambda size: size == 3, [])
+        refused = requests.post(f"{base}/api/worker/pool/grow/{node}", auth=auth, timeout=10)
+        assert refused.status_code == 403 and "autoscale" in refused.text
+    finally:
+        real_workers.stop(flower)
+    assert "bounds now min=3 max=3 by control command" in worker.log()
