@@ -15,6 +15,9 @@ page of products. This subclass, used with ``worker_autoscaler`` and ``--autosca
   autoscale`` / Flower's autoscale form (``Autoscaler.update``);
 * logs each decision with its reading when something changes, never on every tick.
 
+The reading is the available share of memory: the host's (psutil), or the cgroup limit's when
+that is lower (containers: compose ``memory: 1g``, k8s limits).
+
 Checks run on every task message and every ``autoscale_tick_seconds`` (2 s). Celery's event loop
 uses the autoscaler's ``keepalive`` as its tick, so this class sets ``keepalive`` to the tick and
 keeps Celery's keepalive as ``idle_keepalive`` for the idle rule.
@@ -39,6 +42,65 @@ logger = get_logger("dropship.autoscale")
 # psutil.virtual_memory() reads /proc/meminfo; checks also run on every task message, so the
 # reading is cached for a short while (and dropped after every pool change).
 READING_TTL_SECONDS = 1.0
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+# cgroup v1 writes "no limit" as a huge page-aligned number.
+_UNLIMITED_BYTES = 1 << 60
+_CGROUP_FILES = {
+    # version: (limit, usage, reclaimable page cache in memory.stat)
+    "v2": ("memory.max", "memory.current", "inactive_file"),
+    "v1": ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+}
+
+
+def cgroup_available_pct(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> float | None:
+    """Available share of this process's cgroup memory limit, or None without a limit.
+
+    In a container (compose ``memory: 1g``, a k8s limit) the OOM killer acts on the cgroup's
+    limit while ``psutil.virtual_memory()`` reports the host's memory, so the host reading alone
+    would never see the pressure. Usage counts page cache; like the kubelet's working set we
+    subtract inactive file pages, which the kernel reclaims before it kills.
+    """
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    candidates: list[tuple[Path, str]] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        rel = path.strip().lstrip("/")
+        if controllers == "":
+            candidates += [(root / rel, "v2"), (root, "v2")]
+        elif "memory" in controllers.split(","):
+            candidates += [(root / "memory" / rel, "v1"), (root / "memory", "v1")]
+    for directory, version in candidates:
+        limit_name, usage_name, inactive_name = _CGROUP_FILES[version]
+        try:
+            raw_limit = (directory / limit_name).read_text().strip()
+        except OSError:
+            continue
+        try:
+            if raw_limit == "max" or int(raw_limit) >= _UNLIMITED_BYTES:
+                return None
+            limit = int(raw_limit)
+            usage = int((directory / usage_name).read_text().strip())
+            inactive = 0
+            for stat in (directory / "memory.stat").read_text().splitlines():
+                key, _, value = stat.partition(" ")
+                if key == inactive_name:
+                    inactive = int(value)
+        except (OSError, ValueError):
+            return None
+        if limit <= 0:
+            return None
+        working_set = max(0, usage - inactive)
+        return max(0.0, (limit - working_set) * 100.0 / limit)
+    return None
+
 
 # Decision reasons. The "hold" ones are logged once when they begin, not on every check.
 ABOVE_MAX = "above max"
@@ -134,6 +196,9 @@ class MemoryAwareAutoscaler(Autoscaler):
                 memory = psutil.virtual_memory()
                 self._reading = memory.available * 100.0 / memory.total
                 self._reading_source = "psutil"
+                in_cgroup = cgroup_available_pct()
+                if in_cgroup is not None and in_cgroup < self._reading:
+                    self._reading, self._reading_source = in_cgroup, "cgroup limit"
             self._read_at = now
         return self._reading
 

@@ -27,6 +27,7 @@ from dropship.autoscale import (
     WORK_QUEUED,
     Decision,
     MemoryAwareAutoscaler,
+    cgroup_available_pct,
     decide,
 )
 from dropship.celery_app import app
@@ -329,3 +330,49 @@ def test_flowers_autoscale_form_reaches_the_autoscaler(
     finally:
         real_workers.stop(flower)
     assert "bounds now min=3 max=3 by control command" in worker.log()
+
+
+# --- the cgroup reading (containers) -----------------------------------------------------------
+
+
+def _cgroup_tree(tmp_path: Path, self_cgroup: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    proc = tmp_path / "self-cgroup"
+    proc.write_text(self_cgroup)
+    return root, proc
+
+
+def test_cgroup_v2_limit_counts_working_set_not_page_cache(tmp_path: Path) -> None:
+    gib = 1 << 30
+    root, proc = _cgroup_tree(
+        tmp_path,
+        "0::/\n",
+        {
+            "memory.max": f"{gib}\n",
+            "memory.current": f"{gib * 9 // 10}\n",
+            "memory.stat": f"anon 1\ninactive_file {gib // 10}\nactive_file 5\n",
+        },
+    )
+    # 0.9 GiB used of which 0.1 GiB reclaimable cache: 0.8 GiB working set, 20 % available.
+    assert cgroup_available_pct(root, proc) == pytest.approx(20.0)
+
+
+def test_cgroup_v1_limit_and_unlimited_groups(tmp_path: Path) -> None:
+    root, proc = _cgroup_tree(
+        tmp_path,
+        "4:memory:/docker/abc\n0::/\n",
+        {
+            "memory/docker/abc/memory.limit_in_bytes": "1000\n",
+            "memory/docker/abc/memory.usage_in_bytes": "950\n",
+            "memory/docker/abc/memory.stat": "total_inactive_file 50\n",
+        },
+    )
+    assert cgroup_available_pct(root, proc) == pytest.approx(10.0)
+    (root / "memory/docker/abc/memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert cgroup_available_pct(root, proc) is None
+    assert cgroup_available_pct(tmp_path / "absent", proc) is None
+    v2_unlimited, proc2 = _cgroup_tree(tmp_path / "u", "0::/\n", {"memory.max": "max\n"})
+    assert cgroup_available_pct(v2_unlimited, proc2) is None
