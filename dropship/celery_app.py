@@ -1,11 +1,13 @@
 """The Celery application: queues, routing, reliability settings and the base task class.
 
-Start a worker with ``celery -A dropship.celery_app worker -Q high,medium,low``; ``dropship up``
-does this for you.
+Start workers with ``celery -A dropship.celery_app worker -Q high`` and ``... -Q medium,low
+--autoscale=4,1`` (never ``high`` with another queue, see ``stack.worker_commands``);
+``dropship up`` does this for you.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from typing import Any
@@ -14,7 +16,7 @@ import psycopg
 import redis
 import requests
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 from kombu import Exchange, Queue
 from sqlalchemy.exc import OperationalError
@@ -263,6 +265,18 @@ def _beat_schedule() -> dict[str, Any]:
 
 app = Celery("dropship", task_cls=DropshipTask, include=TASK_MODULES)
 _configure(app)
+
+
+@worker_init.connect
+def _load_db_driver_before_fork(**_: Any) -> None:
+    # Creating the first engine imports psycopg and SQLAlchemy's dialect (about a second on a
+    # busy box). Done once here in the worker's main process, every pool child inherits the
+    # modules, so a new child's first task (an order, say) does not pay for it. No connection
+    # is opened; each child still makes its own engine after fork.
+    from dropship.errors import ConfigurationError
+
+    with contextlib.suppress(ConfigurationError):
+        db.get_engine()
 
 
 @worker_process_init.connect

@@ -47,6 +47,17 @@ class CelerySettings(BaseModel):
     memory_low_watermark_pct: float = Field(
         15.0, gt=0, lt=100, description="shrink while available memory is below this %"
     )
+    # The autoscaler's check interval. Celery ticks every AUTOSCALE_KEEPALIVE (30 s), which is
+    # also how long an idle pool waits before shrinking; memory pressure must be seen sooner.
+    autoscale_tick_seconds: float = Field(
+        2.0, ge=0.1, le=60, description="how often the autoscaler re-checks memory and work"
+    )
+    # Tests only: a file holding the available-memory percentage, read instead of psutil. Unset
+    # by default, so production always measures; a missing or unreadable file falls back to
+    # psutil with a warning (see dropship/autoscale.py).
+    memory_reading_file: Path | None = Field(
+        None, description="TESTS ONLY: read available memory % from this file, not psutil"
+    )
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> CelerySettings:

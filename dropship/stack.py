@@ -4,9 +4,9 @@ Starts (when no URLs are configured) embedded PostgreSQL and Redis under the dat
 migrations and partition maintenance, then the platform sandbox, Celery workers, one beat and
 Flower. Ctrl-C or SIGTERM stops every process it started, in reverse order.
 
-Workers: one worker consumes ``high,medium,low`` in priority order with memory-aware autoscaling,
-and a second, single-process worker consumes only ``high`` so money work always has a slot even
-when bulk tasks occupy the first (DESIGN.md "Queues and workers").
+Workers (``worker_commands``): one consumes ``medium,low`` in priority order with memory-aware
+autoscaling; a second, single-process worker is the only one on ``high``, so money work never
+waits behind bulk tasks (DESIGN.md "Queues and workers").
 """
 
 from __future__ import annotations
@@ -45,6 +45,46 @@ READY_TIMEOUT_SECONDS = 90.0
 
 class StackError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    name: str
+    args: list[str]
+    where: str
+
+
+def worker_commands(settings: Settings, python: str = sys.executable) -> list[WorkerCommand]:
+    """The Celery workers ``dropship up`` starts (tests start exactly these).
+
+    ``high`` has a worker of its own and no other worker consumes it: with ``--autoscale`` Celery
+    sets prefetch to MAX, so a worker that also took ``high`` could reserve an order behind a
+    child busy with bulk work (and memory may keep it from growing). Prefetch 1 on the one-process
+    ``high`` worker means it holds only the order it is running; the next one waits in Redis.
+    """
+    celery = [python, "-m", "celery", "-A", "dropship.celery_app", "worker"]
+    c = settings.celery
+    return [
+        WorkerCommand(
+            "worker-main",
+            [
+                *celery,
+                "-Q",
+                "medium,low",
+                "-n",
+                "main@%h",
+                f"--autoscale={c.autoscale_max},{c.autoscale_min}",
+                "--loglevel",
+                settings.log_level,
+            ],
+            where=f"queues medium > low, autoscale {c.autoscale_min}-{c.autoscale_max} by memory",
+        ),
+        WorkerCommand(
+            "worker-high",
+            [*celery, "-Q", "high", "-c", "1", "-n", "high@%h", "--loglevel", settings.log_level],
+            where="queue high only (orders never wait behind bulk work)",
+        ),
+    ]
 
 
 @dataclass
@@ -259,38 +299,8 @@ class Stack:
     def _start_celery(self) -> None:
         s = self.settings
         celery = [sys.executable, "-m", "celery", "-A", "dropship.celery_app"]
-        self._spawn(
-            "worker-main",
-            [
-                *celery,
-                "worker",
-                "-Q",
-                "high,medium,low",
-                "-n",
-                "main@%h",
-                f"--autoscale={s.celery.autoscale_max},{s.celery.autoscale_min}",
-                "--loglevel",
-                s.log_level,
-            ],
-            where="queues high > medium > low, autoscale "
-            f"{s.celery.autoscale_min}-{s.celery.autoscale_max} by memory",
-        )
-        self._spawn(
-            "worker-high",
-            [
-                *celery,
-                "worker",
-                "-Q",
-                "high",
-                "-c",
-                "1",
-                "-n",
-                "high@%h",
-                "--loglevel",
-                s.log_level,
-            ],
-            where="queue high only (guaranteed slot for orders)",
-        )
+        for worker in worker_commands(s):
+            self._spawn(worker.name, worker.args, where=worker.where)
         run_dir = self.data_dir / "run"
         run_dir.mkdir(parents=True, exist_ok=True)
         self._spawn(
