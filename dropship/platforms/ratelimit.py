@@ -73,7 +73,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, RateLimit] = {
     "gentrade": RateLimit(1000, 3600.0),
     "ownerclan": RateLimit(500, 3600.0),
     "coupang": RateLimit(100, 60.0),
-    "naver": RateLimit(200, 60.0),
+    "naver": RateLimit(120, 60.0),  # 2/s: measured per application (docs/PLATFORMS.md)
     "domeggook": RateLimit(600, 60.0),
 }
 

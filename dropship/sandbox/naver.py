@@ -65,6 +65,41 @@ MAX_QUERY_IDS = 300
 MAX_DISPATCH = 30
 MAX_CONFIRM = 30
 PRODUCT_STATUSES_SETTABLE = ("SALE", "OUTOFSTOCK", "SUSPENSION")
+# Naver's delivery-company codes (택배사 코드) the sandbox accepts in dispatch and product
+# delivery info. Lotte is ``HYUNDAI`` (its former owner's name) and ``LOTTE`` is refused with
+# ``TypeMismatch`` (implementer notes from real calls, file id 71297095581); the others follow a
+# published client's Naver code enum (gist threadbuilder/5e6360067c2526afec46fb35a098ad53).
+DELIVERY_COMPANY_CODES = frozenset(
+    {
+        "CJGLS",
+        "KGB",
+        "EPOST",
+        "REGISTPOST",
+        "HANJIN",
+        "HYUNDAI",
+        "DAESIN",
+        "ILYANG",
+        "KDEXP",
+        "CHUNIL",
+        "CH1",
+        "HDEXP",
+        "CVSNET",
+        "DHL",
+        "FEDEX",
+        "GSMNTON",
+        "EMS",
+        "UPS",
+        "TNT",
+        "USPS",
+        "KUNYOUNG",
+        "SLX",
+        "HONAM",
+        "NONGHYUP",
+        "CUPARCEL",
+        "HOMEPICK",
+        "YONGMA",
+    }
+)
 _CITIES = ("서울특별시 마포구", "경기도 성남시 분당구", "인천광역시 연수구", "광주광역시 북구")
 _STREETS = ("양화로", "판교역로", "컨벤시아대로", "첨단과기로", "불정로")
 
@@ -348,7 +383,7 @@ class NaverWorld:
                 po
                 for po in self.store.product_orders.values()
                 if po.client_id == client_id
-                and start <= po.changed_at < end
+                and start <= po.changed_at <= end  # both ends inclusive, as Naver documents
                 and (after is None or (po.changed_at, po.seq) >= after)
                 and (change_type is None or po.change_type == change_type)
             ]
@@ -395,22 +430,23 @@ class NaverHandler(MarketHandler):
             body["invalidInputs"] = invalid
         self.write_json(body, status=status)
 
-    def bad_input(self, name: str, message: str) -> None:
+    def bad_input(self, name: str, message: str, kind: str = "NotValid") -> None:
         self.naver_error(
             400,
             "BadRequest",
             "요청 값이 올바르지 않습니다.",
-            [{"name": name, "type": "NotValid", "message": message}],
+            [{"name": name, "type": kind, "message": message}],
         )
 
     def envelope(self, data: Any) -> None:
-        self.write_json(
-            {
-                "timestamp": naver_time(self.state.now()),
-                "traceId": secrets.token_hex(8),
-                "data": data,
-            }
-        )
+        """Naver's success envelope; ``data=None`` leaves ``data`` out (an empty result)."""
+        body: dict[str, Any] = {
+            "timestamp": naver_time(self.state.now()),
+            "traceId": secrets.token_hex(8),
+        }
+        if data is not None:
+            body["data"] = data
+        self.write_json(body)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.naver_error(status_code, "BadRequest" if status_code == 400 else "Error", self._reason)
@@ -520,6 +556,9 @@ def _validate_origin(origin: dict[str, Any]) -> tuple[str, str] | None:
     images = origin["images"]
     if not isinstance(images, dict) or not (images.get("representativeImage") or {}).get("url"):
         return "originProduct.images.representativeImage.url", "대표 이미지는 필수입니다."
+    company = (origin.get("deliveryInfo") or {}).get("deliveryCompany")
+    if company is not None and company not in DELIVERY_COMPANY_CODES:
+        return "originProduct.deliveryInfo.deliveryCompany", f"{str(company)[:20]}: TypeMismatch"
     return None
 
 
@@ -691,6 +730,12 @@ class LastChangedStatusesHandler(NaverHandler):
         self.world.materialise_arrivals()
         after = (start, sequence) if sequence is not None else None
         changes = self.world.changes(self.client_id, start, end, after, change_type)
+        if not changes:
+            # Naver answers an empty range with no ``data`` at all, only timestamp and traceId
+            # (file id 71297095581: "0건일 때는 data 필드 자체가 없다"; the page's schema marks
+            # ``data`` optional, file id 46062719477).
+            self.envelope(None)
+            return
         page = changes[:limit]
         data: dict[str, Any] = {}
         with self.state.lock:
@@ -767,6 +812,13 @@ class DispatchHandler(NaverHandler):
         for item in items:
             if not isinstance(item, dict):
                 return self.bad_input("dispatchProductOrders", "each item must be an object")
+            code = item.get("deliveryCompanyCode")
+            if code and code not in DELIVERY_COMPANY_CODES:
+                return self.bad_input(
+                    "dispatchProductOrders.deliveryCompanyCode",
+                    f"{str(code)[:20]}은(는) 택배사 코드가 아닙니다.",
+                    kind="TypeMismatch",
+                )
             for name in (
                 "productOrderId",
                 "deliveryMethod",

@@ -364,7 +364,7 @@ def test_acknowledge_then_invoice_upload(sandbox: Any, coupang: CoupangConnector
     after = sandbox_orders(sandbox)
     assert [after[i]["status"] for i in ids[:2]] == ["DEPARTURE", "DEPARTURE"]
     assert after[ids[0]]["invoiceNumber"] == "550000000000"
-    assert after[ids[0]]["deliveryCompanyName"] == "CJGLS"
+    assert after[ids[0]]["deliveryCompanyName"] == "CJ 대한통운"  # a name, as order sheets show
     assert after[ids[2]]["status"] == "INSTRUCT"
 
 
