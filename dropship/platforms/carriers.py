@@ -80,7 +80,7 @@ CARRIERS: tuple[Carrier, ...] = (
 _BY_ID: dict[str, Carrier] = {c.id: c for c in CARRIERS}
 
 # Spellings that differ only in spaces, case, punctuation or a trailing "택배"/"(주)" are one.
-_NOISE = re.compile(r"[\s\-_.·()\[\]]|주식회사|\(주\)|㈜")
+_NOISE = re.compile(r"주식회사|\(주\)|㈜|[\s\-_.·()\[\]]")  # longest first
 
 
 def _normal(text: str) -> str:
