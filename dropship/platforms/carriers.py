@@ -4,9 +4,9 @@
 Why one table: a tracking number travels supplier -> us -> market. The supplier names the carrier
 its own way (OwnerClan ``shippingCompanyCode``, Zentrade ``delicom`` free text such as "CJ대한통운"
 or "롯데택배(구 현대택배)"), each market wants its own code, and the two markets do not agree
-(Coupang calls the convenience-store parcel ``CVS``, Naver ``CVSNET``; both still call Lotte by
-its former owner's name ``HYUNDAI``). Parsing a supplier's text into our id first and mapping our
-id to a market code second keeps each rule in one row.
+(Naver has two convenience-store parcel codes, Coupang one of unclear identity; both still call
+Lotte by its former owner's name ``HYUNDAI``). Parsing a supplier's text into our id first and
+mapping our id to a market code second keeps each rule in one row.
 
 Sources (docs/PLATFORMS.md "Carriers" has the table with its sources):
 
@@ -14,9 +14,9 @@ Sources (docs/PLATFORMS.md "Carriers" has the table with its sources):
   ``docs/coupang_openapi_ko.md``) and the invoice-upload document
   (``optionalg/coupang-developers.github.io``
   ``assets/docs/season-2/delivery-api/ko/invoice-upload-processing.document.ts``).
-* Naver: Lotte is ``HYUNDAI`` and ``LOTTE`` is refused (implementer notes from real calls, file id
-  71297095581); the other codes from a published client's Naver code enum (gist
-  ``threadbuilder/5e6360067c2526afec46fb35a098ad53``).
+* Naver: the dispatch page's code table (``seller-dispatch-product-orders-pay-order-seller``,
+  copy at file id 71060339404); Lotte is ``HYUNDAI`` and ``LOTTE`` is refused (implementer notes
+  from real calls, file id 71297095581).
 
 An unknown carrier is a :class:`PermanentError` naming the text: a tracking number must never be
 pushed to a market under a guessed carrier (the buyer could not track the parcel).
@@ -74,7 +74,10 @@ CARRIERS: tuple[Carrier, ...] = (
     Carrier("ilyang", "일양로지스", "ILYANG", "ILYANG", ("일양", "일양택배")),
     Carrier("chunil", "천일택배", "CHUNIL", "CHUNIL", ("천일", "천일특송", "CHUNILPS")),
     Carrier("hdexp", "합동택배", "HDEXP", "HDEXP", ("합동",)),
-    Carrier("cvs", "CVS편의점택배", "CVS", "CVSNET", ("CVS택배", "편의점택배", "GS Postbox 택배")),
+    # Convenience-store parcels: Naver names two (CVSNET = GS Postbox택배, CUPARCEL = CU편의점택배);
+    # Coupang's single "CVS택배" is not documented as either, so neither maps to it.
+    Carrier("gs_postbox", "GS Postbox택배", None, "CVSNET", ("GS편의점택배", "CVSNET")),
+    Carrier("cu_parcel", "CU편의점택배", None, "CUPARCEL", ("CU택배", "CUPARCEL")),
 )
 
 _BY_ID: dict[str, Carrier] = {c.id: c for c in CARRIERS}

@@ -66,38 +66,40 @@ MAX_DISPATCH = 30
 MAX_CONFIRM = 30
 PRODUCT_STATUSES_SETTABLE = ("SALE", "OUTOFSTOCK", "SUSPENSION")
 # Naver's delivery-company codes (택배사 코드) the sandbox accepts in dispatch and product
-# delivery info. Lotte is ``HYUNDAI`` (its former owner's name) and ``LOTTE`` is refused with
-# ``TypeMismatch`` (implementer notes from real calls, file id 71297095581); the others follow a
-# published client's Naver code enum (gist threadbuilder/5e6360067c2526afec46fb35a098ad53).
+# delivery info: the domestic part of the dispatch page's code table (a copy of
+# seller-dispatch-product-orders-pay-order-seller, file id 71060339404; stricter than Naver by
+# leaving the rarer codes out). Lotte is ``HYUNDAI`` (its former owner's name); ``LOTTE`` is not
+# a code and Naver refuses it with ``TypeMismatch`` (file id 71297095581).
 DELIVERY_COMPANY_CODES = frozenset(
     {
         "CJGLS",
+        "HYUNDAI",
+        "HANJIN",
         "KGB",
         "EPOST",
         "REGISTPOST",
-        "HANJIN",
-        "HYUNDAI",
+        "CUPARCEL",
+        "CVSNET",
+        "KDEXP",
         "DAESIN",
         "ILYANG",
-        "KDEXP",
         "CHUNIL",
-        "CH1",
         "HDEXP",
-        "CVSNET",
+        "KUNYOUNG",
+        "NONGHYUP",
+        "HONAM",
+        "SLX",
+        "YONGMA",
+        "HOMEPICK",
+        "HANDEX",
+        "HPL",
+        "CH1",
         "DHL",
-        "FEDEX",
-        "GSMNTON",
         "EMS",
+        "FEDEX",
         "UPS",
         "TNT",
         "USPS",
-        "KUNYOUNG",
-        "SLX",
-        "HONAM",
-        "NONGHYUP",
-        "CUPARCEL",
-        "HOMEPICK",
-        "YONGMA",
     }
 )
 _CITIES = ("서울특별시 마포구", "경기도 성남시 분당구", "인천광역시 연수구", "광주광역시 북구")

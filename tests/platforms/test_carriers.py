@@ -26,8 +26,14 @@ EXPECTED = [
     ("ilyang", "ILYANG", "ILYANG"),
     ("chunil", "CHUNIL", "CHUNIL"),
     ("hdexp", "HDEXP", "HDEXP"),
-    ("cvs", "CVS", "CVSNET"),  # the one carrier the two markets spell differently
 ]
+
+
+def test_a_carrier_one_market_lacks_is_refused_for_that_market_only() -> None:
+    assert carriers.market_code("naver", "GS Postbox택배") == "CVSNET"
+    assert carriers.market_code("naver", "CU편의점택배") == "CUPARCEL"
+    with pytest.raises(PermanentError, match="coupang has no deliveryCompanyCode for carrier CU"):
+        carriers.market_code("coupang", "CU편의점택배")
 
 
 @pytest.mark.parametrize(("carrier_id", "coupang", "naver"), EXPECTED)
@@ -37,6 +43,8 @@ def test_our_ids_map_to_each_markets_code(carrier_id: str, coupang: str, naver: 
 
 
 def test_every_code_we_can_send_is_in_the_markets_published_table() -> None:
+    # The sandboxes hold the markets' published tables (Coupang's 택배사 코드 page, Naver's
+    # dispatch page), and refuse any other code.
     assert carriers.known_codes("coupang") <= set(COUPANG_CODES)
     assert carriers.known_codes("naver") <= NAVER_CODES
     # Naver refuses LOTTE (TypeMismatch); Lotte must go out as HYUNDAI.
@@ -60,7 +68,7 @@ def test_every_code_we_can_send_is_in_the_markets_published_table() -> None:
         ("로젠택배", "logen"),
         ("  경동택배 ", "kdexp"),
         ("(주)대신택배", "daesin"),
-        ("GS Postbox 택배", "cvs"),
+        ("GS Postbox 택배", "gs_postbox"),
         # OwnerClan shippingCompanyCode and other code-style spellings
         ("CJGLS", "cj"),
         ("LOTTE", "lotte"),
@@ -69,7 +77,7 @@ def test_every_code_we_can_send_is_in_the_markets_published_table() -> None:
         ("KGB", "logen"),
         ("LOGEN", "logen"),
         ("EPOST", "epost"),
-        ("CVSNET", "cvs"),
+        ("CVSNET", "gs_postbox"),
         ("CHUNILPS", "chunil"),
     ],
 )
