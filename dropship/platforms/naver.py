@@ -488,15 +488,8 @@ class NaverConnector:
                 raise PermanentError(f"naver {upload.market_order_id}: empty tracking number")
             code = carrier_code(upload.carrier)
             for product_order_id in upload.market_item_ids or (upload.market_order_id,):
-                items.append(
-                    {
-                        "productOrderId": str(product_order_id),
-                        "deliveryMethod": "DELIVERY",
-                        "deliveryCompanyCode": code,
-                        "trackingNumber": upload.tracking_number,
-                        "dispatchDate": now,
-                    }
-                )
+                number = upload.tracking_number
+                items.append(dispatch_item(str(product_order_id), code, number, now))
         failures: list[str] = []
         for chunk in common.chunks(items, MAX_DISPATCH):
             # Dispatching the same product order with the same invoice again converges.
@@ -574,6 +567,20 @@ def _parse_product_order(record: Any, changes: dict[str, dict[str, Any]]) -> Mar
         ) from None
 
 
+def dispatch_item(
+    product_order_id: str, delivery_company_code: str, tracking_number: str, dispatch_date: str
+) -> dict[str, Any]:
+    """One ``dispatchProductOrders`` entry of the dispatch page (file id 71060339404): parcel
+    delivery (``DELIVERY``) with Naver's carrier code and the tracking number."""
+    return {
+        "productOrderId": product_order_id,
+        "deliveryMethod": "DELIVERY",
+        "deliveryCompanyCode": delivery_company_code,
+        "trackingNumber": tracking_number,
+        "dispatchDate": dispatch_date,
+    }
+
+
 def parse_change_page(body: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
     """One ``last-changed-statuses`` answer: its changes and the ``(moreFrom, moreSequence)``
     cursor of the next page (None on the last page).
@@ -619,4 +626,10 @@ def _failed_ids(body: dict[str, Any], what: str) -> list[str]:
     ]
 
 
-__all__ = ["NaverConnector", "carrier_code", "client_secret_sign", "parse_change_page"]
+__all__ = [
+    "NaverConnector",
+    "carrier_code",
+    "client_secret_sign",
+    "dispatch_item",
+    "parse_change_page",
+]

@@ -751,9 +751,14 @@ class LastChangedStatusesHandler(NaverHandler):
         self.envelope(data)
 
 
-def _invalid_status(product_order_id: str, message: str) -> dict[str, str]:
-    """One entry of ``failProductOrderInfos``."""
-    return {"productOrderId": product_order_id, "code": "InvalidStatus", "message": message}
+NOT_FOUND_MESSAGE = "상품 주문을 찾을 수 없음"
+
+
+def _invalid_status(product_order_id: str, message: str, found: bool = True) -> dict[str, str]:
+    """One entry of ``failProductOrderInfos``, with the order-claim error codes of Naver's
+    "주문-클레임 처리 반환 구조체" (100001: product order not found; 9999: other)."""
+    code = "9999" if found else "100001"
+    return {"productOrderId": product_order_id, "code": code, "message": message}
 
 
 class QueryHandler(NaverHandler):
@@ -788,7 +793,10 @@ class ConfirmHandler(NaverHandler):
         with self.state.lock:
             for product_order_id in ids:
                 po = self.world.product_order(self.client_id, product_order_id)
-                if po is None or po.status != "PAYED":
+                if po is None:
+                    fail.append(_invalid_status(product_order_id, NOT_FOUND_MESSAGE, False))
+                    continue
+                if po.status != "PAYED":
                     fail.append(_invalid_status(product_order_id, "발주확인할 수 없는 상태입니다."))
                     continue
                 po.place_order_status = "OK"
@@ -838,7 +846,10 @@ class DispatchHandler(NaverHandler):
             for item in items:
                 product_order_id = str(item["productOrderId"])
                 po = self.world.product_order(self.client_id, product_order_id)
-                if po is None or po.status not in ("PAYED", "DELIVERING"):
+                if po is None:
+                    fail.append(_invalid_status(product_order_id, NOT_FOUND_MESSAGE, False))
+                    continue
+                if po.status not in ("PAYED", "DELIVERING"):
                     fail.append(_invalid_status(product_order_id, "발송처리할 수 없는 상태입니다."))
                     continue
                 if po.status == "PAYED":
