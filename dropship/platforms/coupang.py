@@ -17,6 +17,11 @@ looks the key up first (``seller-products/external-vendor-sku-codes/{key}``) and
 existing listing. Coupang does not refuse a second product with the same key, so this look-up is
 the only guard; when duplicates already exist the oldest is used and a warning names the key.
 
+Acknowledgement and invoice upload are safe to repeat: Coupang refuses both for a box that is
+no longer in the state they act on, so after an unknown outcome the connector reads the boxes'
+states instead of re-sending (see :meth:`CoupangConnector.acknowledge`; docs/PLATFORMS.md
+"Coupang contract" has the sources).
+
 Orders: ``iter_orders`` reads ``ordersheets`` per status in windows of at most 23 hours
 (``searchType=timeFrame``, minute precision, KST) following ``nextToken``; Coupang filters by
 *order* time, not by change time. Order sheets delivered twice (page overlap) are yielded once

@@ -19,8 +19,15 @@ Faithful to the real gateway where it matters to a client:
 * **Orders** (``/v2/providers/openapi/apis/api/v4/vendors/{vendorId}``): ``ordersheets`` with
   ``createdAtFrom``/``createdAtTo`` (daily ``yyyy-MM-dd`` or ``searchType=timeFrame`` with
   ``yyyy-MM-ddTHH:mm``, KST), ``status``, ``maxPerPage`` (<= 50) and ``nextToken`` paging;
-  ``ordersheets/{shipmentBoxId}``; ``ordersheets/acknowledgement`` (ACCEPT -> INSTRUCT, <= 50
-  ids); ``orders/invoices`` (INSTRUCT -> DEPARTURE).
+  ``ordersheets/{shipmentBoxId}``; ``ordersheets/acknowledgement`` (<= 50 ids, PUT or PATCH)
+  moves **only ACCEPT** boxes to INSTRUCT (others: ``responseCode`` 99 and the document's
+  message); ``orders/invoices`` takes invoices **only for INSTRUCT** boxes (others:
+  ``INVALID_STATUS``, ``retryRequired: false``), one result per box. A blind re-send after a lost
+  answer is therefore refused, as on Coupang. ``code`` is 200 (number) in lists and "200" elsewhere,
+  as the documents' samples show.
+* **Throttling** per vendor: the core's token bucket answers excess with 429; sustained excess
+  blocks the vendor for minutes of world time (:class:`ThrottlePolicy`,
+  ``/_sandbox/coupang/throttle``).
 
 Orders arrive by themselves at ``SandboxConfig.order_rate_per_min`` (deterministic Poisson
 arrivals from the seed, for products the vendor has listed), and tests create them on demand with

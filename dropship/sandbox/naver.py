@@ -21,9 +21,10 @@
   duplicate listing; the search then finds both). ``counts.listings`` counts products per code,
   so a client that registers twice shows up as 2.
 * **Orders**: ``GET .../product-orders/last-changed-statuses`` (``lastChangedFrom``/``To`` ISO-8601,
-  at most 24 h, ``limitCount`` <= 300, continuation through ``data.more.moreFrom`` /
-  ``moreSequence``), ``POST .../product-orders/query`` (<= 300 ids), ``.../confirm`` and
-  ``.../dispatch`` (<= 30 product orders per call).
+  both inclusive, at most 24 h, ``limitCount`` <= 300, continuation through ``data.more.moreFrom``
+  / ``moreSequence``; an empty range is answered without ``data``), ``POST
+  .../product-orders/query`` (<= 300 ids), ``.../confirm`` and ``.../dispatch`` (<= 30 product
+  orders per call; carrier codes from Naver's table only, ``LOTTE`` is a ``TypeMismatch``).
 
 Faults: ``duplicate_order_rate`` makes the next page start with this page's last change again;
 ``malformed_rate`` drops ``productOrder`` from a ``query`` result.

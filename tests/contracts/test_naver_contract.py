@@ -119,7 +119,9 @@ def test_sandbox_serves_the_documented_change_pages(sandbox: Any, naver: NaverCo
     )
 
 
-def test_the_documented_query_reads_what_the_connector_reads(sandbox: Any, naver: NaverConnector) -> None:
+def test_the_documented_query_reads_what_the_connector_reads(
+    sandbox: Any, naver: NaverConnector
+) -> None:
     # The documented query (lastChangedTo inclusive, so it stops 1 ms before the window's end,
     # as the connector asks it) finds what the connector's sweep finds.
     request = doc("last_changed_statuses_request.json")
