@@ -525,9 +525,16 @@ class CoupangConnector:
             code = carrier_code(upload.carrier)
             sheet = self._order_sheet(upload.market_order_id)
             box_id = int(sheet["shipmentBoxId"])
+            if box_id in wanted_invoice:
+                # One invoice per box (no split shipping): a second one would replace the first.
+                raise PermanentError(
+                    f"coupang shipment box {box_id}: more than one tracking upload in one call "
+                    f"(split shipping is not supported)"
+                )
             status = str(sheet.get("status") or "")
             if status in SHIPPED_STATUSES:
                 if str(sheet.get("invoiceNumber") or "") == upload.tracking_number:
+                    wanted_invoice[box_id] = upload.tracking_number
                     continue  # uploaded before (an earlier answer may have been lost)
                 raise PermanentError(
                     f"coupang shipment box {box_id} is {status} with another invoice number; "

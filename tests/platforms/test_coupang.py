@@ -377,8 +377,13 @@ def test_invoice_before_acknowledgement_and_unknown_carrier_fail(
     (box_id,) = add_orders(sandbox, 1)
     with pytest.raises(PermanentError, match=str(box_id)):
         coupang.upload_tracking([TrackingUpload(str(box_id), (), "HANJIN", "1234")])
-    with pytest.raises(PermanentError, match="unknown carrier"):
+    with pytest.raises(PermanentError, match="unknown carrier '비둘기택배'"):
         coupang.upload_tracking([TrackingUpload(str(box_id), (), "비둘기택배", "1234")])
+    coupang.acknowledge([str(box_id)])
+    twice = [TrackingUpload(str(box_id), (), "HANJIN", n) for n in ("100000000001", "100000000002")]
+    with pytest.raises(PermanentError, match="more than one tracking upload"):
+        coupang.upload_tracking(twice)
+    assert sandbox_orders(sandbox)[str(box_id)]["status"] == "INSTRUCT"  # nothing was sent
 
 
 def test_sandbox_429s_are_absorbed_by_retries(sandbox: Any, coupang: CoupangConnector) -> None:
