@@ -42,7 +42,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.platforms import _market_common as common
 from dropship.platforms import carriers
 from dropship.platforms._market_common import KST
@@ -481,6 +481,8 @@ class CoupangConnector:
     def _acknowledge_chunk(self, box_ids: list[int]) -> list[_BoxFailure]:
         try:
             results = self._send_boxes("acknowledgement", box_ids)
+        except RateLimitedError:
+            raise  # refused before anything happened: nothing to look up
         except TransientError:
             log.info(
                 "coupang %s: acknowledgement outcome unknown for %d box(es); reading their state",
@@ -583,6 +585,8 @@ class CoupangConnector:
 
         try:
             results = self._send_boxes("invoice upload", dtos(box_ids))
+        except RateLimitedError:
+            raise  # refused before anything happened: nothing to look up
         except TransientError:
             log.info(
                 "coupang %s: invoice upload outcome unknown for %d box(es); reading their state",

@@ -417,6 +417,7 @@ def test_sustained_excess_blocks_the_vendor_for_minutes_of_world_time(
     # Coupang: above the per-vendor rate, 429, and the block is lifted "within minutes" once the
     # rate is back to normal. The sandbox's figures (documented decision): 5 refused calls within
     # 10 s block the vendor for 300 s of world time in this test (20 by default).
+    (box_id,) = add_orders(sandbox, 1)
     throttle(sandbox, excess_calls=5, excess_window_s=10, block_s=300)
     sandbox.set_rate_limit("coupang", calls=1, period_s=60.0, burst=1)
     path = f"{SELLER_API}/seller-products/external-vendor-sku-codes/none"
@@ -424,6 +425,7 @@ def test_sustained_excess_blocks_the_vendor_for_minutes_of_world_time(
     assert statuses[0] == 200 and statuses[1:] == [429] * 6
     blocked = throttle(sandbox)["blocked_s"]
     assert set(blocked) == {VENDOR} and 299 < blocked[VENDOR] <= 300
+    throttle(sandbox, excess_calls=100)  # from here on, calls in the block do not extend it
 
     # A block, not a bucket that refills: with the limit lifted (a fresh, full bucket) every call
     # of the vendor is still refused, with a Retry-After of the block's remaining minutes...
@@ -437,6 +439,12 @@ def test_sustained_excess_blocks_the_vendor_for_minutes_of_world_time(
         coupang.find_listing_by_external_sku("none")
     assert caught.value.retry_after >= 299
     assert calls(sandbox, "seller-products.by-external-sku") == before + 1
+    # Our shared limiter took the Retry-After: every call of the account now waits for the block
+    # to end without reaching Coupang, and a refused acknowledgement reads no box states.
+    with pytest.raises(RateLimitedError):
+        coupang.acknowledge([str(box_id)])
+    assert calls(sandbox, "ordersheets.acknowledgement") == 0
+    assert calls(sandbox, "ordersheets.get") == 0
     # Another vendor is not blocked (Coupang throttles per vendorId).
     assert throttle(sandbox)["blocked_s"].keys() == {VENDOR}
 
@@ -446,6 +454,32 @@ def test_sustained_excess_blocks_the_vendor_for_minutes_of_world_time(
     assert signed_get(sandbox, path).status_code == 200
     assert throttle(sandbox)["blocked_s"] == {}
     assert sandbox.counts()["coupang_blocks"] == {VENDOR: 1}
+
+
+def test_a_rate_limited_acknowledgement_is_not_taken_for_an_unknown_outcome(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    # A 429 means Coupang did nothing: no box states to read, the task re-schedules.
+    (box_id,) = add_orders(sandbox, 1)
+    sandbox.set_rate_limit("coupang", calls=1, period_s=60.0, burst=1)
+    assert signed_get(sandbox, f"{OPENAPI_V4}/{VENDOR}/ordersheets/{box_id}").status_code == 200
+    with pytest.raises(RateLimitedError):
+        coupang.acknowledge([str(box_id)])
+    assert calls(sandbox, "ordersheets.acknowledgement") == 1
+    assert calls(sandbox, "ordersheets.get") == 1  # only the call that used up the bucket
+
+
+def test_excessive_calls_during_a_block_extend_it(sandbox: Any) -> None:
+    throttle(sandbox, excess_calls=3, excess_window_s=10, block_s=300)
+    sandbox.set_rate_limit("coupang", calls=1, period_s=60.0, burst=1)
+    path = f"{SELLER_API}/seller-products/external-vendor-sku-codes/none"
+    assert [signed_get(sandbox, path).status_code for _ in range(4)] == [200, 429, 429, 429]
+    sandbox.advance_clock(200)
+    assert throttle(sandbox)["blocked_s"][VENDOR] == pytest.approx(100, abs=1)
+    # Still hammering: the block is not lifted but starts over ("수분 ... 이내" only once the
+    # rate is back within the limit).
+    assert [signed_get(sandbox, path).status_code for _ in range(3)] == [429] * 3
+    assert throttle(sandbox)["blocked_s"][VENDOR] == pytest.approx(300, abs=1)
 
 
 def test_envelope_code_is_accepted_as_string_or_number() -> None:

@@ -11,6 +11,11 @@ Each test repeats the connector call the way the Celery task's retry does after 
 ``listings`` per external SKU): exactly one. The controls send the same create without the
 look-up (the connector's own create step) through the same faults and see two or more: the
 counters and the fault do catch a double buy.
+
+Coupang's acknowledgement and invoice upload are the other kind of effect: Coupang refuses a
+repeat (the box has moved on), so the connector reads the boxes' states after a lost answer
+instead of re-sending; the tests count one call and one effect per box, and a control shows the
+sandbox refusing the blind re-send as Coupang does.
 """
 
 from __future__ import annotations
