@@ -456,10 +456,11 @@ def test_sustained_excess_blocks_the_vendor_for_minutes_of_world_time(
     assert sandbox.counts()["coupang_blocks"] == {VENDOR: 1}
 
 
-def test_a_rate_limited_acknowledgement_is_not_taken_for_an_unknown_outcome(
+def test_a_rate_limited_acknowledgement_reschedules_without_touching_the_boxes(
     sandbox: Any, coupang: CoupangConnector
 ) -> None:
-    # A 429 means Coupang did nothing: no box states to read, the task re-schedules.
+    # A 429 means Coupang did nothing: the task re-schedules, and neither a re-send nor a state
+    # read reaches Coupang before the Retry-After (the shared limiter holds them back).
     (box_id,) = add_orders(sandbox, 1)
     sandbox.set_rate_limit("coupang", calls=1, period_s=60.0, burst=1)
     assert signed_get(sandbox, f"{OPENAPI_V4}/{VENDOR}/ordersheets/{box_id}").status_code == 200
