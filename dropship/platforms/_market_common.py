@@ -1,11 +1,11 @@
 """Rules both marketplace connectors (Coupang, Naver) follow, kept in one place: input checks,
-carrier codes, batching, failure reports and picking the listing that owns an external SKU.
-Request and response shapes stay in each connector."""
+batching, failure reports and picking the listing that owns an external SKU. Carrier codes live
+in :mod:`dropship.platforms.carriers`; request and response shapes stay in each connector."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -97,21 +97,6 @@ def json_object(response: requests.Response, market: str, method: str, path: str
     if not isinstance(body, dict):
         raise TransientError(f"{market} {method} {path}: response is not a JSON object")
     return body
-
-
-def carrier_code(
-    market: str, carrier: str, codes: Mapping[str, str], known_codes: frozenset[str]
-) -> str:
-    """The market's deliveryCompanyCode for a carrier name (as suppliers send it) or code."""
-    name = carrier.strip()
-    if name in codes:
-        return codes[name]
-    if name.upper() in known_codes:
-        return name.upper()
-    raise PermanentError(
-        f"{market}: unknown carrier {carrier!r}; use one of {sorted(codes)} "
-        f"or a {market.capitalize()} deliveryCompanyCode"
-    )
 
 
 def check_price(market: str, price: int, what: str) -> None:

@@ -17,6 +17,11 @@ looks the key up first (``seller-products/external-vendor-sku-codes/{key}``) and
 existing listing. Coupang does not refuse a second product with the same key, so this look-up is
 the only guard; when duplicates already exist the oldest is used and a warning names the key.
 
+Acknowledgement and invoice upload are safe to repeat: Coupang refuses both for a box that is
+no longer in the state they act on, so after an unknown outcome the connector reads the boxes'
+states instead of re-sending (see :meth:`CoupangConnector.acknowledge`; docs/PLATFORMS.md
+"Coupang contract" has the sources).
+
 Orders: ``iter_orders`` reads ``ordersheets`` per status in windows of at most 23 hours
 (``searchType=timeFrame``, minute precision, KST) following ``nextToken``; Coupang filters by
 *order* time, not by change time. Order sheets delivered twice (page overlap) are yielded once
@@ -30,14 +35,16 @@ import hmac
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.platforms import _market_common as common
+from dropship.platforms import carriers
 from dropship.platforms._market_common import KST
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import PlatformHttp
@@ -64,17 +71,15 @@ ORDER_WINDOW = timedelta(hours=23)
 MAX_PAGES_PER_WINDOW = 2_000  # 100k order sheets per status per window: far beyond real volume
 ITEM_CACHE_SIZE = 2_048
 
-# Coupang's deliveryCompanyCode for the carriers our suppliers use (names as suppliers send them).
-CARRIER_CODES: dict[str, str] = {
-    "CJ대한통운": "CJGLS",
-    "CJ": "CJGLS",
-    "한진택배": "HANJIN",
-    "롯데택배": "HYUNDAI",  # Coupang still names Lotte by its former owner
-    "우체국택배": "EPOST",
-    "로젠택배": "KGB",
-    "경동택배": "KDEXP",
-}
-KNOWN_CARRIER_CODES = frozenset(CARRIER_CODES.values()) | {"CHUNIL", "DAESIN", "ILYANG", "CVSNET"}
+# Shipment-box states (발주서 상태) from the ordersheets document. Acknowledgement moves ACCEPT
+# (결제완료) to INSTRUCT (상품준비중); an invoice moves INSTRUCT to DEPARTURE (배송지시).
+ACKNOWLEDGED_STATUSES = frozenset(
+    {"INSTRUCT", "DEPARTURE", "DELIVERING", "FINAL_DELIVERY", "NONE_TRACKING"}
+)
+SHIPPED_STATUSES = frozenset({"DEPARTURE", "DELIVERING", "FINAL_DELIVERY", "NONE_TRACKING"})
+# Per-box invoice result codes that re-sending the same invoice cannot fix, whatever
+# ``retryRequired`` says (Coupang marks a duplicate invoice number "retry required").
+_PERMANENT_INVOICE_CODES = frozenset({"DUPLICATE_INVOICE_NUMBER", "INVALID_INVOICE_NUMBER"})
 
 # Fields of an order sheet that are buyer personal data: never kept in ``raw``.
 _PERSONAL_FIELDS = ("orderer", "receiver", "parcelPrintMessage")
@@ -94,8 +99,17 @@ def coupang_authorization(
 
 
 def carrier_code(carrier: str) -> str:
-    """Coupang's deliveryCompanyCode for a carrier name or code; PermanentError when unknown."""
-    return common.carrier_code(MARKET, carrier, CARRIER_CODES, KNOWN_CARRIER_CODES)
+    """Coupang's deliveryCompanyCode for a carrier (our id, a name or a code); PermanentError
+    naming it when unknown. The table is :mod:`dropship.platforms.carriers`."""
+    return carriers.market_code(MARKET, carrier)
+
+
+def response_ok(body: dict[str, Any]) -> bool:
+    """The openapi v4 envelope's ``code`` says OK. The documents' samples show both the string
+    ``"200"`` (acknowledgement, invoice upload, single order sheet) and the number ``200``
+    (order-sheet lists); the response spec says Number. Accept both."""
+    code = body.get("code")
+    return code == 200 or code == "200"
 
 
 class CoupangConnector:
@@ -419,7 +433,7 @@ class CoupangConnector:
         tokens_seen: set[str] = set()
         for _ in range(MAX_PAGES_PER_WINDOW):
             status_code, body = self._call("GET", path, params=params)
-            if body.get("code") != 200:
+            if not response_ok(body):
                 raise PermanentError(
                     f"coupang ordersheets -> {status_code} code {body.get('code')}: "
                     f"{_short(body.get('message'))}"
@@ -443,32 +457,96 @@ class CoupangConnector:
         box_id = common.numeric_id(MARKET, shipment_box_id)
         status, body = self._call("GET", f"{OPENAPI_V4}/{self.vendor_id}/ordersheets/{box_id}")
         data = body.get("data")
-        if body.get("code") != 200 or not isinstance(data, dict):
+        if not response_ok(body) or not isinstance(data, dict):
             raise PermanentError(
                 f"coupang ordersheet {shipment_box_id} -> {status} {body.get('code')}"
             )
         return data
 
     def acknowledge(self, market_order_ids: Iterable[str]) -> None:
-        """ACCEPT -> INSTRUCT (상품준비중) for these shipment boxes, 50 per call."""
-        box_ids = [int(common.numeric_id(MARKET, i)) for i in market_order_ids]
-        self._send_box_batches(
-            "acknowledgement",
-            "PUT",
-            "ordersheets/acknowledgement",
-            "shipmentBoxIds",
-            box_ids,
-            MAX_ACK_IDS,
-        )
+        """ACCEPT -> INSTRUCT (상품준비중) for these shipment boxes, 50 per call. Safe to repeat.
+
+        Coupang applies acknowledgement only to ACCEPT boxes and answers any other box with a
+        per-box failure (``responseCode`` 99, "배송상태를 변경할 수 없습니다"), so a blind re-send
+        after a lost answer would report boxes it had in fact acknowledged as failed. Hence the
+        request is never repeated by the HTTP layer; after an unknown outcome (timeout, lost
+        answer, 5xx) the boxes' states are read and only boxes still in ACCEPT are sent again,
+        and a refused box that already is INSTRUCT (or further) counts as done."""
+        box_ids = list(dict.fromkeys(int(common.numeric_id(MARKET, i)) for i in market_order_ids))
+        failures: list[_BoxFailure] = []
+        for chunk in common.chunks(box_ids, MAX_ACK_IDS):
+            failures += self._acknowledge_chunk(chunk)
+        _raise_for_box_failures("acknowledgement", failures)
+
+    def _acknowledge_chunk(self, box_ids: list[int]) -> list[_BoxFailure]:
+        try:
+            results = self._send_boxes("acknowledgement", box_ids)
+        except RateLimitedError:
+            raise  # refused before anything happened: nothing to look up
+        except TransientError:
+            log.info(
+                "coupang %s: acknowledgement outcome unknown for %d box(es); reading their state",
+                self.account.name,
+                len(box_ids),
+            )
+            pending = [
+                b for b in box_ids if self._box_status_or_none(b) not in ACKNOWLEDGED_STATUSES
+            ]
+            if not pending:
+                return []
+            # Still ACCEPT: the lost call did not reach them. A second unknown outcome raises
+            # TransientError: the task's retry comes back here and reads the states again.
+            box_ids, results = pending, self._send_boxes("acknowledgement", pending)
+        failures: list[_BoxFailure] = []
+        for box_id in box_ids:
+            result = results.get(box_id)
+            if result is not None and result.succeed:
+                continue
+            # Refused (or not answered): done already if the box is past ACCEPT, e.g. acknowledged
+            # by an earlier call whose answer was lost.
+            status = self._box_status_or_none(box_id)
+            if status in ACKNOWLEDGED_STATUSES:
+                continue
+            failures.append(_BoxFailure.of(box_id, result, status))
+        return failures
 
     def upload_tracking(self, uploads: Sequence[TrackingUpload]) -> None:
-        """Invoice upload (INSTRUCT -> DEPARTURE), one entry per shipment box and vendor item."""
-        dtos: list[dict[str, Any]] = []
+        """Invoice upload (INSTRUCT -> DEPARTURE), one entry per shipment box and vendor item.
+        Safe to repeat.
+
+        Coupang takes invoices only for INSTRUCT boxes; a re-send for a box that already got it
+        is refused (``INVALID_STATUS``, ``retryRequired: false``). Every box's order sheet is read
+        first anyway (it carries the ``orderId`` and vendor items the upload needs), so a box
+        that already shows this invoice number is skipped, and an unknown outcome of the upload
+        itself is resolved by reading the states again instead of re-sending."""
+        dtos_by_box: dict[int, list[dict[str, Any]]] = {}
+        wanted_invoice: dict[int, str] = {}
         for upload in uploads:
             if not upload.tracking_number:
                 raise PermanentError(f"coupang {upload.market_order_id}: empty tracking number")
             code = carrier_code(upload.carrier)
             sheet = self._order_sheet(upload.market_order_id)
+            box_id = int(sheet["shipmentBoxId"])
+            if box_id in wanted_invoice:
+                # One invoice per box (no split shipping): a second one would replace the first.
+                raise PermanentError(
+                    f"coupang shipment box {box_id}: more than one tracking upload in one call "
+                    f"(split shipping is not supported)"
+                )
+            status = str(sheet.get("status") or "")
+            if status in SHIPPED_STATUSES:
+                if str(sheet.get("invoiceNumber") or "") == upload.tracking_number:
+                    wanted_invoice[box_id] = upload.tracking_number
+                    continue  # uploaded before (an earlier answer may have been lost)
+                raise PermanentError(
+                    f"coupang shipment box {box_id} is {status} with another invoice number; "
+                    f"changing it needs the invoice-update API"
+                )
+            if status != "INSTRUCT":
+                raise PermanentError(
+                    f"coupang shipment box {box_id} is {status or 'in no state'}: invoices are "
+                    f"accepted only for INSTRUCT boxes (acknowledge the order first)"
+                )
             vendor_items = [str(i.get("vendorItemId")) for i in sheet.get("orderItems") or []]
             wanted = list(upload.market_item_ids) or vendor_items
             unknown = [i for i in wanted if i not in vendor_items]
@@ -477,56 +555,90 @@ class CoupangConnector:
                     f"coupang {upload.market_order_id}: vendor items {unknown} are not in this "
                     f"shipment box"
                 )
-            for vendor_item_id in wanted:
-                dtos.append(
-                    {
-                        "shipmentBoxId": int(sheet["shipmentBoxId"]),
-                        "orderId": int(sheet["orderId"]),
-                        "vendorItemId": int(vendor_item_id),
-                        "deliveryCompanyCode": code,
-                        "invoiceNumber": upload.tracking_number,
-                        "splitShipping": False,
-                        "preSplitShipped": False,
-                        "estimatedShippingDate": "",
-                    }
-                )
-        # Re-sending the same invoice for the same box converges: safe to retry.
-        self._send_box_batches(
-            "invoice upload",
-            "POST",
-            "orders/invoices",
-            "orderSheetInvoiceApplyDtos",
-            dtos,
-            MAX_INVOICES_PER_CALL,
-            idempotent=True,
-        )
+            wanted_invoice[box_id] = upload.tracking_number
+            dtos_by_box[box_id] = [
+                invoice_dto(sheet, int(item), code, upload.tracking_number) for item in wanted
+            ]
+        failures: list[_BoxFailure] = []
+        box_ids = list(dtos_by_box)
+        # All dtos of one box go in the same call (Coupang answers per box).
+        for chunk in _box_chunks(box_ids, dtos_by_box, MAX_INVOICES_PER_CALL):
+            failures += self._invoice_chunk(chunk, dtos_by_box, wanted_invoice)
+        _raise_for_box_failures("invoice upload", failures)
 
-    def _send_box_batches(
+    def _invoice_chunk(
         self,
-        what: str,
-        method: str,
-        endpoint: str,
-        field: str,
-        values: Sequence[Any],
-        size: int,
-        *,
-        idempotent: bool | None = None,
-    ) -> None:
-        """Send ``values`` in calls of ``size`` as ``{"vendorId", field: chunk}`` and report
-        the shipment boxes Coupang refused (all chunks are sent first)."""
-        failures: list[str] = []
-        retry = False
-        for chunk in common.chunks(values, size):
-            _, body = self._call(
-                method,
-                f"{OPENAPI_V4}/{self.vendor_id}/{endpoint}",
-                json={"vendorId": self.vendor_id, field: chunk},
-                idempotent=idempotent,
+        box_ids: list[int],
+        dtos_by_box: dict[int, list[dict[str, Any]]],
+        wanted_invoice: dict[int, str],
+    ) -> list[_BoxFailure]:
+        def dtos(boxes: list[int]) -> list[dict[str, Any]]:
+            return [dto for box in boxes for dto in dtos_by_box[box]]
+
+        def shipped_with_ours(box_id: int) -> tuple[bool, str | None]:
+            sheet = self._order_sheet_or_none(box_id)
+            if sheet is None:
+                return False, None
+            status = str(sheet.get("status") or "")
+            ours = str(sheet.get("invoiceNumber") or "") == wanted_invoice[box_id]
+            return status in SHIPPED_STATUSES and ours, status
+
+        try:
+            results = self._send_boxes("invoice upload", dtos(box_ids))
+        except RateLimitedError:
+            raise  # refused before anything happened: nothing to look up
+        except TransientError:
+            log.info(
+                "coupang %s: invoice upload outcome unknown for %d box(es); reading their state",
+                self.account.name,
+                len(box_ids),
             )
-            failed, needs_retry = _failed_boxes(body, what)
-            failures += failed
-            retry = retry or needs_retry
-        common.raise_for_failures(MARKET, what, "shipment boxes", failures, retry=retry)
+            pending = [b for b in box_ids if not shipped_with_ours(b)[0]]
+            if not pending:
+                return []
+            box_ids, results = pending, self._send_boxes("invoice upload", dtos(pending))
+        failures: list[_BoxFailure] = []
+        for box_id in box_ids:
+            result = results.get(box_id)
+            if result is not None and result.succeed:
+                continue
+            done, status = shipped_with_ours(box_id)
+            if done:
+                continue  # refused as INVALID_STATUS because an earlier upload got through
+            failure = _BoxFailure.of(box_id, result, status)
+            if failure.code in _PERMANENT_INVOICE_CODES:
+                failure = _BoxFailure(failure.box_id, failure.code, False)
+            failures.append(failure)
+        return failures
+
+    def _send_boxes(self, what: str, values: Sequence[Any]) -> dict[int, _BoxResult]:
+        """One acknowledgement (box ids) or invoice (dtos) call; the per-box results. Never
+        repeated by the HTTP layer: an unknown outcome raises TransientError to the caller,
+        which reads the boxes' states."""
+        if what == "acknowledgement":
+            method, endpoint, body = (
+                "PUT",
+                "ordersheets/acknowledgement",
+                acknowledgement_body(self.vendor_id, values),
+            )
+        else:
+            method, endpoint, body = "POST", "orders/invoices", invoice_body(self.vendor_id, values)
+        _, answer = self._call(
+            method, f"{OPENAPI_V4}/{self.vendor_id}/{endpoint}", json=body, idempotent=False
+        )
+        return parse_box_results(answer, what)
+
+    def _box_status_or_none(self, box_id: int) -> str | None:
+        sheet = self._order_sheet_or_none(box_id)
+        return None if sheet is None else str(sheet.get("status") or "")
+
+    def _order_sheet_or_none(self, box_id: int) -> dict[str, Any] | None:
+        """The box's order sheet, or None when Coupang does not know it (a permanent answer);
+        a transient failure propagates (the state is unknown, the task retries)."""
+        try:
+            return self._order_sheet(str(box_id))
+        except PermanentError:
+            return None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -588,15 +700,103 @@ def _parse_order_sheet(record: Any) -> MarketOrder:
         ) from None
 
 
-def _failed_boxes(body: dict[str, Any], what: str) -> tuple[list[str], bool]:
+@dataclass(frozen=True)
+class _BoxResult:
+    """One ``responseList`` entry of an acknowledgement or invoice answer."""
+
+    succeed: bool
+    code: str
+    retry_required: bool
+
+
+@dataclass(frozen=True)
+class _BoxFailure:
+    box_id: int
+    code: str
+    retry: bool
+
+    @classmethod
+    def of(cls, box_id: int, result: _BoxResult | None, status: str | None) -> _BoxFailure:
+        if result is None:
+            return cls(box_id, "NOT_ANSWERED", True)
+        if status is None and result.code == "NOT_FOUND_SHIPMENT_BOX":
+            return cls(box_id, result.code, False)  # unknown to Coupang: retrying cannot help
+        return cls(box_id, result.code, result.retry_required)
+
+
+def acknowledgement_body(vendor_id: str, box_ids: Sequence[Any]) -> dict[str, Any]:
+    """The documented acknowledgement request: ``{"vendorId", "shipmentBoxIds": [...]}``."""
+    return {"vendorId": vendor_id, "shipmentBoxIds": [int(b) for b in box_ids]}
+
+
+def invoice_body(vendor_id: str, dtos: Sequence[Any]) -> dict[str, Any]:
+    """The documented invoice request: ``{"vendorId", "orderSheetInvoiceApplyDtos": [...]}``."""
+    return {"vendorId": vendor_id, "orderSheetInvoiceApplyDtos": list(dtos)}
+
+
+def invoice_dto(
+    sheet: dict[str, Any], vendor_item_id: int, delivery_company_code: str, invoice_number: str
+) -> dict[str, Any]:
+    """One ``orderSheetInvoiceApplyDtos`` entry (no split shipping)."""
+    return {
+        "shipmentBoxId": int(sheet["shipmentBoxId"]),
+        "orderId": int(sheet["orderId"]),
+        "vendorItemId": int(vendor_item_id),
+        "deliveryCompanyCode": delivery_company_code,
+        "invoiceNumber": invoice_number,
+        "splitShipping": False,
+        "preSplitShipped": False,
+        "estimatedShippingDate": "",
+    }
+
+
+def parse_box_results(body: dict[str, Any], what: str) -> dict[int, _BoxResult]:
+    """``data.responseList`` of an acknowledgement / invoice answer, by shipment box id.
+    TransientError when the envelope is not the documented one (a gateway's answer)."""
     data = body.get("data")
-    if body.get("code") != 200 or not isinstance(data, dict):
+    if not response_ok(body) or not isinstance(data, dict):
         raise TransientError(f"coupang {what}: unexpected response (code {body.get('code')})")
-    failed = [
-        str(r.get("shipmentBoxId")) for r in data.get("responseList") or [] if not r.get("succeed")
-    ]
-    retry = any(r.get("retryRequired") for r in data.get("responseList") or [])
-    return failed, retry
+    entries = data.get("responseList")
+    if not isinstance(entries, list):
+        raise TransientError(f"coupang {what}: response has no responseList")
+    results: dict[int, _BoxResult] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not str(entry.get("shipmentBoxId", "")).isdigit():
+            raise TransientError(f"coupang {what}: malformed responseList entry")
+        results[int(entry["shipmentBoxId"])] = _BoxResult(
+            succeed=entry.get("succeed") is True,
+            code=str(entry.get("resultCode") or ""),
+            retry_required=entry.get("retryRequired") is True,
+        )
+    return results
+
+
+def _box_chunks(
+    box_ids: list[int], dtos_by_box: dict[int, list[dict[str, Any]]], size: int
+) -> Iterator[list[int]]:
+    """Boxes grouped so one call carries at most ``size`` dtos (a box is never split)."""
+    chunk: list[int] = []
+    count = 0
+    for box_id in box_ids:
+        n = len(dtos_by_box[box_id])
+        if chunk and count + n > size:
+            yield chunk
+            chunk, count = [], 0
+        chunk.append(box_id)
+        count += n
+    if chunk:
+        yield chunk
+
+
+def _raise_for_box_failures(what: str, failures: Sequence[_BoxFailure]) -> None:
+    """Boxes Coupang refused, by id and result code: TransientError when every one of them
+    may succeed on a retry, PermanentError otherwise."""
+    if not failures:
+        return
+    shown = ", ".join(f"{f.box_id} ({f.code or 'refused'})" for f in failures[:20])
+    more = f" (+{len(failures) - 20} more)" if len(failures) > 20 else ""
+    message = f"coupang {what} failed for shipment boxes {shown}{more}"
+    raise (TransientError if all(f.retry for f in failures) else PermanentError)(message)
 
 
 def _minute_floor(value: datetime) -> datetime:
@@ -617,4 +817,4 @@ def _no_query(path: str) -> str:
     return path.split("?", 1)[0]
 
 
-__all__ = ["CARRIER_CODES", "CoupangConnector", "carrier_code", "coupang_authorization"]
+__all__ = ["CoupangConnector", "carrier_code", "coupang_authorization", "response_ok"]

@@ -38,6 +38,7 @@ import requests
 
 from dropship.errors import PermanentError, TransientError
 from dropship.platforms import _market_common as common
+from dropship.platforms import carriers
 from dropship.platforms._market_common import KST
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import AuthRejectedError, PlatformHttp
@@ -65,17 +66,10 @@ MAX_OPTIONAL_IMAGES = 9
 # A seller management code normally matches one listing; a page this size also shows duplicates.
 SKU_SEARCH_PAGE_SIZE = 100
 
-# Naver's deliveryCompanyCode for the carriers our suppliers use.
-CARRIER_CODES: dict[str, str] = {
-    "CJ대한통운": "CJGLS",
-    "CJ": "CJGLS",
-    "한진택배": "HANJIN",
-    "롯데택배": "LOTTE",
-    "우체국택배": "EPOST",
-    "로젠택배": "KGB",
-    "경동택배": "KDEXP",
-}
-KNOWN_CARRIER_CODES = frozenset(CARRIER_CODES.values()) | {"CHUNILPS", "DAESIN", "ILYANG", "CVSNET"}
+# lastChangedTo is inclusive (file id 46062719477); asking up to 1 ms before the end keeps our
+# windows half-open (Naver's times carry milliseconds), so a change at a window's end is read by
+# the next window only.
+_INCLUSIVE_END_STEP = timedelta(milliseconds=1)
 
 
 def client_secret_sign(client_id: str, client_secret: str, timestamp_ms: int) -> str:
@@ -93,8 +87,9 @@ def client_secret_sign(client_id: str, client_secret: str, timestamp_ms: int) ->
 
 
 def carrier_code(carrier: str) -> str:
-    """Naver's deliveryCompanyCode for a carrier name or code; PermanentError when unknown."""
-    return common.carrier_code(MARKET, carrier, CARRIER_CODES, KNOWN_CARRIER_CODES)
+    """Naver's deliveryCompanyCode for a carrier (our id, a name or a code); PermanentError
+    naming it when unknown. The table is :mod:`dropship.platforms.carriers`."""
+    return carriers.market_code(MARKET, carrier)
 
 
 def naver_time(value: datetime) -> str:
@@ -429,27 +424,21 @@ class NaverConnector:
             window_start = window_end
 
     def _change_pages(self, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+        """Changes in ``[start, end)``, one list per page, following ``more`` as documented: the
+        next request's ``lastChangedFrom`` is ``more.moreFrom`` and its ``moreSequence`` is
+        ``more.moreSequence`` (file id 46062719477)."""
         params: dict[str, Any] = {
             "lastChangedFrom": naver_time(start),
-            "lastChangedTo": naver_time(end),
+            "lastChangedTo": naver_time(end - _INCLUSIVE_END_STEP),
             "limitCount": PAGE_LIMIT,
         }
         cursors_seen: set[tuple[str, str]] = set()
         for _ in range(MAX_PAGES_PER_WINDOW):
             _, body = self._call("GET", f"{PAY_ORDER}/last-changed-statuses", params=params)
-            data = body.get("data")
-            if not isinstance(data, dict):
-                raise TransientError("naver last-changed-statuses: response has no 'data' object")
-            changes = data.get("lastChangeStatuses") or []
-            if not isinstance(changes, list):
-                raise TransientError("naver last-changed-statuses: 'lastChangeStatuses' not a list")
+            changes, cursor = parse_change_page(body)
             yield changes
-            more = data.get("more")
-            if not more:
+            if cursor is None:
                 return
-            cursor = (str(more.get("moreFrom") or ""), str(more.get("moreSequence") or ""))
-            if not all(cursor):
-                raise TransientError("naver last-changed-statuses: 'more' without a cursor")
             if cursor in cursors_seen:
                 raise TransientError("naver last-changed-statuses: paging cursor did not advance")
             cursors_seen.add(cursor)
@@ -499,15 +488,8 @@ class NaverConnector:
                 raise PermanentError(f"naver {upload.market_order_id}: empty tracking number")
             code = carrier_code(upload.carrier)
             for product_order_id in upload.market_item_ids or (upload.market_order_id,):
-                items.append(
-                    {
-                        "productOrderId": str(product_order_id),
-                        "deliveryMethod": "DELIVERY",
-                        "deliveryCompanyCode": code,
-                        "trackingNumber": upload.tracking_number,
-                        "dispatchDate": now,
-                    }
-                )
+                number = upload.tracking_number
+                items.append(dispatch_item(str(product_order_id), code, number, now))
         failures: list[str] = []
         for chunk in common.chunks(items, MAX_DISPATCH):
             # Dispatching the same product order with the same invoice again converges.
@@ -585,6 +567,48 @@ def _parse_product_order(record: Any, changes: dict[str, dict[str, Any]]) -> Mar
         ) from None
 
 
+def dispatch_item(
+    product_order_id: str, delivery_company_code: str, tracking_number: str, dispatch_date: str
+) -> dict[str, Any]:
+    """One ``dispatchProductOrders`` entry of the dispatch page (file id 71060339404): parcel
+    delivery (``DELIVERY``) with Naver's carrier code and the tracking number."""
+    return {
+        "productOrderId": product_order_id,
+        "deliveryMethod": "DELIVERY",
+        "deliveryCompanyCode": delivery_company_code,
+        "trackingNumber": tracking_number,
+        "dispatchDate": dispatch_date,
+    }
+
+
+def parse_change_page(body: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    """One ``last-changed-statuses`` answer: its changes and the ``(moreFrom, moreSequence)``
+    cursor of the next page (None on the last page).
+
+    Naver leaves ``data`` out when nothing changed in the range (file id 71297095581; the
+    schema marks it optional, file id 46062719477): that is an empty last page, not an error.
+    A ``data`` that is there but not the documented object is a broken answer (TransientError)."""
+    if "data" not in body or body["data"] is None:
+        return [], None
+    data = body["data"]
+    if not isinstance(data, dict):
+        raise TransientError("naver last-changed-statuses: 'data' is not an object")
+    changes = data.get("lastChangeStatuses")
+    if changes is None:
+        changes = []
+    if not isinstance(changes, list) or not all(isinstance(c, dict) for c in changes):
+        raise TransientError("naver last-changed-statuses: 'lastChangeStatuses' is not a list")
+    more = data.get("more")
+    if not more:
+        return changes, None
+    if not isinstance(more, dict):
+        raise TransientError("naver last-changed-statuses: 'more' is not an object")
+    cursor = (str(more.get("moreFrom") or ""), str(more.get("moreSequence") or ""))
+    if not all(cursor):
+        raise TransientError("naver last-changed-statuses: 'more' without a cursor")
+    return changes, cursor
+
+
 def _origin_product_path(market_product_id: str, api: str = "v2") -> str:
     """Origin products are read and written through v2; their status changes through v1."""
     number = common.numeric_id(MARKET, market_product_id)
@@ -602,4 +626,10 @@ def _failed_ids(body: dict[str, Any], what: str) -> list[str]:
     ]
 
 
-__all__ = ["CARRIER_CODES", "NaverConnector", "carrier_code", "client_secret_sign"]
+__all__ = [
+    "NaverConnector",
+    "carrier_code",
+    "client_secret_sign",
+    "dispatch_item",
+    "parse_change_page",
+]

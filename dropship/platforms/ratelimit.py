@@ -75,12 +75,12 @@ class RateLimit:
         return self.calls / self.period_s
 
 
-# The design's defaults. Domeggook publishes no limit: 600/min is a conservative guess.
+# The design's defaults, from each platform's published or measured limits (docs/PLATFORMS.md).
 DEFAULT_RATE_LIMITS: Mapping[str, RateLimit] = {
     "gentrade": RateLimit(1000, 3600.0),
     "ownerclan": RateLimit(500, 3600.0),
     "coupang": RateLimit(100, 60.0),
-    "naver": RateLimit(200, 60.0),
+    "naver": RateLimit(120, 60.0),  # 2/s: measured per application (docs/PLATFORMS.md)
     "domeggook": RateLimit(180, 60.0),  # published: 180/min + 15,000/day (docs/PLATFORMS.md)
 }
 

@@ -106,7 +106,7 @@ DEFAULT_SANDBOX_RATE_LIMITS: Mapping[str, SandboxRateLimit] = {
     "domeggook": SandboxRateLimit(600, 60.0),
     "gentrade": SandboxRateLimit(1000, 3600.0),
     "coupang": SandboxRateLimit(100, 60.0),
-    "naver": SandboxRateLimit(200, 60.0),
+    "naver": SandboxRateLimit(2, 1.0, burst=4),  # measured: 2/s, burst 4 per application
 }
 
 DEFAULT_TOKEN_TTLS_S: Mapping[str, int] = {

@@ -19,8 +19,15 @@ Faithful to the real gateway where it matters to a client:
 * **Orders** (``/v2/providers/openapi/apis/api/v4/vendors/{vendorId}``): ``ordersheets`` with
   ``createdAtFrom``/``createdAtTo`` (daily ``yyyy-MM-dd`` or ``searchType=timeFrame`` with
   ``yyyy-MM-ddTHH:mm``, KST), ``status``, ``maxPerPage`` (<= 50) and ``nextToken`` paging;
-  ``ordersheets/{shipmentBoxId}``; ``ordersheets/acknowledgement`` (ACCEPT -> INSTRUCT, <= 50
-  ids); ``orders/invoices`` (INSTRUCT -> DEPARTURE).
+  ``ordersheets/{shipmentBoxId}``; ``ordersheets/acknowledgement`` (<= 50 ids, PUT or PATCH)
+  moves **only ACCEPT** boxes to INSTRUCT (others: ``responseCode`` 99 and the document's
+  message); ``orders/invoices`` takes invoices **only for INSTRUCT** boxes (others:
+  ``INVALID_STATUS``, ``retryRequired: false``), one result per box. A blind re-send after a lost
+  answer is therefore refused, as on Coupang. ``code`` is 200 (number) in lists and "200" elsewhere,
+  as the documents' samples show.
+* **Throttling** per vendor: the core's token bucket answers excess with 429; sustained excess
+  blocks the vendor for minutes of world time (:class:`ThrottlePolicy`,
+  ``/_sandbox/coupang/throttle``).
 
 Orders arrive by themselves at ``SandboxConfig.order_rate_per_min`` (deterministic Poisson
 arrivals from the seed, for products the vendor has listed), and tests create them on demand with
@@ -32,10 +39,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import random
 import re
+import time
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,7 +58,7 @@ from dropship.sandbox._market_common import (
     fake_name,
     parse_order_batch,
 )
-from dropship.sandbox.core import AdminHandler, RouteSpec, SandboxState
+from dropship.sandbox.core import AdminHandler, RateDecision, RouteSpec, SandboxState
 from dropship.sandbox.credentials import accounts_for
 
 PLATFORM = "coupang"
@@ -64,6 +74,40 @@ ORDER_STATUSES = (
 )
 MAX_PER_PAGE = 50
 MAX_ACK_IDS = 50
+# Coupang's deliveryCompanyCode table (developer site "택배사 코드", crawl in
+# halion125-co/populer125 docs/coupang_openapi_ko.md; invoice-upload-processing.document.ts), with
+# the names order sheets show in ``deliveryCompanyName``. Struck-through (merged or closed)
+# carriers such as KOREX are absent: an invoice naming them is refused.
+DELIVERY_COMPANIES: dict[str, str] = {
+    "HYUNDAI": "롯데택배",
+    "KGB": "로젠택배",
+    "EPOST": "우체국",
+    "HANJIN": "한진택배",
+    "CJGLS": "CJ 대한통운",
+    "KDEXP": "경동택배",
+    "DIRECT": "업체직송",
+    "ILYANG": "일양택배",
+    "CHUNIL": "천일특송",
+    "AJOU": "아주택배",
+    "CSLOGIS": "SC로지스",
+    "DAESIN": "대신택배",
+    "CVS": "CVS택배",
+    "HDEXP": "합동택배",
+    "DHL": "DHL",
+    "UPS": "UPS",
+    "FEDEX": "FEDEX",
+    "REGISTPOST": "우편등기",
+    "EMS": "우체국 EMS",
+    "TNT": "TNT",
+    "USPS": "USPS",
+    "KUNYOUNG": "건영택배",
+    "SLX": "SLX택배",
+    "HONAM": "호남택배",
+}
+# Wording of the acknowledgement document (product-preparation-processing.document.ts) for a box
+# that is not in ACCEPT, and of the invoice document's result-code table.
+NOT_ACCEPT_MESSAGE = "배송상태를 변경할 수 없습니다. 주문내역을 확인해주세요."
+INVALID_STATUS_MESSAGE = "배송진행상태가 유효하지 않습니다."
 
 _AUTH_RE = re.compile(
     r"^CEA algorithm=(?P<algorithm>[^,]+), access-key=(?P<access_key>[^,]+), "
@@ -163,6 +207,7 @@ class OrderSheet:
     shipping_price: int = 0
     delivery_company_code: str | None = None
     invoice_number: str | None = None
+    invoice_uploaded_at: datetime | None = None
 
     def render(self) -> dict[str, Any]:
         return {
@@ -171,7 +216,12 @@ class OrderSheet:
             "orderedAt": kst(self.ordered_at),
             "paidAt": kst(self.ordered_at + timedelta(seconds=5)),
             "status": self.status,
-            "orderer": {"name": self.orderer_name, "email": None, "safeNumber": None},
+            "orderer": {
+                "name": self.orderer_name,
+                "email": None,
+                "safeNumber": None,
+                "ordererNumber": None,
+            },
             "receiver": dict(self.receiver),
             "shippingPrice": self.shipping_price,
             "remotePrice": 0,
@@ -179,11 +229,77 @@ class OrderSheet:
             "parcelPrintMessage": "문 앞에 놓아주세요",
             "splitShipping": False,
             "ableSplitShipping": False,
-            "orderItems": [dict(line) for line in self.lines],
-            "deliveryCompanyName": self.delivery_company_code,
+            "orderItems": [_render_line(line, self) for line in self.lines],
+            "overseaShippingInfoDto": {
+                "personalCustomsClearanceCode": None,
+                "ordererSsn": "",
+                "ordererPhoneNumber": "",
+            },
+            # The order sheet names the carrier (e.g. "CJ 대한통운"), not its code.
+            "deliveryCompanyName": (
+                DELIVERY_COMPANIES.get(self.delivery_company_code, self.delivery_company_code)
+                if self.delivery_company_code
+                else None
+            ),
             "invoiceNumber": self.invoice_number,
+            "inTrasitDateTime": None,  # (sic) Coupang's spelling
+            "deliveredDate": None,
+            "refer": "PC웹",
             "shipmentType": "THIRD_PARTY",
         }
+
+
+def _render_line(line: dict[str, Any], sheet: OrderSheet) -> dict[str, Any]:
+    """One ``orderItems`` entry with the documented fields around the ones we keep."""
+    uploaded = sheet.invoice_uploaded_at
+    return {
+        "vendorItemPackageId": 0,
+        "vendorItemPackageName": line["sellerProductName"],
+        "productId": line["sellerProductId"] + 7_000_000_000,
+        **line,
+        "etcInfoHeader": None,
+        "etcInfoValue": None,
+        "etcInfoValues": [],
+        "firstSellerProductItemName": line["sellerProductItemName"],
+        "cancelCount": 0,
+        "holdCountForCancel": 0,
+        "estimatedShippingDate": (sheet.ordered_at + timedelta(days=2))
+        .astimezone(KST)
+        .strftime("%Y-%m-%d"),
+        "plannedShippingDate": "",
+        "invoiceNumberUploadDate": kst(uploaded) if uploaded else "",
+        "extraProperties": {},
+        "pricingBadge": False,
+        "usedProduct": False,
+        "confirmDate": None,
+        "deliveryChargeTypeName": "무료" if sheet.shipping_price == 0 else "유료",
+        "canceled": False,
+    }
+
+
+@dataclass
+class ThrottlePolicy:
+    """How the sandbox blocks a vendor, after Coupang's rate-limit notices (developer site
+    articles 20414599556889 and 23902034110617, 2023-10-12; crawl in halion125-co/populer125
+    docs/coupang_openapi_ko.md): the limit applies per vendorId ("초당 10회 이상 ... 판매자ID"),
+    excess is answered 429 "Too Many Requests" and blocked, and the block is lifted "within
+    minutes to tens of minutes" once the call rate is back within the limit.
+
+    The notices give no exact figures for "sustained" or for the block, so the sandbox decides
+    (docs/PLATFORMS.md): ``excess_calls`` refused calls within ``excess_window_s`` seconds (wall
+    clock: the rate is about real requests) block the vendor for ``block_s`` seconds of *world*
+    time (tests move past it with the sandbox clock); a call during the block is refused too and,
+    if such calls are themselves excessive, extends the block."""
+
+    excess_calls: int = 20
+    excess_window_s: float = 10.0
+    block_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.excess_calls < 1 or self.excess_window_s <= 0 or self.block_s < 0:
+            raise ValueError(
+                "throttle needs excess_calls >= 1, excess_window_s > 0 and block_s >= 0"
+            )
 
 
 @dataclass
@@ -199,6 +315,10 @@ class CoupangStore:
     next_order_id: int = 20_000_000_001
     next_box_id: int = 600_000_001
     arrivals_until: datetime | None = None
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    # vendor -> wall-clock (monotonic) times of its recently refused calls
+    refused: dict[str, deque[float]] = field(default_factory=dict)
+    blocked_until: dict[str, datetime] = field(default_factory=dict)  # vendor -> world time
 
     def __post_init__(self) -> None:
         self.arrivals_until = self.created_at
@@ -270,6 +390,38 @@ class CoupangWorld:
             if product is None or product.vendor_id != vendor_id:
                 return None
             return next(i for i in product.items if i.vendor_item_id == vendor_item_id)
+
+    # ---- throttling (see ThrottlePolicy)
+
+    def blocked_for_s(self, vendor_id: str) -> float:
+        """Seconds (world time) the vendor stays blocked; 0 when it is not."""
+        with self.state.lock:
+            until = self.store.blocked_until.get(vendor_id)
+            if until is None:
+                return 0.0
+            left = (until - self.state.now()).total_seconds()
+            if left <= 0:
+                del self.store.blocked_until[vendor_id]
+                return 0.0
+            return left
+
+    def note_refused(self, vendor_id: str) -> float:
+        """Record a refused call; start (or extend) the block when refusals are sustained.
+        Returns the seconds the vendor is now blocked for (0: not blocked)."""
+        with self.state.lock:
+            policy = self.store.throttle
+            now = time.monotonic()
+            refused = self.store.refused.setdefault(vendor_id, deque())
+            refused.append(now)
+            while refused and refused[0] < now - policy.excess_window_s:
+                refused.popleft()
+            if len(refused) >= policy.excess_calls and policy.block_s > 0:
+                self.store.blocked_until[vendor_id] = self.state.now() + timedelta(
+                    seconds=policy.block_s
+                )
+                refused.clear()
+                self.state.count("coupang_blocks", vendor_id)
+            return self.blocked_for_s(vendor_id)
 
     # ---- orders
 
@@ -363,6 +515,51 @@ class CoupangHandler(MarketHandler):
     vendor_id: str
     world: CoupangWorld
 
+    _claimed_vendor: str | None = None
+
+    async def prepare(self) -> None:
+        # Coupang throttles per vendorId: name the vendor from the access key before anything
+        # else (unverified: a blocked vendor is refused whatever its signature).
+        self._claimed_vendor = self._vendor_of_access_key()
+        if self._claimed_vendor is not None:
+            world = CoupangWorld(self.state)
+            blocked_s = world.blocked_for_s(self._claimed_vendor)
+            if blocked_s > 0:
+                self.state.record_call(PLATFORM, self.endpoint or type(self).__name__)
+                with self.state.lock:
+                    self.state.violations[PLATFORM] += 1
+                blocked_s = world.note_refused(self._claimed_vendor) or blocked_s
+                self._write_too_many(blocked_s, blocked=True)
+                self.finish()
+                return
+        await super().prepare()
+
+    def _vendor_of_access_key(self) -> str | None:
+        match = _AUTH_RE.match(self.request.headers.get("Authorization", "").strip())
+        if match is None:
+            return None
+        account = next(
+            (a for a in accounts_for(PLATFORM) if a["access_key"] == match["access_key"]), None
+        )
+        return None if account is None else account["vendor_id"]
+
+    def write_rate_limited(self, decision: RateDecision) -> None:
+        """The core's bucket refused this call: Coupang's 429, and a block once sustained."""
+        blocked_s = 0.0
+        if self._claimed_vendor is not None:
+            blocked_s = CoupangWorld(self.state).note_refused(self._claimed_vendor)
+        if blocked_s > 0:
+            self._write_too_many(blocked_s, blocked=True)
+        else:
+            self._write_too_many(decision.retry_after_s, blocked=False)
+
+    def _write_too_many(self, retry_after_s: float, *, blocked: bool) -> None:
+        self.set_header("Retry-After", str(max(1, math.ceil(retry_after_s))))
+        message = "Too Many Requests"
+        if blocked:
+            message += "; the vendor is blocked for exceeding the call rate"
+        self.write_json({"code": "ERROR", "message": message, "data": None}, status=429)
+
     def authenticate(self) -> None:
         vendor_id = self._verified_vendor()
         if vendor_id is None:
@@ -414,8 +611,10 @@ class CoupangHandler(MarketHandler):
     def seller_error(self, status: int, message: str) -> None:
         self.write_json({"code": "ERROR", "message": message, "data": None}, status=status)
 
-    def v4_ok(self, data: Any, **extra: Any) -> None:
-        self.write_json({"code": 200, "message": "OK", "data": data, **extra})
+    def v4_ok(self, data: Any, code: int | str = 200, **extra: Any) -> None:
+        """The openapi v4 envelope. ``code`` follows the documents' samples: the number 200 in
+        order-sheet lists, the string "200" elsewhere (clients must accept both)."""
+        self.write_json({"code": code, "message": "OK", "data": data, **extra})
 
     def v4_error(self, status: int, message: str) -> None:
         self.write_json({"code": status, "message": message}, status=status)
@@ -626,27 +825,34 @@ class OrderSheetHandler(CoupangHandler):
         if sheet is None:
             return self.v4_error(400, f"shipmentBoxId {box_id} 발주서가 존재하지 않습니다.")
         with self.state.lock:
-            self.v4_ok(sheet.render())
+            self.v4_ok(sheet.render(), code="200")
 
 
-def _result(box_id: Any, succeed: bool, message: str) -> dict[str, Any]:
+def _result(
+    box_id: Any, succeed: bool, message: str | None, code: str = "OK", retry: bool = False
+) -> dict[str, Any]:
+    """One ``responseList`` entry, as both documents show it."""
     return {
         "shipmentBoxId": box_id,
         "succeed": succeed,
-        "resultCode": "OK" if succeed else "FAIL",
-        "retryRequired": False,
+        "resultCode": code if not succeed else "OK",
+        "retryRequired": retry,
         "resultMessage": message,
     }
 
 
-def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+def _response_code(results: list[dict[str, Any]]) -> int:
+    """0 all succeeded, 1 partial errors, 99 all failed (both documents' tables)."""
     ok = sum(1 for r in results if r["succeed"])
-    code = 0 if ok == len(results) else (1 if ok else 99)
-    message = {0: "SUCCESS", 1: "PARTIAL_ERROR", 99: "FAIL"}[code]
-    return {"responseCode": code, "responseMessage": message, "responseList": results}
+    return 0 if ok == len(results) else (1 if ok else 99)
 
 
 class AcknowledgementHandler(CoupangHandler):
+    """상품준비중 처리 (product-preparation-processing.document.ts): only ACCEPT boxes move to
+    INSTRUCT; any other box fails with the document's message and the call's responseCode is 99
+    when no box succeeded. A re-sent acknowledgement is therefore refused, as on Coupang. The
+    document lists PATCH (older) and PUT; both are served."""
+
     endpoint = "ordersheets.acknowledgement"
 
     def put(self, vendor_id: str) -> None:
@@ -658,67 +864,142 @@ class AcknowledgementHandler(CoupangHandler):
             return self.v4_error(400, "shipmentBoxIds must be a non-empty list")
         if len(box_ids) > MAX_ACK_IDS:
             return self.v4_error(400, f"at most {MAX_ACK_IDS} shipmentBoxIds per call")
+        if body.get("vendorId") not in (None, vendor_id):
+            return self.v4_error(400, f"vendorId {body.get('vendorId')} does not match the path")
         results = []
         with self.state.lock:
             for raw_id in box_ids:
                 sheet = self.world.order(vendor_id, raw_id) if isinstance(raw_id, int) else None
                 if sheet is None:
-                    results.append(_result(raw_id, False, "발주서가 존재하지 않습니다."))
+                    results.append(
+                        _result(
+                            raw_id,
+                            False,
+                            f"shipmentBoxId ({raw_id}) is not found.",
+                            "NOT_FOUND_SHIPMENT_BOX",
+                            retry=True,  # as the document's sample answers
+                        )
+                    )
                 elif sheet.status == "ACCEPT":
                     sheet.status = "INSTRUCT"
-                    results.append(_result(raw_id, True, "상품준비중 처리 완료"))
-                elif sheet.status == "INSTRUCT":
-                    results.append(_result(raw_id, True, "이미 상품준비중입니다."))
+                    results.append(_result(raw_id, True, "request succeeded."))
+                    self.count("coupang_acknowledgements", str(raw_id))
                 else:
-                    results.append(
-                        _result(raw_id, False, f"{sheet.status} 상태는 처리할 수 없습니다.")
-                    )
-        self.v4_ok(_summary(results))
+                    results.append(_result(raw_id, False, NOT_ACCEPT_MESSAGE, "INVALID_STATUS"))
+        code = _response_code(results)
+        summary = {0: "All succeeded.", 1: "Partial errors.", 99: "All Failed."}[code]
+        self.v4_ok(
+            {
+                # A request key (the document's sample shows a large signed number).
+                "responseKey": int(hashlib.sha256(repr(box_ids).encode()).hexdigest()[:15], 16),
+                "responseCode": code,
+                "responseMessage": f"apply instructStatus result - {summary}",
+                "responseList": results,
+            },
+            code="200",
+        )
+
+    patch = put
+
+
+_INVOICE_FIELDS = (
+    "shipmentBoxId",
+    "orderId",
+    "vendorItemId",
+    "deliveryCompanyCode",
+    "invoiceNumber",
+    "splitShipping",
+    "preSplitShipped",
+    "estimatedShippingDate",
+)
 
 
 class InvoicesHandler(CoupangHandler):
+    """송장업로드 처리 (invoice-upload-processing.document.ts): invoices only for INSTRUCT boxes
+    ("상품준비중 상태의 주문에 대해서만 송장업로드가 가능합니다"); any other state is
+    ``INVALID_STATUS`` with ``retryRequired: false``, so a re-sent invoice is refused. One result
+    per shipment box; every vendor item of the box must be in the upload (no split shipping:
+    ``NOT_FOUND_VENDOR_ITEM``); an invoice number already used by another box is
+    ``DUPLICATE_INVOICE_NUMBER``; a carrier code outside Coupang's table is refused with 400."""
+
     endpoint = "orders.invoices"
 
     def post(self, vendor_id: str) -> None:
         if not self.check_vendor(vendor_id):
             return
         body = self.body_object()
+        if body.get("vendorId") != vendor_id:
+            return self.v4_error(400, "vendorId is required and must match the path")
         dtos = body.get("orderSheetInvoiceApplyDtos")
         if not isinstance(dtos, list) or not dtos:
             return self.v4_error(400, "orderSheetInvoiceApplyDtos must be a non-empty list")
+        by_box: dict[Any, list[dict[str, Any]]] = {}
+        for dto in dtos:
+            if not isinstance(dto, dict):
+                return self.v4_error(400, "each invoice must be an object")
+            missing = [f for f in _INVOICE_FIELDS if f not in dto or dto[f] is None]
+            if missing:
+                return self.v4_error(400, f"invoice missing {', '.join(missing)}")
+            if dto["deliveryCompanyCode"] not in DELIVERY_COMPANIES:
+                return self.v4_error(
+                    400, f"지원하지 않는 택배사 코드입니다: {str(dto['deliveryCompanyCode'])[:20]}"
+                )
+            if not dto["invoiceNumber"]:
+                return self.v4_error(400, "invoiceNumber is required without split shipping")
+            by_box.setdefault(dto["shipmentBoxId"], []).append(dto)
         results = []
         with self.state.lock:
-            for dto in dtos:
-                if not isinstance(dto, dict):
-                    return self.v4_error(400, "each invoice must be an object")
-                missing = [
-                    f
-                    for f in (
-                        "shipmentBoxId",
-                        "orderId",
-                        "vendorItemId",
-                        "deliveryCompanyCode",
-                        "invoiceNumber",
-                    )
-                    if dto.get(f) in (None, "")
-                ]
-                if missing:
-                    return self.v4_error(400, f"invoice missing {', '.join(missing)}")
-                box_id = dto["shipmentBoxId"]
-                sheet = self.world.order(vendor_id, box_id) if isinstance(box_id, int) else None
-                if sheet is None or sheet.order_id != dto["orderId"]:
-                    results.append(_result(box_id, False, "발주서/주문번호가 일치하지 않습니다."))
-                elif sheet.status not in ("INSTRUCT", "DEPARTURE"):
-                    results.append(
-                        _result(box_id, False, f"{sheet.status} 상태는 송장을 등록할 수 없습니다.")
-                    )
-                else:
-                    sheet.status = "DEPARTURE"
-                    sheet.delivery_company_code = str(dto["deliveryCompanyCode"])
-                    sheet.invoice_number = str(dto["invoiceNumber"])
-                    results.append(_result(box_id, True, "송장 등록 완료"))
-                    self.count("coupang_invoices", str(box_id))
-        self.v4_ok(_summary(results))
+            used = {
+                o.invoice_number: o.shipment_box_id
+                for o in self.world.store.orders.values()
+                if o.invoice_number
+            }
+            for box_id, box_dtos in by_box.items():
+                results.append(self._apply(vendor_id, box_id, box_dtos, used))
+        code = _response_code(results)
+        message = {0: "SUCCESS", 1: "PARTIAL_ERROR", 99: "FAILED"}[code]
+        self.v4_ok(
+            {"responseCode": code, "responseMessage": message, "responseList": results},
+            code="200",
+        )
+
+    def _apply(
+        self,
+        vendor_id: str,
+        box_id: Any,
+        dtos: list[dict[str, Any]],
+        used: dict[str, int],
+    ) -> dict[str, Any]:
+        """One box's invoice; call with the state lock held."""
+        sheet = self.world.order(vendor_id, box_id) if isinstance(box_id, int) else None
+        if sheet is None or any(d["orderId"] != sheet.order_id for d in dtos):
+            return _result(box_id, False, "존재하지 않는 송장번호입니다.", "NOT_FOUND_SHIPMENT_BOX")
+        if sheet.status != "INSTRUCT":
+            return _result(box_id, False, INVALID_STATUS_MESSAGE, "INVALID_STATUS")
+        items = {int(line["vendorItemId"]) for line in sheet.lines}
+        given = {d["vendorItemId"] for d in dtos}
+        if given != items:
+            return _result(
+                box_id, False, "합포장건 중 누락된 상품이 있습니다.", "NOT_FOUND_VENDOR_ITEM"
+            )
+        numbers = {str(d["invoiceNumber"]) for d in dtos}
+        codes = {str(d["deliveryCompanyCode"]) for d in dtos}
+        if len(numbers) != 1 or len(codes) != 1:
+            return _result(
+                box_id, False, "송장번호가 유효하지 않습니다.", "INVALID_INVOICE_NUMBER", True
+            )
+        (number,), (company,) = numbers, codes
+        if used.get(number, box_id) != box_id:
+            return _result(
+                box_id, False, "이미 저장된 송장번호가 있습니다.", "DUPLICATE_INVOICE_NUMBER", True
+            )
+        sheet.status = "DEPARTURE"
+        sheet.delivery_company_code = company
+        sheet.invoice_number = number
+        sheet.invoice_uploaded_at = self.state.now()
+        used[number] = box_id
+        self.count("coupang_invoices", str(box_id))
+        return _result(box_id, True, None)
 
 
 # --------------------------------------------------------------------------- admin
@@ -766,6 +1047,39 @@ class CoupangOrdersAdminHandler(AdminHandler):
         self.write_json({"orders": sheets})
 
 
+class CoupangThrottleAdminHandler(AdminHandler):
+    """``GET /_sandbox/coupang/throttle``: the policy and each blocked vendor's remaining
+    seconds (world time); ``POST`` ``{"excess_calls": 5, "excess_window_s": 10, "block_s": 300}``
+    changes the policy (until the next reset)."""
+
+    def get(self) -> None:
+        world = CoupangWorld(self.state)
+        with self.state.lock:
+            vendors = list(world.store.blocked_until)
+            policy = asdict(world.store.throttle)
+        blocked = {v: world.blocked_for_s(v) for v in vendors}
+        self.write_json({"policy": policy, "blocked_s": {v: s for v, s in blocked.items() if s}})
+
+    def post(self) -> None:
+        body = self._body_dict()
+        world = CoupangWorld(self.state)
+        try:
+            with self.state.lock:
+                current = asdict(world.store.throttle)
+                unknown = set(body) - set(current)
+                if unknown:
+                    raise ValueError(f"unknown throttle setting(s) {sorted(unknown)}")
+                current.update(body)
+                world.store.throttle = ThrottlePolicy(
+                    excess_calls=int(current["excess_calls"]),
+                    excess_window_s=float(current["excess_window_s"]),
+                    block_s=float(current["block_s"]),
+                )
+        except (TypeError, ValueError) as exc:
+            raise tornado.web.HTTPError(400, reason=f"invalid throttle: {exc}") from None
+        self.get()
+
+
 def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     kw = {"state": state}
     p = "/" + PLATFORM
@@ -792,6 +1106,7 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     yield (rf"{p}{OPENAPI_V4}/([^/]+)/ordersheets/([0-9]+)", OrderSheetHandler, kw)
     yield (rf"{p}{OPENAPI_V4}/([^/]+)/orders/invoices", InvoicesHandler, kw)
     yield (r"/_sandbox/coupang/orders", CoupangOrdersAdminHandler, kw)
+    yield (r"/_sandbox/coupang/throttle", CoupangThrottleAdminHandler, kw)
 
 
 def routes(state: SandboxState) -> list[RouteSpec]:

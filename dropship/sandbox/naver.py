@@ -21,9 +21,10 @@
   duplicate listing; the search then finds both). ``counts.listings`` counts products per code,
   so a client that registers twice shows up as 2.
 * **Orders**: ``GET .../product-orders/last-changed-statuses`` (``lastChangedFrom``/``To`` ISO-8601,
-  at most 24 h, ``limitCount`` <= 300, continuation through ``data.more.moreFrom`` /
-  ``moreSequence``), ``POST .../product-orders/query`` (<= 300 ids), ``.../confirm`` and
-  ``.../dispatch`` (<= 30 product orders per call).
+  both inclusive, at most 24 h, ``limitCount`` <= 300, continuation through ``data.more.moreFrom``
+  / ``moreSequence``; an empty range is answered without ``data``), ``POST
+  .../product-orders/query`` (<= 300 ids), ``.../confirm`` and ``.../dispatch`` (<= 30 product
+  orders per call; carrier codes from Naver's table only, ``LOTTE`` is a ``TypeMismatch``).
 
 Faults: ``duplicate_order_rate`` makes the next page start with this page's last change again;
 ``malformed_rate`` drops ``productOrder`` from a ``query`` result.
@@ -65,6 +66,43 @@ MAX_QUERY_IDS = 300
 MAX_DISPATCH = 30
 MAX_CONFIRM = 30
 PRODUCT_STATUSES_SETTABLE = ("SALE", "OUTOFSTOCK", "SUSPENSION")
+# Naver's delivery-company codes (택배사 코드) the sandbox accepts in dispatch and product
+# delivery info: the domestic part of the dispatch page's code table (a copy of
+# seller-dispatch-product-orders-pay-order-seller, file id 71060339404; stricter than Naver by
+# leaving the rarer codes out). Lotte is ``HYUNDAI`` (its former owner's name); ``LOTTE`` is not
+# a code and Naver refuses it with ``TypeMismatch`` (file id 71297095581).
+DELIVERY_COMPANY_CODES = frozenset(
+    {
+        "CJGLS",
+        "HYUNDAI",
+        "HANJIN",
+        "KGB",
+        "EPOST",
+        "REGISTPOST",
+        "CUPARCEL",
+        "CVSNET",
+        "KDEXP",
+        "DAESIN",
+        "ILYANG",
+        "CHUNIL",
+        "HDEXP",
+        "KUNYOUNG",
+        "NONGHYUP",
+        "HONAM",
+        "SLX",
+        "YONGMA",
+        "HOMEPICK",
+        "HANDEX",
+        "HPL",
+        "CH1",
+        "DHL",
+        "EMS",
+        "FEDEX",
+        "UPS",
+        "TNT",
+        "USPS",
+    }
+)
 _CITIES = ("서울특별시 마포구", "경기도 성남시 분당구", "인천광역시 연수구", "광주광역시 북구")
 _STREETS = ("양화로", "판교역로", "컨벤시아대로", "첨단과기로", "불정로")
 
@@ -348,7 +386,7 @@ class NaverWorld:
                 po
                 for po in self.store.product_orders.values()
                 if po.client_id == client_id
-                and start <= po.changed_at < end
+                and start <= po.changed_at <= end  # both ends inclusive, as Naver documents
                 and (after is None or (po.changed_at, po.seq) >= after)
                 and (change_type is None or po.change_type == change_type)
             ]
@@ -395,22 +433,23 @@ class NaverHandler(MarketHandler):
             body["invalidInputs"] = invalid
         self.write_json(body, status=status)
 
-    def bad_input(self, name: str, message: str) -> None:
+    def bad_input(self, name: str, message: str, kind: str = "NotValid") -> None:
         self.naver_error(
             400,
             "BadRequest",
             "요청 값이 올바르지 않습니다.",
-            [{"name": name, "type": "NotValid", "message": message}],
+            [{"name": name, "type": kind, "message": message}],
         )
 
     def envelope(self, data: Any) -> None:
-        self.write_json(
-            {
-                "timestamp": naver_time(self.state.now()),
-                "traceId": secrets.token_hex(8),
-                "data": data,
-            }
-        )
+        """Naver's success envelope; ``data=None`` leaves ``data`` out (an empty result)."""
+        body: dict[str, Any] = {
+            "timestamp": naver_time(self.state.now()),
+            "traceId": secrets.token_hex(8),
+        }
+        if data is not None:
+            body["data"] = data
+        self.write_json(body)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.naver_error(status_code, "BadRequest" if status_code == 400 else "Error", self._reason)
@@ -520,6 +559,9 @@ def _validate_origin(origin: dict[str, Any]) -> tuple[str, str] | None:
     images = origin["images"]
     if not isinstance(images, dict) or not (images.get("representativeImage") or {}).get("url"):
         return "originProduct.images.representativeImage.url", "대표 이미지는 필수입니다."
+    company = (origin.get("deliveryInfo") or {}).get("deliveryCompany")
+    if company is not None and company not in DELIVERY_COMPANY_CODES:
+        return "originProduct.deliveryInfo.deliveryCompany", f"{str(company)[:20]}: TypeMismatch"
     return None
 
 
@@ -691,6 +733,12 @@ class LastChangedStatusesHandler(NaverHandler):
         self.world.materialise_arrivals()
         after = (start, sequence) if sequence is not None else None
         changes = self.world.changes(self.client_id, start, end, after, change_type)
+        if not changes:
+            # Naver answers an empty range with no ``data`` at all, only timestamp and traceId
+            # (file id 71297095581: "0건일 때는 data 필드 자체가 없다"; the page's schema marks
+            # ``data`` optional, file id 46062719477).
+            self.envelope(None)
+            return
         page = changes[:limit]
         data: dict[str, Any] = {}
         with self.state.lock:
@@ -704,9 +752,14 @@ class LastChangedStatusesHandler(NaverHandler):
         self.envelope(data)
 
 
-def _invalid_status(product_order_id: str, message: str) -> dict[str, str]:
-    """One entry of ``failProductOrderInfos``."""
-    return {"productOrderId": product_order_id, "code": "InvalidStatus", "message": message}
+NOT_FOUND_MESSAGE = "상품 주문을 찾을 수 없음"
+
+
+def _invalid_status(product_order_id: str, message: str, found: bool = True) -> dict[str, str]:
+    """One entry of ``failProductOrderInfos``, with the order-claim error codes of Naver's
+    "주문-클레임 처리 반환 구조체" (100001: product order not found; 9999: other)."""
+    code = "9999" if found else "100001"
+    return {"productOrderId": product_order_id, "code": code, "message": message}
 
 
 class QueryHandler(NaverHandler):
@@ -741,7 +794,10 @@ class ConfirmHandler(NaverHandler):
         with self.state.lock:
             for product_order_id in ids:
                 po = self.world.product_order(self.client_id, product_order_id)
-                if po is None or po.status != "PAYED":
+                if po is None:
+                    fail.append(_invalid_status(product_order_id, NOT_FOUND_MESSAGE, False))
+                    continue
+                if po.status != "PAYED":
                     fail.append(_invalid_status(product_order_id, "발주확인할 수 없는 상태입니다."))
                     continue
                 po.place_order_status = "OK"
@@ -767,6 +823,13 @@ class DispatchHandler(NaverHandler):
         for item in items:
             if not isinstance(item, dict):
                 return self.bad_input("dispatchProductOrders", "each item must be an object")
+            code = item.get("deliveryCompanyCode")
+            if code and code not in DELIVERY_COMPANY_CODES:
+                return self.bad_input(
+                    "dispatchProductOrders.deliveryCompanyCode",
+                    f"{str(code)[:20]}은(는) 택배사 코드가 아닙니다.",
+                    kind="TypeMismatch",
+                )
             for name in (
                 "productOrderId",
                 "deliveryMethod",
@@ -784,7 +847,10 @@ class DispatchHandler(NaverHandler):
             for item in items:
                 product_order_id = str(item["productOrderId"])
                 po = self.world.product_order(self.client_id, product_order_id)
-                if po is None or po.status not in ("PAYED", "DELIVERING"):
+                if po is None:
+                    fail.append(_invalid_status(product_order_id, NOT_FOUND_MESSAGE, False))
+                    continue
+                if po.status not in ("PAYED", "DELIVERING"):
                     fail.append(_invalid_status(product_order_id, "발송처리할 수 없는 상태입니다."))
                     continue
                 if po.status == "PAYED":

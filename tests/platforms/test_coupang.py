@@ -17,7 +17,7 @@ import pytest
 import redis as redis_lib
 import requests
 
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.platforms._market_common import ListingMatch, oldest_listing
 from dropship.platforms.config import PlatformSettings
 from dropship.platforms.coupang import (
@@ -25,6 +25,7 @@ from dropship.platforms.coupang import (
     SELLER_API,
     CoupangConnector,
     coupang_authorization,
+    response_ok,
 )
 from dropship.platforms.http import AuthRejectedError
 from dropship.platforms.interfaces import (
@@ -356,7 +357,9 @@ def test_acknowledge_then_invoice_upload(sandbox: Any, coupang: CoupangConnector
     coupang.acknowledge(ids)  # 55 ids -> two calls (<= 50 each)
     assert calls(sandbox, "ordersheets.acknowledgement") == 2
     assert {sandbox_orders(sandbox)[i]["status"] for i in ids} == {"INSTRUCT"}
-    coupang.acknowledge(ids[:1])  # repeating is harmless
+    coupang.acknowledge(ids[:1])  # repeating is harmless: refused by Coupang, seen as done
+    assert calls(sandbox, "ordersheets.acknowledgement") == 3
+    assert sandbox.counts()["coupang_acknowledgements"][ids[0]] == 1  # no second effect
 
     coupang.upload_tracking(
         [TrackingUpload(i, (), "CJ대한통운", f"5500{n:08d}") for n, i in enumerate(ids[:2])]
@@ -364,7 +367,7 @@ def test_acknowledge_then_invoice_upload(sandbox: Any, coupang: CoupangConnector
     after = sandbox_orders(sandbox)
     assert [after[i]["status"] for i in ids[:2]] == ["DEPARTURE", "DEPARTURE"]
     assert after[ids[0]]["invoiceNumber"] == "550000000000"
-    assert after[ids[0]]["deliveryCompanyName"] == "CJGLS"
+    assert after[ids[0]]["deliveryCompanyName"] == "CJ 대한통운"  # a name, as order sheets show
     assert after[ids[2]]["status"] == "INSTRUCT"
 
 
@@ -374,8 +377,13 @@ def test_invoice_before_acknowledgement_and_unknown_carrier_fail(
     (box_id,) = add_orders(sandbox, 1)
     with pytest.raises(PermanentError, match=str(box_id)):
         coupang.upload_tracking([TrackingUpload(str(box_id), (), "HANJIN", "1234")])
-    with pytest.raises(PermanentError, match="unknown carrier"):
+    with pytest.raises(PermanentError, match="unknown carrier '비둘기택배'"):
         coupang.upload_tracking([TrackingUpload(str(box_id), (), "비둘기택배", "1234")])
+    coupang.acknowledge([str(box_id)])
+    twice = [TrackingUpload(str(box_id), (), "HANJIN", n) for n in ("100000000001", "100000000002")]
+    with pytest.raises(PermanentError, match="more than one tracking upload"):
+        coupang.upload_tracking(twice)
+    assert sandbox_orders(sandbox)[str(box_id)]["status"] == "INSTRUCT"  # nothing was sent
 
 
 def test_sandbox_429s_are_absorbed_by_retries(sandbox: Any, coupang: CoupangConnector) -> None:
@@ -385,3 +393,205 @@ def test_sandbox_429s_are_absorbed_by_retries(sandbox: Any, coupang: CoupangConn
     counts = sandbox.counts()
     assert counts["rate_limit_violations"]["coupang"] > 0  # real 429s happened...
     assert counts["calls"]["coupang"]["seller-products.by-external-sku"] > 8  # ...and were retried
+    # ...without ever looking like sustained excess: the client backed off on each 429.
+    assert "coupang_blocks" not in counts and throttle(sandbox)["blocked_s"] == {}
+
+
+# --------------------------------------------------------------------------- Coupang's rules
+
+
+def throttle(sandbox: Any, **policy: Any) -> dict[str, Any]:
+    url = f"{sandbox.base_url}/_sandbox/coupang/throttle"
+    if policy:
+        answer = requests.post(url, json=policy, timeout=10)
+    else:
+        answer = requests.get(url, timeout=10)
+    assert answer.status_code == 200, answer.text
+    state: dict[str, Any] = answer.json()
+    return state
+
+
+def test_sustained_excess_blocks_the_vendor_for_minutes_of_world_time(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    # Coupang: above the per-vendor rate, 429, and the block is lifted "within minutes" once the
+    # rate is back to normal. The sandbox's figures (documented decision): 5 refused calls within
+    # 10 s block the vendor for 300 s of world time in this test (20 by default).
+    (box_id,) = add_orders(sandbox, 1)
+    throttle(sandbox, excess_calls=5, excess_window_s=10, block_s=300)
+    sandbox.set_rate_limit("coupang", calls=1, period_s=60.0, burst=1)
+    path = f"{SELLER_API}/seller-products/external-vendor-sku-codes/none"
+    statuses = [signed_get(sandbox, path).status_code for _ in range(7)]
+    assert statuses[0] == 200 and statuses[1:] == [429] * 6
+    blocked = throttle(sandbox)["blocked_s"]
+    assert set(blocked) == {VENDOR} and 299 < blocked[VENDOR] <= 300
+    throttle(sandbox, excess_calls=100)  # from here on, calls in the block do not extend it
+
+    # A block, not a bucket that refills: with the limit lifted (a fresh, full bucket) every call
+    # of the vendor is still refused, with a Retry-After of the block's remaining minutes...
+    sandbox.set_rate_limit("coupang", calls=1000, period_s=1.0, burst=100)
+    refused = signed_get(sandbox, path)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 299
+    assert refused.json()["code"] == "ERROR" and "Too Many Requests" in refused.json()["message"]
+    # ...and the connector turns it into a re-schedule after the block, not a tight retry loop.
+    before = calls(sandbox, "seller-products.by-external-sku")
+    with pytest.raises(RateLimitedError) as caught:
+        coupang.find_listing_by_external_sku("none")
+    assert caught.value.retry_after >= 299
+    assert calls(sandbox, "seller-products.by-external-sku") == before + 1
+    # Our shared limiter took the Retry-After: every call of the account now waits for the block
+    # to end without reaching Coupang, and a refused acknowledgement reads no box states.
+    with pytest.raises(RateLimitedError):
+        coupang.acknowledge([str(box_id)])
+    assert calls(sandbox, "ordersheets.acknowledgement") == 0
+    assert calls(sandbox, "ordersheets.get") == 0
+    # Another vendor is not blocked (Coupang throttles per vendorId).
+    assert throttle(sandbox)["blocked_s"].keys() == {VENDOR}
+
+    sandbox.advance_clock(290)  # world time: still inside the block
+    assert signed_get(sandbox, path).status_code == 429
+    sandbox.advance_clock(11)
+    assert signed_get(sandbox, path).status_code == 200
+    assert throttle(sandbox)["blocked_s"] == {}
+    assert sandbox.counts()["coupang_blocks"] == {VENDOR: 1}
+
+
+def test_a_rate_limited_acknowledgement_reschedules_without_touching_the_boxes(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    # A 429 means Coupang did nothing: the task re-schedules, and neither a re-send nor a state
+    # read reaches Coupang before the Retry-After (the shared limiter holds them back).
+    (box_id,) = add_orders(sandbox, 1)
+    sandbox.set_rate_limit("coupang", calls=1, period_s=60.0, burst=1)
+    assert signed_get(sandbox, f"{OPENAPI_V4}/{VENDOR}/ordersheets/{box_id}").status_code == 200
+    with pytest.raises(RateLimitedError):
+        coupang.acknowledge([str(box_id)])
+    assert calls(sandbox, "ordersheets.acknowledgement") == 1
+    assert calls(sandbox, "ordersheets.get") == 1  # only the call that used up the bucket
+
+
+def test_excessive_calls_during_a_block_extend_it(sandbox: Any) -> None:
+    throttle(sandbox, excess_calls=3, excess_window_s=10, block_s=300)
+    sandbox.set_rate_limit("coupang", calls=1, period_s=60.0, burst=1)
+    path = f"{SELLER_API}/seller-products/external-vendor-sku-codes/none"
+    assert [signed_get(sandbox, path).status_code for _ in range(4)] == [200, 429, 429, 429]
+    sandbox.advance_clock(200)
+    assert throttle(sandbox)["blocked_s"][VENDOR] == pytest.approx(100, abs=1)
+    # Still hammering: the block is not lifted but starts over ("수분 ... 이내" only once the
+    # rate is back within the limit).
+    assert [signed_get(sandbox, path).status_code for _ in range(3)] == [429] * 3
+    assert throttle(sandbox)["blocked_s"][VENDOR] == pytest.approx(300, abs=1)
+
+
+def test_envelope_code_is_accepted_as_string_or_number() -> None:
+    assert response_ok({"code": "200"}) and response_ok({"code": 200})
+    assert not response_ok({"code": "ERROR"}) and not response_ok({"code": 400})
+    assert not response_ok({})
+
+
+def send_ack(coupang: CoupangConnector, box_ids: list[Any]) -> dict[str, Any]:
+    """A raw acknowledgement, as a client without the state check would send it."""
+    _, body = coupang._call(
+        "PUT",
+        f"{OPENAPI_V4}/{VENDOR}/ordersheets/acknowledgement",
+        json={"vendorId": VENDOR, "shipmentBoxIds": box_ids},
+        idempotent=False,
+    )
+    return body
+
+
+def send_invoices(coupang: CoupangConnector, dtos: list[dict[str, Any]]) -> dict[str, Any]:
+    _, body = coupang._call(
+        "POST",
+        f"{OPENAPI_V4}/{VENDOR}/orders/invoices",
+        json={"vendorId": VENDOR, "orderSheetInvoiceApplyDtos": dtos},
+        idempotent=False,
+        ok_statuses=(400,),
+    )
+    return body
+
+
+def test_sandbox_acknowledges_only_accept_boxes_as_coupang_words_it(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    first, second = add_orders(sandbox, 2)
+    ok = send_ack(coupang, [first])
+    assert ok["code"] == "200" and ok["data"]["responseCode"] == 0
+    # A blind re-send: the box is INSTRUCT now, and Coupang refuses it (responseCode 99).
+    again = send_ack(coupang, [first])["data"]
+    assert again["responseCode"] == 99
+    (entry,) = again["responseList"]
+    assert entry["shipmentBoxId"] == first and entry["succeed"] is False
+    assert entry["resultMessage"] == "배송상태를 변경할 수 없습니다. 주문내역을 확인해주세요."
+    mixed = send_ack(coupang, [second, 999_999])["data"]
+    assert mixed["responseCode"] == 1 and "Partial errors" in mixed["responseMessage"]
+    missing = next(r for r in mixed["responseList"] if r["shipmentBoxId"] == 999_999)
+    assert missing["resultCode"] == "NOT_FOUND_SHIPMENT_BOX"
+    assert sandbox.counts()["coupang_acknowledgements"] == {str(first): 1, str(second): 1}
+
+
+def test_sandbox_takes_invoices_only_for_instruct_boxes(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    accept, instruct, other = add_orders(sandbox, 3)
+    coupang.acknowledge([str(instruct), str(other)])
+    sheets = {b: coupang._order_sheet(str(b)) for b in (accept, instruct, other)}
+
+    def dto(box: int, number: str, **kw: Any) -> dict[str, Any]:
+        sheet = sheets[box]
+        return {
+            "shipmentBoxId": box,
+            "orderId": sheet["orderId"],
+            "vendorItemId": sheet["orderItems"][0]["vendorItemId"],
+            "deliveryCompanyCode": "CJGLS",
+            "invoiceNumber": number,
+            "splitShipping": False,
+            "preSplitShipped": False,
+            "estimatedShippingDate": "",
+            **kw,
+        }
+
+    def only(body: dict[str, Any]) -> dict[str, Any]:
+        (entry,) = body["data"]["responseList"]
+        result: dict[str, Any] = entry
+        return result
+
+    on_accept = only(send_invoices(coupang, [dto(accept, "111100000001")]))
+    assert (on_accept["resultCode"], on_accept["retryRequired"]) == ("INVALID_STATUS", False)
+    assert on_accept["succeed"] is False
+
+    done = send_invoices(coupang, [dto(instruct, "111100000002")])
+    assert done["code"] == "200" and done["data"]["responseCode"] == 0
+    resent = send_invoices(coupang, [dto(instruct, "111100000002")])  # blind re-send
+    assert resent["data"]["responseCode"] == 99
+    assert (only(resent)["resultCode"], only(resent)["retryRequired"]) == ("INVALID_STATUS", False)
+    assert sandbox.counts()["coupang_invoices"] == {str(instruct): 1}
+
+    duplicate = only(send_invoices(coupang, [dto(other, "111100000002")]))
+    assert duplicate["resultCode"] == "DUPLICATE_INVOICE_NUMBER"
+    merged = send_invoices(coupang, [dto(other, "111100000003", deliveryCompanyCode="KOREX")])
+    assert merged["code"] == 400  # a struck-through (merged) carrier is not in Coupang's table
+    assert sandbox_orders(sandbox)[str(other)]["status"] == "INSTRUCT"
+
+
+def test_repeated_invoice_upload_converges_and_a_different_invoice_is_refused(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    (box_id,) = add_orders(sandbox, 1)
+    coupang.acknowledge([str(box_id)])
+    upload = TrackingUpload(str(box_id), (), "롯데택배", "320000000001")
+    coupang.upload_tracking([upload])
+    coupang.upload_tracking([upload])  # a task's retry: the box already shows this invoice
+    assert calls(sandbox, "orders.invoices") == 1  # read first, not re-sent
+    assert sandbox.counts()["coupang_invoices"] == {str(box_id): 1}
+    assert sandbox_orders(sandbox)[str(box_id)]["deliveryCompanyName"] == "롯데택배"
+    with pytest.raises(PermanentError, match=f"{box_id} is DEPARTURE with another invoice"):
+        coupang.upload_tracking([TrackingUpload(str(box_id), (), "롯데택배", "320000000002")])
+
+
+def test_acknowledging_an_unknown_box_names_it(sandbox: Any, coupang: CoupangConnector) -> None:
+    (box_id,) = add_orders(sandbox, 1)
+    with pytest.raises(PermanentError, match="999999 \\(NOT_FOUND_SHIPMENT_BOX\\)") as caught:
+        coupang.acknowledge([str(box_id), "999999"])
+    assert str(box_id) not in str(caught.value)  # the known box was acknowledged
+    assert sandbox_orders(sandbox)[str(box_id)]["status"] == "INSTRUCT"

@@ -11,6 +11,11 @@ Each test repeats the connector call the way the Celery task's retry does after 
 ``listings`` per external SKU): exactly one. The controls send the same create without the
 look-up (the connector's own create step) through the same faults and see two or more: the
 counters and the fault do catch a double buy.
+
+Coupang's acknowledgement and invoice upload are the other kind of effect: Coupang refuses a
+repeat (the box has moved on), so the connector reads the boxes' states after a lost answer
+instead of re-sending; the tests count one call and one effect per box, and a control shows the
+sandbox refusing the blind re-send as Coupang does.
 """
 
 from __future__ import annotations
@@ -321,8 +326,10 @@ def add_market_orders(sandbox: Any, name: str, count: int) -> list[str]:
 def test_acknowledge_and_tracking_upload_converge_when_answers_are_lost(
     sandbox: Any, make_fast_connector: Callable[[str], Any], name: str
 ) -> None:
-    # These changes are marked idempotent, so the HTTP layer repeats them after a lost answer:
-    # the repeat must converge (same state, no refusal of the order "already" changed).
+    # Naver's confirm/dispatch are marked idempotent, so the HTTP layer repeats them after a lost
+    # answer and the repeat must converge. Coupang refuses repeats (see the Coupang tests
+    # above), so its connector reads the boxes' states instead; either way every order ends
+    # shipped with its own tracking number.
     conn = market(make_fast_connector, name)
     ids = add_market_orders(sandbox, name, 4)
     if name == "naver":
@@ -335,6 +342,106 @@ def test_acknowledge_and_tracking_upload_converge_when_answers_are_lost(
         like_celery_retries(conn.upload_tracking, [upload])
     assert sum(sandbox.counts()["lost_responses"].values()) >= 2
     assert shipped_tracking_numbers(sandbox, name, ids) == [f"7700{n:08d}" for n in range(4)]
+
+
+COUPANG_V4 = "/v2/providers/openapi/apis/api/v4/vendors"
+
+
+def coupang_box(sandbox: Any, box_id: str) -> dict[str, Any]:
+    answer = sandbox.http.get(f"{sandbox.base_url}/_sandbox/coupang/orders", timeout=10).json()
+    box: dict[str, Any] = next(o for o in answer["orders"] if str(o["shipmentBoxId"]) == box_id)
+    return box
+
+
+def coupang_calls(sandbox: Any, endpoint: str) -> int:
+    count: int = sandbox.counts()["calls"].get("coupang", {}).get(endpoint, 0)
+    return count
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_coupang_acknowledge_after_a_lost_answer_reads_the_box_instead_of_resending(
+    sandbox: Any, make_fast_connector: Callable[[str], Any], mode: str
+) -> None:
+    # Every acknowledgement's answer is lost, so a client that re-sent would never see success
+    # (and Coupang would refuse the re-send anyway): only reading the box's state converges.
+    conn = market(make_fast_connector, "coupang")
+    (box_id,) = add_market_orders(sandbox, "coupang", 1)
+    lose_answers(sandbox, "coupang", 1.0, mode)
+
+    conn.acknowledge([box_id])  # no error: the box shows INSTRUCT
+
+    assert lost(sandbox, "coupang:ordersheets.acknowledgement") == 1
+    assert coupang_calls(sandbox, "ordersheets.acknowledgement") == 1  # never re-sent
+    assert sandbox.counts()["coupang_acknowledgements"] == {box_id: 1}
+    assert coupang_box(sandbox, box_id)["status"] == "INSTRUCT"
+    conn.acknowledge([box_id])  # a task's retry later: refused by Coupang, seen as done
+    assert sandbox.counts()["coupang_acknowledgements"] == {box_id: 1}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_coupang_invoice_after_a_lost_answer_reads_the_box_instead_of_resending(
+    sandbox: Any, make_fast_connector: Callable[[str], Any], mode: str
+) -> None:
+    conn = market(make_fast_connector, "coupang")
+    (box_id,) = add_market_orders(sandbox, "coupang", 1)
+    conn.acknowledge([box_id])
+    lose_answers(sandbox, "coupang", 1.0, mode)
+    upload = TrackingUpload(box_id, (), "CJ대한통운", "880000000001")
+
+    conn.upload_tracking([upload])  # no error: the box shows DEPARTURE with our invoice
+    conn.upload_tracking([upload])  # the task's retry: read first, nothing sent
+
+    assert lost(sandbox, "coupang:orders.invoices") == 1
+    assert coupang_calls(sandbox, "orders.invoices") == 1
+    assert sandbox.counts()["coupang_invoices"] == {box_id: 1}
+    box = coupang_box(sandbox, box_id)
+    assert (box["status"], box["invoiceNumber"]) == ("DEPARTURE", "880000000001")
+
+
+def test_control_coupang_refuses_a_blind_resend_after_a_lost_answer(
+    sandbox: Any, make_fast_connector: Callable[[str], Any]
+) -> None:
+    # What the connector avoids: re-sending the same call after a lost answer. Coupang (and
+    # the sandbox) carried the first one out and refuses the repeat.
+    conn = market(make_fast_connector, "coupang")
+    (box_id,) = add_market_orders(sandbox, "coupang", 1)
+    vendor = conn.vendor_id
+    ack = {"vendorId": vendor, "shipmentBoxIds": [int(box_id)]}
+
+    def send(method: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        path = f"{COUPANG_V4}/{vendor}/{endpoint}"
+        answer: dict[str, Any] = conn._call(method, path, json=body, idempotent=False)[1]
+        return answer
+
+    lose_answers(sandbox, "coupang", 1.0, "5xx")
+    with pytest.raises(TransientError):
+        send("PUT", "ordersheets/acknowledgement", ack)
+    lose_answers(sandbox, "coupang", 0.0)
+    (refused,) = send("PUT", "ordersheets/acknowledgement", ack)["data"]["responseList"]
+    assert refused["succeed"] is False
+    assert refused["resultMessage"] == "배송상태를 변경할 수 없습니다. 주문내역을 확인해주세요."
+
+    sheet = conn._order_sheet(box_id)
+    dto = {
+        "shipmentBoxId": int(box_id),
+        "orderId": sheet["orderId"],
+        "vendorItemId": sheet["orderItems"][0]["vendorItemId"],
+        "deliveryCompanyCode": "CJGLS",
+        "invoiceNumber": "880000000002",
+        "splitShipping": False,
+        "preSplitShipped": False,
+        "estimatedShippingDate": "",
+    }
+    invoice = {"vendorId": vendor, "orderSheetInvoiceApplyDtos": [dto]}
+    lose_answers(sandbox, "coupang", 1.0, "5xx")
+    with pytest.raises(TransientError):
+        send("POST", "orders/invoices", invoice)
+    lose_answers(sandbox, "coupang", 0.0)
+    answer = send("POST", "orders/invoices", invoice)["data"]
+    assert answer["responseCode"] == 99
+    (entry,) = answer["responseList"]
+    assert (entry["resultCode"], entry["retryRequired"]) == ("INVALID_STATUS", False)
+    assert sandbox.counts()["coupang_invoices"] == {box_id: 1}  # the lost one, nothing more
 
 
 def shipped_tracking_numbers(sandbox: Any, name: str, ids: list[str]) -> list[str | None]:

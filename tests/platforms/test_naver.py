@@ -7,7 +7,6 @@ world's "now") never mix into these assertions.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +23,9 @@ from dropship.platforms.config import PlatformSettings
 from dropship.platforms.http import AuthRejectedError
 from dropship.platforms.interfaces import MarketConnector, MarketListingRequest, TrackingUpload
 from dropship.platforms.naver import PAY_ORDER, NaverConnector, client_secret_sign
+from dropship.platforms.ratelimit import DEFAULT_RATE_LIMITS
 from dropship.platforms.registry import build_connector
+from dropship.sandbox.core import DEFAULT_SANDBOX_RATE_LIMITS, SandboxRateLimit
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS, SANDBOX_SECOND_ACCOUNTS
 
 KST = timezone(timedelta(hours=9))
@@ -173,16 +174,40 @@ def test_expired_token_is_reissued_on_401(sandbox: Any, naver: NaverConnector) -
     assert calls(sandbox, "products.search") == 3  # the rejected call plus its retry
 
 
-def test_token_near_expiry_is_renewed_before_use(sandbox: Any, naver: NaverConnector) -> None:
-    # A short TTL (SandboxConfig.token_ttls_s) instead of waiting three hours.
-    state = sandbox.state
-    state.reset(dataclasses.replace(state.config, token_ttls_s={"naver": 3}))
-    naver.token_refresh_margin_s = 2.0  # renew when less than 2 s are left
-    naver.find_listing_by_external_sku("first")
-    time.sleep(1.2)
-    naver.find_listing_by_external_sku("second")
-    assert naver.tokens_issued == 2
-    assert calls(sandbox, "products.search") == 2  # renewed up front: no call was rejected
+class ManualClock:
+    """The connector's token clock, moved by the test (no sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_near_expiry_is_renewed_before_use(
+    sandbox: Any, connector_settings: PlatformSettings, redis_url: str
+) -> None:
+    clock = ManualClock()
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        naver = build_connector(
+            connector_settings.account("naver_main"), connector_settings, client
+        )
+        assert isinstance(naver, NaverConnector)
+        naver._clock = clock  # the token's age is read from this clock only
+        naver.find_listing_by_external_sku("first")
+        # 2 h 55 min later on both clocks: 5 min left, inside the 10 min refresh margin, and
+        # under Naver's 30 min, so the platform hands out a new token.
+        clock.now += 3 * 3600 - 300
+        sandbox.advance_clock(3 * 3600 - 300)
+        naver.find_listing_by_external_sku("second")
+        assert naver.tokens_issued == 2
+        assert calls(sandbox, "products.search") == 2  # renewed up front: no call was rejected
+        clock.now += 60  # a fresh token is not renewed again
+        naver.find_listing_by_external_sku("third")
+        assert naver.tokens_issued == 2 and calls(sandbox, "oauth2.token") == 2
+    finally:
+        client.close()
 
 
 # --------------------------------------------------------------------------- listings
@@ -296,10 +321,43 @@ def test_price_stock_and_status_changes(naver: NaverConnector) -> None:
 # --------------------------------------------------------------------------- orders
 
 
+def changed_statuses(naver: NaverConnector, **params: str) -> requests.Response:
+    """A raw last-changed-statuses call with the connector's token."""
+    return requests.get(
+        f"{naver.http.base_url}{PAY_ORDER}/last-changed-statuses",
+        params=params,
+        headers={"Authorization": f"Bearer {naver._access_token()}"},
+        timeout=10,
+    )
+
+
 def test_empty_window_yields_nothing(sandbox: Any, naver: NaverConnector) -> None:
     assert list(naver.iter_orders(WINDOW_START, WINDOW_END)) == []
     assert calls(sandbox, "product-orders.last-changed-statuses") == 1
     assert calls(sandbox, "product-orders.query") == 0
+    # What Naver answers for an empty range: no ``data`` at all (timestamp and traceId only).
+    raw = changed_statuses(
+        naver, lastChangedFrom=WINDOW_START.isoformat(), lastChangedTo=WINDOW_END.isoformat()
+    )
+    assert raw.status_code == 200 and "data" not in raw.json() and raw.json()["traceId"]
+
+
+def test_last_changed_to_is_inclusive_and_windows_stay_half_open(
+    sandbox: Any, naver: NaverConnector
+) -> None:
+    (first, second) = add_orders(sandbox, 2, spacing_s=60)  # changed at 09:00:03 and 09:01:03
+    at_second = WINDOW_START + timedelta(minutes=1, seconds=3)
+    raw = changed_statuses(
+        naver, lastChangedFrom=WINDOW_START.isoformat(), lastChangedTo=at_second.isoformat()
+    )
+    assert [c["productOrderId"] for c in raw.json()["data"]["lastChangeStatuses"]] == [
+        first,
+        second,
+    ]  # Naver includes a change made exactly at lastChangedTo
+    # Our windows are [since, until): the change at ``until`` belongs to the next window only.
+    assert [o.market_order_id for o in naver.iter_orders(WINDOW_START, at_second)] == [first]
+    later = naver.iter_orders(at_second, at_second + timedelta(minutes=1))
+    assert [o.market_order_id for o in later] == [second]
 
 
 def test_exactly_one_full_page(sandbox: Any, naver: NaverConnector) -> None:
@@ -405,8 +463,56 @@ def test_acknowledge_confirms_and_reports_failures(sandbox: Any, naver: NaverCon
     assert {sandbox_orders(sandbox)[i]["productOrder"]["placeOrderStatus"] for i in ids} == {"OK"}
     with pytest.raises(PermanentError, match="999999"):
         naver.acknowledge(["999999"])
-    with pytest.raises(PermanentError, match="unknown carrier"):
+    with pytest.raises(PermanentError, match="unknown carrier '비둘기택배'"):
         naver.upload_tracking([TrackingUpload(ids[0], (), "비둘기택배", "1")])
+
+
+def test_lotte_goes_out_as_hyundai_and_lotte_is_refused(
+    sandbox: Any, naver: NaverConnector
+) -> None:
+    first, second = add_orders(sandbox, 2, spacing_s=1)
+    naver.upload_tracking([TrackingUpload(first, (), "롯데택배", "240000000001")])
+    assert sandbox_orders(sandbox)[first]["delivery"]["deliveryCompany"] == "HYUNDAI"
+    body = {
+        "dispatchProductOrders": [
+            {
+                "productOrderId": second,
+                "deliveryMethod": "DELIVERY",
+                "deliveryCompanyCode": "LOTTE",
+                "trackingNumber": "240000000002",
+                "dispatchDate": datetime.now(KST).isoformat(),
+            }
+        ]
+    }
+    status, answer = naver._call("POST", f"{PAY_ORDER}/dispatch", json=body, ok_statuses=(400,))
+    assert status == 400
+    (invalid,) = answer["invalidInputs"]
+    assert invalid["type"] == "TypeMismatch" and invalid["name"].endswith("deliveryCompanyCode")
+    assert sandbox_orders(sandbox)[second]["productOrder"]["productOrderStatus"] == "PAYED"
+
+
+def test_measured_limits_are_the_sandbox_and_client_defaults(
+    sandbox: Any, naver: NaverConnector
+) -> None:
+    # File id 71297095581: GNCP-GW-RateLimit-Replenish-Rate 2 (per second), burst 4, per
+    # application. The sandbox's default; our client default paces at the same 2/s, no burst.
+    assert DEFAULT_SANDBOX_RATE_LIMITS["naver"] == SandboxRateLimit(2, 1.0, burst=4)
+    assert DEFAULT_RATE_LIMITS["naver"].per_second == 2.0
+    assert DEFAULT_RATE_LIMITS["naver"].burst == 1
+    naver.find_listing_by_external_sku("warm-up")  # token first
+    default = DEFAULT_SANDBOX_RATE_LIMITS["naver"]
+    sandbox.set_rate_limit("naver", default.calls, default.period_s, default.burst)
+    since = WINDOW_START.isoformat()
+    answers = [changed_statuses(naver, lastChangedFrom=since) for _ in range(6)]
+    # Back to back: the burst of 4 passes, then 429 GW.RATE_LIMIT (tokens refill at 2/s, so
+    # at most one more can slip in while the six requests are sent).
+    statuses = [a.status_code for a in answers]
+    assert statuses[:4] == [200] * 4 and 429 in statuses[4:]
+    limited = next(a for a in answers if a.status_code == 429)
+    assert limited.json()["code"] == "GW.RATE_LIMIT"
+    assert limited.headers["GNCP-GW-RateLimit-Replenish-Rate"] == "2"
+    assert limited.headers["GNCP-GW-RateLimit-Burst-Capacity"] == "4"
+    assert limited.headers["GNCP-GW-RateLimit-Remaining"] == "0"
 
 
 def test_rate_limit_429_carries_naver_headers_and_is_absorbed(
