@@ -19,7 +19,12 @@ from sqlalchemy.orm import Session
 
 from dropship import db
 from dropship.errors import PermanentError, RateLimitedError, TransientError
-from dropship.runtime import resolved_redis_url, resolved_result_backend_url
+from dropship.logsafe import connect_celery_signals
+from dropship.runtime import (
+    UNCONFIGURED_BROKER_URL,
+    resolved_redis_url,
+    resolved_result_backend_url,
+)
 from dropship.settings import get_settings
 
 QUEUE_NAMES = ("high", "medium", "low")
@@ -100,7 +105,9 @@ class DropshipTask(Task):
 
 def _configure(app: Celery) -> None:
     settings = get_settings()
-    broker = resolved_redis_url()
+    # No URL and no running stack: a broker that fails with a message naming the variable,
+    # instead of Celery's default amqp://localhost (which may well be someone else's RabbitMQ).
+    broker = resolved_redis_url() or UNCONFIGURED_BROKER_URL
     backend = resolved_result_backend_url()
     exchange = Exchange("dropship", type="direct")
     app.conf.update(
@@ -155,6 +162,7 @@ def _beat_schedule() -> dict[str, Any]:
 
 app = Celery("dropship", task_cls=DropshipTask, include=TASK_MODULES)
 _configure(app)
+connect_celery_signals()
 
 
 @worker_process_init.connect
