@@ -85,6 +85,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".dropship")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_keep: int = Field(
+        5, ge=0, le=100, description="previous runs' logs `dropship up` keeps per process"
+    )
 
     flower_host: str = "127.0.0.1"
     flower_port: int = Field(5555, ge=1, le=65535)

@@ -14,7 +14,8 @@ import psutil
 import pytest
 import requests
 
-from dropship.embedded.system import free_port
+from dropship.embedded.system import free_port, service_user
+from dropship.stack import READY_TIMEOUT_SECONDS
 from tests.conftest import PROJECT_DIR
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -62,7 +63,9 @@ class RunningStack:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 60.0) -> float:
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS + 30) -> float:
+        # The stack enforces its own readiness deadline (READY_TIMEOUT_SECONDS) and exits 1
+        # when it is missed; this outer bound only catches a hung supervisor.
         deadline = self.started + timeout
         while time.monotonic() < deadline:
             out = self.output()
@@ -86,6 +89,26 @@ from dropship.platforms.registry import connector_for
 product = next(iter(connector_for("domeggook_main").iter_products()))
 print("CONNECTOR", type(product).__name__)
 """
+
+
+def _check_who_runs_celery(data_dir: Path, out: str) -> None:
+    """As root, Celery and Flower run as the service user when it can reach the interpreter and
+    the project (then no superuser warning), else as root with a note saying why."""
+    if os.geteuid() != 0:
+        return
+    service = service_user()
+    celery = [p for p in _processes_of(data_dir) if "celery" in " ".join(p.cmdline())]
+    assert celery, out
+    uids = {p.uids().real for p in celery}
+    logs = "".join((data_dir / "logs" / f"{n}.log").read_text() for n in ("worker-main", "beat"))
+    if "workers, beat and Flower run as unprivileged user" in out:
+        assert uids == {service.uid}, uids
+        assert "superuser privileges" not in logs
+    else:
+        assert re.search(
+            r"workers, beat and Flower run as root .*cannot reach", " ".join(out.split())
+        ), out
+        assert uids == {0}
 
 
 def _check_shell_reaches_the_stack(data_dir: Path, flower_port: int) -> None:
@@ -112,12 +135,18 @@ def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None
     flower_port = free_port()
     stack = RunningStack(_stack_env(data_dir, flower_port), tmp_path / "up.log")
     try:
-        elapsed = stack.wait_ready()
+        stack.wait_ready()
         out = stack.output()
-        assert elapsed < 60
         assert "starting embedded PostgreSQL" in out and "starting embedded Redis" in out
+        # Every service with its pid, the embedded servers included, and full URLs.
+        for name in ("postgres", "redis (broker + results)"):
+            assert re.search(rf"{re.escape(name)}\s*│\s*\S+://\S+\s*│\s*\d+\s*│", out), out
         for name in ("sandbox", "worker-main", "worker-high", "beat", "flower"):
-            assert name in out
+            assert re.search(rf"│ {name}\s*│.*│\s*\d+\s*│", out), out
+        assert f"http://127.0.0.1:{flower_port} " in out
+        _check_who_runs_celery(data_dir, out)
+        first_worker_log = (data_dir / "logs" / "worker-main.log").read_text()
+        assert first_worker_log
         assert requests.get(f"http://127.0.0.1:{flower_port}/", timeout=5).status_code == 200
         _check_shell_reaches_the_stack(data_dir, flower_port)
         # A second `up` on the same data folder refuses instead of fighting over it.
@@ -150,6 +179,10 @@ def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None
     try:
         again.wait_ready()
         assert "created partitions" not in again.output()
+        # The first run's logs were kept, not overwritten.
+        rotated = data_dir / "logs" / "worker-main.log.1"
+        assert rotated.read_text().startswith(first_worker_log)
+        assert (data_dir / "logs" / "postgres.log.1").exists()
     finally:
         assert again.terminate() == 0
     assert [p for marker in markers for p in _processes_of(marker)] == []
