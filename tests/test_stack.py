@@ -148,6 +148,9 @@ def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None
         first_worker_log = (data_dir / "logs" / "worker-main.log").read_text()
         assert first_worker_log
         assert requests.get(f"http://127.0.0.1:{flower_port}/", timeout=5).status_code == 200
+        # Flower's API stays closed without auth (README "Flower's API" says how to open it).
+        api = requests.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=5)
+        assert api.status_code == 401 and "FLOWER_UNAUTHENTICATED_API" in api.text
         _check_shell_reaches_the_stack(data_dir, flower_port)
         # A second `up` on the same data folder refuses instead of fighting over it.
         second = subprocess.run(
@@ -192,8 +195,13 @@ def test_up_with_configured_urls_starts_no_servers(
     tmp_path: Path, database_url: str, redis_url: str
 ) -> None:
     data_dir = tmp_path / "data"
+    flower_port = free_port()
     env = _stack_env(
-        data_dir, free_port(), DROPSHIP_DATABASE_URL=database_url, DROPSHIP_REDIS_URL=redis_url
+        data_dir,
+        flower_port,
+        DROPSHIP_DATABASE_URL=database_url,
+        DROPSHIP_REDIS_URL=redis_url,
+        FLOWER_UNAUTHENTICATED_API="true",
     )
     stack = RunningStack(env, tmp_path / "up.log")
     try:
@@ -201,6 +209,10 @@ def test_up_with_configured_urls_starts_no_servers(
         out = stack.output()
         assert "starting embedded" not in out
         assert re.search(r"redis://127\.0\.0\.1:\d+/\d", out)
+        assert re.search(r"postgres\s*│\s*postgresql://\S+\s*│\s*external\s*│", out), out
+        # The README's way to open Flower's API locally reaches Flower through `dropship up`.
+        api = requests.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=10)
+        assert api.status_code == 200, api.text
     finally:
         assert stack.terminate() == 0
     assert not (data_dir / "postgres").exists() and not (data_dir / "redis").exists()
