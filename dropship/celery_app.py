@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
+from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
@@ -25,7 +27,7 @@ from dropship.runtime import (
     resolved_redis_url,
     resolved_result_backend_url,
 )
-from dropship.settings import get_settings
+from dropship.settings import SettingsError, get_settings
 
 QUEUE_NAMES = ("high", "medium", "low")
 
@@ -161,7 +163,14 @@ def _beat_schedule() -> dict[str, Any]:
 
 
 app = Celery("dropship", task_cls=DropshipTask, include=TASK_MODULES)
-_configure(app)
+try:
+    _configure(app)
+except SettingsError as exc:
+    if Path(sys.argv[0]).name in ("celery", "__main__.py") and "celery" in sys.argv[0]:
+        # `celery -A dropship.celery_app ...`: the variable's name, not Celery's traceback.
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
+    raise
 connect_celery_signals()
 
 

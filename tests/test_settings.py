@@ -150,3 +150,18 @@ def test_up_with_a_bad_url_stops_before_any_server_starts(
     assert "Traceback" not in proc.stderr
     assert "starting" not in proc.stdout
     assert not (tmp_path / "data").exists()  # no server data, logs or state were created
+
+
+def test_celery_with_a_bad_url_names_the_variable_without_a_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env.update(DROPSHIP_DATA_DIR=str(tmp_path), DROPSHIP_REDIS_URL="amqp://guest@127.0.0.1//")
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "dropship.celery_app", "worker"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "DROPSHIP_REDIS_URL" in proc.stderr and "Traceback" not in proc.stderr
