@@ -148,7 +148,8 @@ def check_database_url(url: str) -> None:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise ValueError(
-            "not a database URL; expected postgresql://user:password@host:5432/dbname"
+            "not a database URL; expected postgresql://user:password@host:5432/dbname "
+            "(percent-encode @ : / in the password)"
         ) from None
     if parsed.drivername not in DATABASE_SCHEMES:
         backend = parsed.drivername.split("+", 1)[0]
