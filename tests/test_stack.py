@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,10 +51,10 @@ def _processes_of(data_dir: Path) -> list[psutil.Process]:
 
 
 class RunningStack:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, python: str = sys.executable) -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dropship.cli", "up"],
+            [python, "-m", "dropship.cli", "up"],
             cwd=PROJECT_DIR,
             env=env,
             stdout=log.open("w"),
@@ -105,6 +108,7 @@ def _check_who_runs_celery(data_dir: Path, out: str) -> None:
         assert uids == {service.uid}, uids
         assert "superuser privileges" not in logs
     else:
+        assert "superuser privileges" in logs  # what running them unprivileged avoids
         assert re.search(
             r"workers, beat and Flower run as root .*cannot reach", " ".join(out.split())
         ), out
@@ -235,3 +239,61 @@ def test_up_stops_what_it_started_when_migrations_fail(tmp_path: Path, database_
     assert "error:" in proc.stderr and "no_such_database" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert _processes_of(data_dir) == []
+
+
+def _reachable_python() -> str | None:
+    """An interpreter of our minor version that the service user can run (e.g. the system's
+    /usr/bin/python3.11, when ours lives under a 0700 /root)."""
+    from dropship.embedded.system import can_reach
+
+    name = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = shutil.which(name, path="/usr/bin:/usr/local/bin:/opt/python/bin")
+    if found and can_reach(Path(found).resolve(), service_user()):
+        return found
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privileges are dropped only as root")
+def test_up_as_root_runs_celery_and_flower_unprivileged_when_python_is_reachable(
+    tmp_path: Path,
+) -> None:
+    """The other branch of the decision: a virtualenv the service user can reach (a system
+    Python plus this checkout's installed packages, all outside a 0700 home)."""
+    python = _reachable_python()
+    if python is None:
+        pytest.skip("no Python of our version that the service user can reach")
+    # Not tmp_path: pytest's base folder is 0700, which would hide the venv and data from it.
+    base = Path(tempfile.mkdtemp(prefix="dropship-unprivileged-"))
+    try:
+        base.chmod(0o755)
+        venv = base / "venv"
+        subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
+        venv_python = str(venv / "bin" / "python")
+        purelib = Path(
+            subprocess.check_output(
+                [venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                text=True,
+            ).strip()
+        )
+        # This checkout's packages (and its editable install, hence addsitedir, not a path).
+        ours = sysconfig.get_paths()["purelib"]
+        (purelib / "dropship-project.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+        if subprocess.run([venv_python, "-c", "import redis"], capture_output=True).returncode:
+            # A system Python older than 3.11.3 makes redis-py import the async_timeout
+            # backport, which our lock file (for newer Pythons) does not carry; the stdlib's
+            # asyncio.timeout is the same context manager.
+            (purelib / "async_timeout.py").write_text("from asyncio import timeout  # noqa\n")
+        data_dir = base / "data"
+        stack = RunningStack(_stack_env(data_dir, free_port()), tmp_path / "up.log", venv_python)
+        try:
+            stack.wait_ready()
+            out = stack.output()
+            assert "workers, beat and Flower run as unprivileged user" in out, out
+            _check_who_runs_celery(data_dir, out)
+            flower = [p for p in _processes_of(data_dir) if "flower" in " ".join(p.cmdline())]
+            assert flower and {p.uids().real for p in flower} == {service_user().uid}
+        finally:
+            assert stack.terminate() == 0, stack.output()
+        assert _processes_of(data_dir) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
