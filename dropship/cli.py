@@ -27,7 +27,8 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    # soft_wrap: one line whatever the terminal width, so scripts can grep it.
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -254,8 +255,9 @@ def _unavailable(exc: BaseException) -> str | None:
     import sqlalchemy.exc
 
     from dropship.errors import ConfigurationError
+    from dropship.runtime import BrokerNotConfiguredError
 
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, ConfigurationError | BrokerNotConfiguredError):
         return str(exc)
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
         if not isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):

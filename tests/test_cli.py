@@ -55,7 +55,8 @@ def test_status_shows_the_three_queues() -> None:
 def _isolated_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """No configured servers and an empty data folder (no running stack to find)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
-    env.update(DROPSHIP_DATA_DIR=str(tmp_path), COLUMNS="200", **extra)
+    # A narrow terminal: the error must still be one line.
+    env.update(DROPSHIP_DATA_DIR=str(tmp_path), COLUMNS="60", **extra)
     return env
 
 
