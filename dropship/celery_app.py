@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -30,8 +32,13 @@ from dropship.errors import (
     RetriesExhaustedError,
     TransientError,
 )
-from dropship.runtime import resolved_redis_url, resolved_result_backend_url
-from dropship.settings import get_settings
+from dropship.logsafe import connect_celery_signals
+from dropship.runtime import (
+    UNCONFIGURED_BROKER_URL,
+    resolved_redis_url,
+    resolved_result_backend_url,
+)
+from dropship.settings import SettingsError, get_settings
 
 QUEUE_NAMES = ("high", "medium", "low")
 
@@ -210,7 +217,9 @@ class DropshipTask(Task):
 
 def _configure(app: Celery) -> None:
     settings = get_settings()
-    broker = resolved_redis_url()
+    # No URL and no running stack: a broker that fails with a message naming the variable,
+    # instead of Celery's default amqp://localhost (which may well be someone else's RabbitMQ).
+    broker = resolved_redis_url() or UNCONFIGURED_BROKER_URL
     backend = resolved_result_backend_url()
     exchange = Exchange("dropship", type="direct")
     app.conf.update(
@@ -264,7 +273,15 @@ def _beat_schedule() -> dict[str, Any]:
 
 
 app = Celery("dropship", task_cls=DropshipTask, include=TASK_MODULES)
-_configure(app)
+try:
+    _configure(app)
+except SettingsError as exc:
+    if Path(sys.argv[0]).name in ("celery", "__main__.py") and "celery" in sys.argv[0]:
+        # `celery -A dropship.celery_app ...`: the variable's name, not Celery's traceback.
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
+    raise
+connect_celery_signals()
 
 
 @worker_init.connect

@@ -27,7 +27,8 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    # soft_wrap: one line whatever the terminal width, so scripts can grep it.
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -62,9 +63,13 @@ def up(
     console.print("stopped.")
 
 
+# Both take the revision the same way: an optional positional REV.
+RevisionArg = Annotated[str, typer.Argument(metavar="REV", show_default=True)]
+
+
 @db_cli.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
-    """Apply migrations up to REVISION (default: head), then ensure order partitions."""
+def db_upgrade(revision: RevisionArg = "head") -> None:
+    """Apply migrations up to REV (default: head, e.g. +1), then ensure order partitions."""
     from dropship import migrate
     from dropship.db import session_scope
     from dropship.maintenance.services import run_partition_maintenance
@@ -86,8 +91,8 @@ def db_current() -> None:
 
 
 @db_cli.command("downgrade")
-def db_downgrade(revision: str) -> None:
-    """Revert migrations down to REVISION (e.g. -1 or base)."""
+def db_downgrade(revision: RevisionArg = "-1") -> None:
+    """Revert migrations down to REV (default: -1, one step; base reverts all)."""
     from dropship import migrate
 
     migrate.downgrade(revision=revision)
@@ -191,7 +196,8 @@ def sandbox(
 
 @cli.command()
 def status() -> None:
-    """Queues, workers and partitions of the running stack, on one screen."""
+    """Queue depths (messages waiting in high, medium, low) and the queues each running worker
+    consumes, from the stack's broker."""
     from rich.table import Table
 
     from dropship.celery_app import QUEUE_NAMES, app
@@ -237,13 +243,72 @@ def budget() -> None:
         console.print(status.line() if status else f"{account.limiter_key}: no daily budget")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"dropship {version('dropship')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+def _unavailable(exc: BaseException) -> str | None:
+    """A one-line reason when ``exc`` means a server is unreachable or not configured, else None.
+
+    Only the driver's own first line is shown: psycopg and redis name host and port there, never
+    the password; SQLAlchemy's wrapper would add the SQL and a help link."""
+    import kombu.exceptions
+    import psycopg
+    import redis
+    import sqlalchemy.exc
+
+    from dropship.errors import ConfigurationError
+    from dropship.runtime import BrokerNotConfiguredError
+
+    if isinstance(exc, ConfigurationError | BrokerNotConfiguredError):
+        return str(exc)
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        if not isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return None
+        exc = exc.orig
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"database unreachable: {first}"
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return f"Redis unreachable: {str(exc).strip() or type(exc).__name__}"
+    if isinstance(exc, kombu.exceptions.OperationalError):
+        return f"broker unreachable: {str(exc).strip() or type(exc).__name__}"
+    return None
+
+
 def main() -> None:
+    from dropship.logsafe import configure_logging
+
     try:
-        get_settings()
+        settings = get_settings()
     except SettingsError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise SystemExit(2) from None
-    cli()
+    configure_logging(settings.log_level)
+    try:
+        cli()
+    except Exception as exc:
+        reason = _unavailable(exc)
+        if reason is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {reason}", soft_wrap=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -12,10 +12,37 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from kombu.transport import TRANSPORT_ALIASES, virtual
 
 from dropship.settings import get_settings
 
 STATE_FILE = "stack.json"
+
+NO_BROKER_MESSAGE = (
+    "no broker configured: DROPSHIP_REDIS_URL is not set and no running stack was found "
+    "(start one with `dropship up`, or set DROPSHIP_REDIS_URL=redis://host:6379/0)"
+)
+# The broker URL Celery gets when there is none: its transport refuses to connect, naming the
+# variable, rather than Celery falling back to amqp://guest@localhost.
+UNCONFIGURED_BROKER_URL = "dropship-unconfigured://"
+
+
+class BrokerNotConfiguredError(RuntimeError):
+    """Raised on the first broker connection when no broker URL is known. Not one of the
+    transport's ``connection_errors``, so kombu and Celery do not retry it forever."""
+
+
+class UnconfiguredTransport(virtual.Transport):
+    driver_type = driver_name = "dropship-unconfigured"
+
+    def establish_connection(self) -> Any:
+        raise BrokerNotConfiguredError(NO_BROKER_MESSAGE)
+
+    def driver_version(self) -> str:
+        return "n/a"
+
+
+TRANSPORT_ALIASES["dropship-unconfigured"] = f"{__name__}:UnconfiguredTransport"
 
 
 def state_path() -> Path:

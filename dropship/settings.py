@@ -10,7 +10,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dropship.platforms.config import PlatformSettings
@@ -89,6 +96,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path(".dropship")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_keep: int = Field(
+        5, ge=0, le=100, description="previous runs' logs `dropship up` keeps per process"
+    )
 
     flower_host: str = "127.0.0.1"
     flower_port: int = Field(5555, ge=1, le=65535)
@@ -105,6 +115,20 @@ class Settings(BaseSettings):
     # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
     platforms: PlatformSettings = PlatformSettings()
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_database_url(value.get_secret_value())
+        return value
+
+    @field_validator("redis_url", "result_backend_url")
+    @classmethod
+    def _redis_url_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_redis_url(value.get_secret_value())
+        return value
+
     def database_url_value(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None
 
@@ -115,6 +139,58 @@ class Settings(BaseSettings):
         if self.result_backend_url:
             return self.result_backend_url.get_secret_value()
         return self.redis_url_value()
+
+
+# psycopg 3 is the only PostgreSQL driver installed; ``db.normalise_url`` pins it for the plain
+# forms.
+DATABASE_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def check_database_url(url: str) -> None:
+    """Raise ``ValueError`` when ``url`` is not a PostgreSQL URL we can use. The message never
+    repeats the URL: it may carry a password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not url.strip():
+        raise ValueError("empty; unset it to use the embedded PostgreSQL")
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "not a database URL; expected postgresql://user:password@host:5432/dbname "
+            "(percent-encode @ : / in the password)"
+        ) from None
+    if parsed.drivername not in DATABASE_SCHEMES:
+        backend = parsed.drivername.split("+", 1)[0]
+        if backend in ("postgresql", "postgres"):
+            driver = parsed.drivername.split("+", 1)[1]
+            reason = f"driver {driver!r} is not installed (psycopg 3 is)"
+        else:
+            reason = f"scheme {parsed.drivername!r} is not PostgreSQL"
+        raise ValueError(f"{reason}; expected postgresql://user:password@host:5432/dbname")
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ``ValueError`` when ``url`` is not a Redis URL (redis:// or rediss://)."""
+    from urllib.parse import urlsplit
+
+    if not url.strip():
+        raise ValueError("empty; unset it to use the embedded Redis")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a non-numeric or out-of-range port)
+    except ValueError:
+        raise ValueError("not a URL; expected redis://[:password@]host:6379/0") from None
+    if parts.scheme not in REDIS_SCHEMES:
+        shown = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ValueError(f"{shown} is not Redis; expected redis://[:password@]host:6379/0")
+    if not parts.hostname:
+        raise ValueError("no host; expected redis://[:password@]host:6379/0")
+    db = parts.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"database {db!r} is not a number; expected redis://host:6379/0")
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:

@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class Stack:
     database_url: str = ""
     redis_url: str = ""
     sandbox_url: str | None = None
+    server_pids: dict[str, int] = field(default_factory=dict)
+    _children_run_as: RunAs | None = None
     _stopping: bool = False
 
     # --- paths ----------------------------------------------------------------------------
@@ -198,6 +201,8 @@ class Stack:
             self.console.print("[dim]starting embedded PostgreSQL...[/]")
             pg.start()
             self.servers.append(("postgres", pg.stop))
+            if pg.process is not None:
+                self.server_pids["postgres"] = pg.process.pid
             self.database_url = pg.url()
         if configured_redis:
             self.redis_url = configured_redis
@@ -213,13 +218,32 @@ class Stack:
             self.console.print("[dim]starting embedded Redis...[/]")
             server.start()
             self.servers.append(("redis", server.stop))
+            if server.process is not None:
+                self.server_pids["redis"] = server.process.pid
             self.redis_url = server.url(0)
 
     def _prepare_log(self, path: Path | None, run_as: RunAs) -> None:
         # The log is opened by us (root) before dropping privileges, so ownership is moot; keep
         # it private because server logs can contain query text.
         if path is not None:
+            rotate_log(path, self.settings.log_keep)
             path.touch(mode=0o600, exist_ok=True)
+
+    def children_run_as(self) -> RunAs:
+        """Who the sandbox, workers, beat and Flower run as (see ``choose_children_run_as``)."""
+        if self._children_run_as is None:
+            run_as = service_user()
+            if run_as.is_other:
+                run_dir = self.data_dir / "run"
+                run_dir.mkdir(parents=True, exist_ok=True)
+                run_as, note = choose_children_run_as(
+                    run_as, [*python_paths(), self.project_dir, run_dir]
+                )
+                if run_as.is_other:
+                    chown(run_dir, run_as)  # beat writes its schedule there
+                self.notes.append(note)
+            self._children_run_as = run_as
+        return self._children_run_as
 
     def _migrate(self) -> None:
         from dropship import migrate
@@ -259,9 +283,10 @@ class Stack:
 
     def _spawn(self, name: str, args: list[str], where: str, **kw: float | int) -> Child:
         log = self.log_dir / f"{name}.log"
-        log.write_bytes(b"")
+        rotate_log(log, self.settings.log_keep)
+        log.touch(mode=0o600)
         process = popen_as(
-            args, RunAs("self"), env=self._child_env(), cwd=self.project_dir, log_file=log
+            args, self.children_run_as(), env=self._child_env(), cwd=self.project_dir, log_file=log
         )
         child = Child(name, process, where, log, **kw)  # type: ignore[arg-type]
         self.children.append(child)
@@ -353,21 +378,37 @@ class Stack:
 
     def _print_summary(self, elapsed: float) -> None:
         table = Table(title="dropship stack", show_lines=False)
-        table.add_column("service")
-        table.add_column("where")
-        table.add_column("pid", justify="right")
-        table.add_row("postgres", _redact(self.database_url), "embedded" if self.servers else "-")
-        table.add_row("redis (broker + results)", _redact(self.redis_url), "")
-        for child in self.children:
-            table.add_row(child.name, child.where, str(child.process.pid))
+        # Fold rather than truncate: a URL cut to "http://127.0.0.1:4…" is no use to anyone.
+        table.add_column("service", no_wrap=True)
+        table.add_column("where", overflow="fold")
+        table.add_column("pid", justify="right", no_wrap=True)
+        table.add_row(
+            "dropship up", "supervisor (Ctrl-C or SIGTERM stops everything)", str(os.getpid())
+        )
+        for row in self.service_rows():
+            table.add_row(*row)
         self.console.print(table)
         for note in self.notes:
             self.console.print(f"[yellow]note:[/] {note}")
-        self.console.print(f"logs: {self.log_dir}")
+        self.console.print(f"logs: {self.log_dir} (previous runs kept as <name>.log.1 ...)")
         self.console.print(
             f"[bold green]ready[/] in {elapsed:.1f} s. Enqueue work from `dropship shell`; "
             "Ctrl-C stops everything."
         )
+
+    def service_rows(self) -> list[tuple[str, str, str]]:
+        """(service, full URL or role, pid) for every server and child; configured (external)
+        servers have no pid of ours."""
+        rows = [
+            ("postgres", _redact(self.database_url), _pid_or(self.server_pids.get("postgres"))),
+            (
+                "redis (broker + results)",
+                _redact(self.redis_url),
+                _pid_or(self.server_pids.get("redis")),
+            ),
+        ]
+        rows += [(child.name, child.where, str(child.process.pid)) for child in self.children]
+        return rows
 
     # --- run / stop -----------------------------------------------------------------------
 
@@ -425,6 +466,54 @@ def _stop_process_group(child: Child) -> None:
     # Pool children that outlived their parent are in the same group.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _pid_or(pid: int | None) -> str:
+    return str(pid) if pid is not None else "external"
+
+
+def rotate_log(path: Path, keep: int) -> None:
+    """Keep the previous runs' logs: ``name.log`` becomes ``name.log.1``, ``.1`` becomes ``.2``
+    and so on; only ``keep`` old files remain (0 keeps none)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    if keep <= 0:
+        path.unlink()
+        return
+    path.with_name(f"{path.name}.{keep}").unlink(missing_ok=True)
+    for n in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{n + 1}"))
+    path.replace(path.with_name(f"{path.name}.1"))
+
+
+def python_paths() -> list[Path]:
+    """What a child Python process must be able to read: the real interpreter, the standard
+    library and the environment's installed packages."""
+    paths = [Path(sys.executable).resolve(), Path(sysconfig.get_paths()["stdlib"]).resolve()]
+    paths.append(Path(sysconfig.get_paths()["purelib"]).resolve())
+    return paths
+
+
+def choose_children_run_as(service: RunAs, needed: list[Path]) -> tuple[RunAs, str]:
+    """The servers' unprivileged user when it can reach every path in ``needed`` (interpreter,
+    packages, project, run folder), else ourselves; with the note start-up prints. Nothing is
+    chmodded to make it fit: a checkout under a 0700 home keeps Celery running as root."""
+    blocked = [p for p in needed if not can_reach(p, service)]
+    if not blocked:
+        return service, f"workers, beat and Flower run as unprivileged user {service.name!r}"
+    return RunAs("self"), (
+        f"workers, beat and Flower run as {pwd_name()} (Celery warns about it): user "
+        f"{service.name!r} cannot reach {blocked[0]}. Install Python and the project outside "
+        "a private home (e.g. under /opt) to run them unprivileged"
+    )
+
+
+def pwd_name() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
 
 
 def _redact(url: str) -> str:

@@ -91,3 +91,77 @@ def test_stale_stack_state_with_a_reused_pid_is_ignored(
             other.wait()
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DROPSHIP_DATABASE_URL", "not a url at all"),
+        ("DROPSHIP_DATABASE_URL", "mysql://u:s3cret-pw@db:3306/shop"),
+        ("DROPSHIP_DATABASE_URL", "postgresql+psycopg2://u:s3cret-pw@db/shop"),
+        ("DROPSHIP_DATABASE_URL", "postgresql://u:s3cret-pw@db:port/shop"),
+        ("DROPSHIP_REDIS_URL", "amqp://guest:s3cret-pw@localhost//"),
+        ("DROPSHIP_REDIS_URL", "localhost:6379"),
+        ("DROPSHIP_REDIS_URL", "redis://:s3cret-pw@cache:99999/0"),
+        ("DROPSHIP_REDIS_URL", "redis://:s3cret-pw@cache:6379/zero"),
+        ("DROPSHIP_RESULT_BACKEND_URL", "rpc://"),
+    ],
+)
+def test_bad_server_url_names_the_variable_and_hides_the_password(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name) as info:
+        load_settings()
+    assert "s3cret-pw" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["postgresql://u:p@db:5432/x", "postgres://db/x", "postgresql+psycopg://db/x"],
+)
+def test_supported_database_urls_are_accepted(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DROPSHIP_DATABASE_URL", value)
+    assert load_settings().database_url_value() == value
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DROPSHIP_DATABASE_URL", "mysql://u:pw@127.0.0.1/shop"),
+        ("DROPSHIP_REDIS_URL", "amqp://guest@127.0.0.1//"),
+    ],
+)
+def test_up_with_a_bad_url_stops_before_any_server_starts(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env.update({"DROPSHIP_DATA_DIR": str(tmp_path / "data"), name: value})
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropship.cli", "up"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert name in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "starting" not in proc.stdout
+    assert not (tmp_path / "data").exists()  # no server data, logs or state were created
+
+
+def test_celery_with_a_bad_url_names_the_variable_without_a_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env.update(DROPSHIP_DATA_DIR=str(tmp_path), DROPSHIP_REDIS_URL="amqp://guest@127.0.0.1//")
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "dropship.celery_app", "worker"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "DROPSHIP_REDIS_URL" in proc.stderr and "Traceback" not in proc.stderr

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +17,8 @@ import psutil
 import pytest
 import requests
 
-from dropship.embedded.system import free_port
+from dropship.embedded.system import free_port, service_user
+from dropship.stack import READY_TIMEOUT_SECONDS
 from tests.conftest import PROJECT_DIR
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -47,10 +51,10 @@ def _processes_of(data_dir: Path) -> list[psutil.Process]:
 
 
 class RunningStack:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, python: str = sys.executable) -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dropship.cli", "up"],
+            [python, "-m", "dropship.cli", "up"],
             cwd=PROJECT_DIR,
             env=env,
             stdout=log.open("w"),
@@ -62,7 +66,9 @@ class RunningStack:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 60.0) -> float:
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS + 30) -> float:
+        # The stack enforces its own readiness deadline (READY_TIMEOUT_SECONDS) and exits 1
+        # when it is missed; this outer bound only catches a hung supervisor.
         deadline = self.started + timeout
         while time.monotonic() < deadline:
             out = self.output()
@@ -86,6 +92,27 @@ from dropship.platforms.registry import connector_for
 product = next(iter(connector_for("domeggook_main").iter_products()))
 print("CONNECTOR", type(product).__name__)
 """
+
+
+def _check_who_runs_celery(data_dir: Path, out: str) -> None:
+    """As root, Celery and Flower run as the service user when it can reach the interpreter and
+    the project (then no superuser warning), else as root with a note saying why."""
+    if os.geteuid() != 0:
+        return
+    service = service_user()
+    celery = [p for p in _processes_of(data_dir) if "celery" in " ".join(p.cmdline())]
+    assert celery, out
+    uids = {p.uids().real for p in celery}
+    logs = "".join((data_dir / "logs" / f"{n}.log").read_text() for n in ("worker-main", "beat"))
+    if "workers, beat and Flower run as unprivileged user" in out:
+        assert uids == {service.uid}, uids
+        assert "superuser privileges" not in logs
+    else:
+        assert "superuser privileges" in logs  # what running them unprivileged avoids
+        assert re.search(
+            r"workers, beat and Flower run as root .*cannot reach", " ".join(out.split())
+        ), out
+        assert uids == {0}
 
 
 def _check_shell_reaches_the_stack(data_dir: Path, flower_port: int) -> None:
@@ -112,13 +139,22 @@ def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None
     flower_port = free_port()
     stack = RunningStack(_stack_env(data_dir, flower_port), tmp_path / "up.log")
     try:
-        elapsed = stack.wait_ready()
+        stack.wait_ready()
         out = stack.output()
-        assert elapsed < 60
         assert "starting embedded PostgreSQL" in out and "starting embedded Redis" in out
+        # Every service with its pid, the embedded servers included, and full URLs.
+        for name in ("postgres", "redis (broker + results)"):
+            assert re.search(rf"{re.escape(name)}\s*│\s*\S+://\S+\s*│\s*\d+\s*│", out), out
         for name in ("sandbox", "worker-main", "worker-high", "beat", "flower"):
-            assert name in out
+            assert re.search(rf"│ {name}\s*│.*│\s*\d+\s*│", out), out
+        assert f"http://127.0.0.1:{flower_port} " in out
+        _check_who_runs_celery(data_dir, out)
+        first_worker_log = (data_dir / "logs" / "worker-main.log").read_text()
+        assert first_worker_log
         assert requests.get(f"http://127.0.0.1:{flower_port}/", timeout=5).status_code == 200
+        # Flower's API stays closed without auth (README "Flower's API" says how to open it).
+        api = requests.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=5)
+        assert api.status_code == 401 and "FLOWER_UNAUTHENTICATED_API" in api.text
         _check_shell_reaches_the_stack(data_dir, flower_port)
         # A second `up` on the same data folder refuses instead of fighting over it.
         second = subprocess.run(
@@ -150,6 +186,10 @@ def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None
     try:
         again.wait_ready()
         assert "created partitions" not in again.output()
+        # The first run's logs were kept, not overwritten.
+        rotated = data_dir / "logs" / "worker-main.log.1"
+        assert rotated.read_text().startswith(first_worker_log)
+        assert (data_dir / "logs" / "postgres.log.1").exists()
     finally:
         assert again.terminate() == 0
     assert [p for marker in markers for p in _processes_of(marker)] == []
@@ -159,8 +199,13 @@ def test_up_with_configured_urls_starts_no_servers(
     tmp_path: Path, database_url: str, redis_url: str
 ) -> None:
     data_dir = tmp_path / "data"
+    flower_port = free_port()
     env = _stack_env(
-        data_dir, free_port(), DROPSHIP_DATABASE_URL=database_url, DROPSHIP_REDIS_URL=redis_url
+        data_dir,
+        flower_port,
+        DROPSHIP_DATABASE_URL=database_url,
+        DROPSHIP_REDIS_URL=redis_url,
+        FLOWER_UNAUTHENTICATED_API="true",
     )
     stack = RunningStack(env, tmp_path / "up.log")
     try:
@@ -168,6 +213,10 @@ def test_up_with_configured_urls_starts_no_servers(
         out = stack.output()
         assert "starting embedded" not in out
         assert re.search(r"redis://127\.0\.0\.1:\d+/\d", out)
+        assert re.search(r"postgres\s*│\s*postgresql://\S+\s*│\s*external\s*│", out), out
+        # The README's way to open Flower's API locally reaches Flower through `dropship up`.
+        api = requests.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=10)
+        assert api.status_code == 200, api.text
     finally:
         assert stack.terminate() == 0
     assert not (data_dir / "postgres").exists() and not (data_dir / "redis").exists()
@@ -190,3 +239,61 @@ def test_up_stops_what_it_started_when_migrations_fail(tmp_path: Path, database_
     assert "error:" in proc.stderr and "no_such_database" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert _processes_of(data_dir) == []
+
+
+def _reachable_python() -> str | None:
+    """An interpreter of our minor version that the service user can run (e.g. the system's
+    /usr/bin/python3.11, when ours lives under a 0700 /root)."""
+    from dropship.embedded.system import can_reach
+
+    name = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = shutil.which(name, path="/usr/bin:/usr/local/bin:/opt/python/bin")
+    if found and can_reach(Path(found).resolve(), service_user()):
+        return found
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privileges are dropped only as root")
+def test_up_as_root_runs_celery_and_flower_unprivileged_when_python_is_reachable(
+    tmp_path: Path,
+) -> None:
+    """The other branch of the decision: a virtualenv the service user can reach (a system
+    Python plus this checkout's installed packages, all outside a 0700 home)."""
+    python = _reachable_python()
+    if python is None:
+        pytest.skip("no Python of our version that the service user can reach")
+    # Not tmp_path: pytest's base folder is 0700, which would hide the venv and data from it.
+    base = Path(tempfile.mkdtemp(prefix="dropship-unprivileged-"))
+    try:
+        base.chmod(0o755)
+        venv = base / "venv"
+        subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True)
+        venv_python = str(venv / "bin" / "python")
+        purelib = Path(
+            subprocess.check_output(
+                [venv_python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                text=True,
+            ).strip()
+        )
+        # This checkout's packages (and its editable install, hence addsitedir, not a path).
+        ours = sysconfig.get_paths()["purelib"]
+        (purelib / "dropship-project.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+        if subprocess.run([venv_python, "-c", "import redis"], capture_output=True).returncode:
+            # A system Python older than 3.11.3 makes redis-py import the async_timeout
+            # backport, which our lock file (for newer Pythons) does not carry; the stdlib's
+            # asyncio.timeout is the same context manager.
+            (purelib / "async_timeout.py").write_text("from asyncio import timeout  # noqa\n")
+        data_dir = base / "data"
+        stack = RunningStack(_stack_env(data_dir, free_port()), tmp_path / "up.log", venv_python)
+        try:
+            stack.wait_ready()
+            out = stack.output()
+            assert "workers, beat and Flower run as unprivileged user" in out, out
+            _check_who_runs_celery(data_dir, out)
+            flower = [p for p in _processes_of(data_dir) if "flower" in " ".join(p.cmdline())]
+            assert flower and {p.uids().real for p in flower} == {service_user().uid}
+        finally:
+            assert stack.terminate() == 0, stack.output()
+        assert _processes_of(data_dir) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

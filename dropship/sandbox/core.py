@@ -103,7 +103,7 @@ class SandboxRateLimit:
 # The design's defaults (docs/PLATFORMS.md "Rate limits"); domeggook publishes none.
 DEFAULT_SANDBOX_RATE_LIMITS: Mapping[str, SandboxRateLimit] = {
     "ownerclan": SandboxRateLimit(500, 3600.0),
-    "domeggook": SandboxRateLimit(600, 60.0),
+    "domeggook": SandboxRateLimit(180, 60.0),
     "gentrade": SandboxRateLimit(1000, 3600.0),
     "coupang": SandboxRateLimit(100, 60.0),
     "naver": SandboxRateLimit(2, 1.0, burst=4),  # measured: 2/s, burst 4 per application
