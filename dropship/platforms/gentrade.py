@@ -315,10 +315,10 @@ class FeedReader:
                 scan = max(1, len(buf) - _MARKER_TAIL)
             if not more():
                 break
-        # The stream ended without </zentrade>.
+        # The stream ended without </zentrade>. A last record that is complete is still read.
         self.truncated = True
         if buf and not skipping:
-            yield _Unit(base, bytes(buf), "truncated")
+            yield _Unit(base, bytes(buf), "record" if _CLOSE.search(buf) else "truncated")
 
     def _read_prologue(self, head: bytes) -> tuple[int, bytes] | None:
         """Set the document encoding from the BOM or the declaration and check the root
@@ -594,9 +594,7 @@ def _children(product: Any) -> dict[str, Any]:
     return children
 
 
-def parse_options(
-    element: Any, buyprice: int, stock: int
-) -> tuple[tuple[ProductOption, ...], str]:
+def parse_options(element: Any, buyprice: int, stock: int) -> tuple[tuple[ProductOption, ...], str]:
     """``<option opt1nm>`` rows -> options with ``price_delta`` relative to ``buyprice``;
     also returns the option name. Raises :class:`_RecordError` naming the bad row."""
     if element is None:
@@ -870,9 +868,9 @@ class GentradeConnector(SupplierConnectorBase):
 
     # ------------------------------------------------------------------ orders
 
-    def lookup_orders(self, *, pordno: str | None = None, ordno: str | None = None) -> list[
-        ZentradeOrder
-    ]:
+    def lookup_orders(
+        self, *, pordno: str | None = None, ordno: str | None = None
+    ) -> list[ZentradeOrder]:
         """``order_api.php`` by our order key (``pordno``) or Zentrade's 13-digit ``ordno``."""
         if bool(pordno) == bool(ordno):
             raise PermanentError("gentrade order lookup needs exactly one of pordno, ordno")

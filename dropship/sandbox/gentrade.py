@@ -120,19 +120,19 @@ def product_xml(item: CatalogItem, seed: int, code: str | None = None) -> str:
 HOSTILE_KINDS: dict[str, str] = {
     "bad_bytes": "byte sequence",
     "control_char": "control character",
-    "malformed": "not well-formed",
+    "malformed": "tag mismatch",
     "oversized": "exceeds",
     "nested": "nested",
     "unexpected_element": "unexpected element",
     "bad_number": "not a whole number",
-    "zero_cost": "outside",
-    "absurd_cost": "outside",
+    "zero_cost": "buyprice 0 KRW is outside",
+    "absurd_cost": "buyprice 250000000 KRW is outside",
     "negative_option": "below zero",
     "option_fields": "fields",
     "duplicate_code": "duplicate",
     "missing_code": "no code",
-    "unclosed_cdata": "CData",
-    "bad_entity": "Entity",
+    "unclosed_cdata": "CData section not finished",
+    "bad_entity": "Entity 'nbsp' not defined",
     "garbage_between": "unexpected content",
     "unclosed_product": "no </product>",
     "bad_status": "runout",
@@ -150,8 +150,8 @@ def hostile_record(kind: str, item: CatalogItem, seed: int, previous_code: str) 
         return product_xml(item, seed, code=previous_code).encode("euc_kr")
     if kind == "bad_bytes":
         head, tail = good.split("<prdtname><![CDATA[ ", 1)
-        return (head + "<prdtname><![CDATA[ ").encode("euc_kr") + b"\x80\xff" + tail.encode(
-            "euc_kr"
+        return (
+            (head + "<prdtname><![CDATA[ ").encode("euc_kr") + b"\x80\xff" + tail.encode("euc_kr")
         )
     replacements: dict[str, tuple[str, str]] = {
         "control_char": ("<prdtname><![CDATA[ ", "<prdtname><![CDATA[ \x01"),
@@ -184,9 +184,9 @@ def hostile_record(kind: str, item: CatalogItem, seed: int, previous_code: str) 
             f'<option opt1nm="색상" opt2nm="">{_cdata(rows)}',
         ).encode("euc_kr")
     if kind == "oversized":
-        return good.replace(
-            "<content>", "<content>" + _cdata("x" * OVERSIZED_BYTES), 1
-        ).encode("euc_kr")
+        return good.replace("<content>", "<content>" + _cdata("x" * OVERSIZED_BYTES), 1).encode(
+            "euc_kr"
+        )
     if kind == "garbage_between":
         return b"garbage <<not a product>> & \x00\xff between records\n"
     old, new = replacements[kind]
@@ -341,7 +341,9 @@ class GentradeFeedHandler(_GentradeHandler):
                 return
             if cut is not None and served >= cut:
                 # A stream cut mid-body: close without the chunked terminator.
-                self.request.connection.stream.close()  # type: ignore[attr-defined]
+                stream = getattr(self.request.connection, "stream", None)
+                if stream is not None:
+                    stream.close()
                 self._finished = True
                 return
         self.finish()
