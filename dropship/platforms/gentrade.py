@@ -855,16 +855,18 @@ class GentradeConnector(SupplierConnectorBase):
     def get_product(self, supplier_sku: str) -> SupplierProduct | None:
         """``product_api.php?goodsno=`` answers a document with that one product (or none)."""
 
-        def load() -> SupplierProduct | None:
+        def load() -> dict[str, Any] | None:
             for record in self._read({"goodsno": supplier_sku}):
                 if record.supplier_sku != supplier_sku:
                     continue
                 if isinstance(record, InvalidRecord):
                     raise self.malformed_error(record)
-                return record
+                return _to_cached(record)
             return None
 
-        return self.cached_detail(supplier_sku, load)
+        # The cache stores JSON: the product goes in as a plain dict and comes back rebuilt.
+        cached = self.cached_detail(supplier_sku, load)
+        return _from_cached(cached) if cached is not None else None
 
     # ------------------------------------------------------------------ orders
 
@@ -909,3 +911,39 @@ class GentradeConnector(SupplierConnectorBase):
             f"gentrade (Zentrade) has no cancel API: cancel purchase order {order_key} with "
             "Zentrade directly (order_api.php only looks orders up)"
         )
+
+
+def _to_cached(product: SupplierProduct) -> dict[str, Any]:
+    return {
+        "sku": product.supplier_sku,
+        "name": product.name,
+        "cost": product.cost_price,
+        "fee": product.shipping_fee,
+        "stock": product.stock,
+        "status": product.status,
+        "category": product.category,
+        "images": list(product.images),
+        "options": [
+            [o.name, o.value, o.price_delta, o.stock, o.supplier_option_code]
+            for o in product.options
+        ],
+        "stock_assumed": product.stock_assumed,
+        "raw": product.raw,
+    }
+
+
+def _from_cached(data: dict[str, Any]) -> SupplierProduct:
+    return SupplierProduct(
+        supplier=SUPPLIER,
+        supplier_sku=data["sku"],
+        name=data["name"],
+        cost_price=data["cost"],
+        shipping_fee=data["fee"],
+        stock=data["stock"],
+        status=data["status"],
+        category=data["category"],
+        images=tuple(data["images"]),
+        options=tuple(ProductOption(*o) for o in data["options"]),
+        stock_assumed=data["stock_assumed"],
+        raw=data["raw"],
+    )
