@@ -328,7 +328,11 @@ class FeedReader:
         if head.startswith(codecs.BOM_UTF8):
             bom_encoding, offset = "utf-8", len(codecs.BOM_UTF8)
         elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            raise TransientError("gentrade feed is UTF-16 (Zentrade documents are EUC-KR)")
+            if not head[2:].lstrip().startswith((b"<?xml", b"<zentrade", b"<!--")):
+                raise TransientError("gentrade feed is UTF-16 (Zentrade documents are EUC-KR)")
+            # Two stray bytes in front of an 8-bit document (real UTF-16 would read <\0?\0).
+            offset = 2
+            log.warning("gentrade feed: a UTF-16 byte-order mark before an 8-bit document")
         body = head[offset:].lstrip()
         declared = None
         declaration = _DECLARATION.match(body)
@@ -351,6 +355,11 @@ class FeedReader:
                 bom_encoding,
                 declared,
             )
+        elif self.encoding == "utf-8" and not bom_encoding:
+            # Zentrade documents are EUC-KR: a UTF-8 label without a BOM is in doubt, so a
+            # record that is not UTF-8 but is valid CP949 is read as CP949. (Not the other way
+            # round: UTF-8 bytes are often valid CP949 pairs, so that would read mojibake.)
+            self.fallback_encoding = "cp949"
         body = _PROLOGUE_MISC.sub(b"", _COMMENTS.sub(b"", body))
         root = _ROOT_OPEN.search(body)
         if root is None or body[: root.start()].strip():

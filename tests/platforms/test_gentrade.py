@@ -427,6 +427,15 @@ def test_document_level_faults() -> None:
     # ...and a record that is only valid in the declared encoding is still read.
     (product,) = products(iter_feed([utf8_head + record().encode("cp949") + b"</zentrade>"]))
     assert product.name == "스마일뺏지"
+    # EUC-KR bytes under a UTF-8 label (no BOM): still read, as CP949.
+    utf8_label = b'<?xml version="1.0" encoding="UTF-8"?><zentrade version="ZENTRADE XML 1.0">'
+    (product,) = products(iter_feed([utf8_label + record().encode("cp949") + b"</zentrade>"]))
+    assert product.name == "스마일뺏지"
+    # A stray UTF-16 BOM in front of an 8-bit document is skipped; real UTF-16 is refused.
+    (product,) = products(iter_feed([b"\xff\xfe" + doc(record())]))
+    assert product.name == "스마일뺏지"
+    with pytest.raises(TransientError, match="UTF-16"):
+        list(iter_feed([doc(record()).decode("cp949").encode("utf-16")]))
     # A UHC syllable (outside strict EUC-KR) under the euc-kr label, as Korean sites send it.
     (product,) = products(iter_feed([doc(record().replace("스마일", "똠방"))]))
     assert product.name == "똠방뺏지"
