@@ -226,6 +226,7 @@ class FeedReader:
         self.fallback_encoding: str | None = None
         self.version: str | None = None
         self.truncated = False
+        self._empty_root = False
         self.products = 0
         self.rejects = 0
         self._seen = _SeenCodes()
@@ -258,6 +259,10 @@ class FeedReader:
             yield _Unit(garbage[0], garbage[1], "garbage")
         del buf[:first]
         base = first
+        if self._empty_root:
+            # <zentrade/>: no records; what follows is the epilogue, as after </zentrade>.
+            buf[:0] = b"</zentrade>"
+            base -= len(b"</zentrade>")
 
         scan = 1  # where to look for the next marker (past the current record's own)
         skipping = False  # inside an oversized record: drop bytes up to the next marker
@@ -369,8 +374,9 @@ class FeedReader:
                 "gentrade feed is not a <zentrade> product document"
                 + (" (empty body)" if not head.strip() else "")
             )
+        self._empty_root = root.group(1).rstrip().endswith(b"/")  # <zentrade ... />
         version = _VERSION_ATTR.search(root.group(1))
-        self.version = version.group(1).decode("ascii", "replace") if version else None
+        self.version = version.group(1)[:40].decode("ascii", "replace") if version else None
         if self.version != FEED_VERSION:
             log.warning("gentrade feed: unexpected document version %r", self.version)
         stray = body[root.end() :].strip()
@@ -401,10 +407,12 @@ class FeedReader:
                 yield from self._flush(pending[:-take], "unclosed")
                 pending = []
                 unit = _Unit(merged[0].offset, b"".join(u.data for u in merged) + unit.data)
+                closes_needed = take + 1
             else:
                 yield from self._flush(pending, "unclosed")
                 pending = []
-            yield from self._record(unit)
+                closes_needed = 1
+            yield from self._record(unit, closes_needed)
         yield from self._flush(pending, "truncated" if self.truncated else "unclosed")
 
     def _flush(self, pending: list[_Unit], kind: str) -> Iterator[InvalidRecord]:
@@ -412,10 +420,20 @@ class FeedReader:
             yield self._reject_unit(_Unit(unit.offset, unit.data, kind))
         pending.clear()
 
-    def _record(self, unit: _Unit) -> Iterator[SupplierProduct | InvalidRecord]:
-        end = max(m.end() for m in _CLOSE.finditer(unit.data))  # callers checked there is one
-        record, tail = unit.data[:end], unit.data[end:]
-        yield self._parse(unit.offset, record)
+    def _record(self, unit: _Unit, closes_needed: int) -> Iterator[SupplierProduct | InvalidRecord]:
+        """The record ends at its ``closes_needed``-th ``</product>``. A unit with more closes
+        than that has either a stray ``</product>`` after the record (stray content) or one
+        written inside a CDATA section: the whole unit is tried first, and if it is no product
+        the record ends at the expected close and the rest is stray content (one reject)."""
+        ends = [m.end() for m in _CLOSE.finditer(unit.data)]  # callers checked there is one
+        end = ends[-1]
+        result = self._parse(unit.offset, unit.data[:end])
+        if len(ends) > closes_needed and isinstance(result, InvalidRecord):
+            self.rejects -= 1  # that attempt is not reported
+            end = ends[closes_needed - 1]
+            result = self._parse(unit.offset, unit.data[:end])
+        tail = unit.data[end:]
+        yield result
         stray = _COMMENTS.sub(b"", tail).strip()
         if stray:
             yield self._reject_unit(

@@ -452,6 +452,19 @@ def test_document_level_faults() -> None:
         ("7", "InvalidRecord"),
         ("8", "SupplierProduct"),
     ]
+    # A stray </product> after a record is stray content; one inside a CDATA is text.
+    records = list(iter_feed([doc(record("11") + "</product>\n", record("12"))]))
+    assert [(r.supplier_sku, type(r).__name__) for r in records] == [
+        ("11", "SupplierProduct"),
+        (None, "InvalidRecord"),
+        ("12", "SupplierProduct"),
+    ]
+    cdata = record("13", extra="<content><![CDATA[ <p>x</product></p> ]]></content>")
+    (product,) = products(iter_feed([doc(cdata)]))
+    assert product.raw["content"] == "<p>x</product></p>"
+    # An empty catalog written as a self-closing root.
+    head = b'<?xml version="1.0" encoding="euc-kr"?>\n<zentrade version="ZENTRADE XML 1.0"/>\n'
+    assert list(iter_feed([head])) == []
     # An oversized record is skipped to the next <product> without being held in memory.
     big = record("9", extra="<content><![CDATA[" + "x" * 3000 + "]]></content>")
     records = list(iter_feed(chunked(doc(big, record("10")), 512), max_record_bytes=1024))
