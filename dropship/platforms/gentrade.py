@@ -201,11 +201,12 @@ class FeedReader:
     incomplete; the connector then raises :class:`TransientError`).
 
     Splitting: a record runs from one ``<product`` marker to the next (or to ``</zentrade>``);
-    its last ``</product>`` ends it and anything non-blank after that is stray content (one
-    reject of its own). A record without ``</product>`` is held back one step: if the next one
-    closes twice, the two were one record with a ``<product>`` nested inside (one reject);
-    otherwise the first one was unclosed (one reject) and the next is parsed normally. So an
-    unclosed CDATA, a missing end tag or a nested product never swallows the records after it.
+    its ``</product>`` ends it and anything non-blank after that is stray content (one reject of
+    its own; see :meth:`_record` for a unit with more than one ``</product>``). A record
+    without ``</product>`` is held back one step: if the next one closes twice, the two were
+    one record with a ``<product>`` nested inside (one reject); otherwise the first one was
+    unclosed (one reject) and the next is parsed normally. So an unclosed CDATA, a missing end
+    tag or a nested product never swallows the records after it.
     A ``<product`` written literally inside a CDATA section would split that record (two
     rejects); Zentrade's CDATA holds names, option rows and HTML, where it does not occur.
     """
