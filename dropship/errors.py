@@ -66,3 +66,8 @@ class MissingPartitionError(TransientError):
         super().__init__(f"no partition of {table} for month {month}; run ensure_partitions")
         self.table = table
         self.month = month
+
+
+class OrderingNotSupportedError(PermanentError):
+    """The supplier has no API to create (or cancel) purchase orders: they go out another way
+    (Zentrade: a purchase-order sheet uploaded on its site, then followed by our order key)."""

@@ -1,37 +1,66 @@
-"""gentrade connector: a Zentrade-style EUC-KR XML feed, parsed with bounded memory.
+"""gentrade connector: the **Zentrade** (젠트레이드) product and order-lookup APIs.
 
-* Catalog: ``GET {base_url}/shop/proc/product_api.php?id=ID&m_skey=KEY`` answers the **whole
-  catalog** as one XML document declared ``encoding="euc-kr"`` (no paging). We stream it:
-  ``response.iter_content`` chunks go into an ``lxml.etree.XMLPullParser`` (libxml2 decodes
-  EUC-KR itself; Python's expat-based ``xml.etree`` refuses multi-byte declared encodings) and
-  every ``<product>`` is normalised, yielded, then cleared and detached from the root, so memory
-  stays flat whatever the catalog size (see ``bench/gentrade_memory.py``, docs/BENCHMARKS.md).
-* Options are packed in one text field: ``name:value^^price_delta^^stock`` entries joined by
-  ``|`` (``색상:빨강^^0^^10|색상:파랑^^500^^0``), see :func:`parse_packed_options`.
-* Orders: ``POST .../order_api.php`` ``mode=order`` with ``ordercode`` = our order key (looked up
-  first with ``GET mode=lookup``, so a key is never bought twice), ``mode=cancel``; the lookup
-  carries the courier and invoice number once shipped.
+The supplier is Zentrade; the code calls it ``gentrade`` (module, account and platform names).
+Source of every shape below: the Zentrade API guide (file id 15186231462) and
+docs/PLATFORMS.md ("gentrade = Zentrade").
 
-Account settings: credentials ``id`` and ``key`` (sent as ``id``/``m_skey``).
+* Catalog: ``GET {base_url}/shop/proc/product_api.php?id=ID&m_skey=KEY`` (GET or POST), optional
+  ``goodsno`` (one product), ``runout`` (``1`` only sold out, ``0`` only on sale),
+  ``opendate_s``/``opendate_e`` (``yyyy-MM-dd``, both or neither). The answer is one XML document
+  declared ``encoding="euc-kr"``: ``<zentrade version="ZENTRADE XML 1.0">`` with one
+  ``<product code>`` per product (:func:`parse_record`). There is no stock count, only
+  ``<status runout>``: an on-sale product gets the account's assumed stock
+  (``SupplierProduct.stock_assumed``).
+* Options: ``<option opt1nm>`` CDATA rows ``label^|^price^|^consumer price^|^image url``
+  separated by ``↑=↑``; the prices are **full prices**, stored as ``price_delta`` to ``buyprice``;
+  the row label identifies the option on the purchase-order sheet (``supplier_option_code``).
+* Orders: Zentrade has **no order-creation or cancel API**. Purchase orders go out on a
+  purchase-order sheet uploaded at Zentrade with ``pordno`` = our order key (built by the orders
+  flow); ``place_order``/``cancel_order`` raise :class:`OrderingNotSupportedError`.
+  ``order_api.php?pordno=KEY`` looks an order up; ``<deli_info delicom delinum>`` is tracking.
+
+**A feed never breaks on one bad record.** The document is split into records at the byte
+level (:class:`FeedReader`) before any XML parser sees it: the markers ``<product`` and
+``</product>`` are ASCII starting with ``<`` (0x3C), a byte that is never part of a multi-byte
+EUC-KR/CP949 character, so they can be found in the raw bytes without decoding. Each record is
+then decoded and parsed *on its own* by lxml with no entities, DTD or network, so a broken byte,
+a control character, an unclosed CDATA or a bad entity costs exactly that record: it comes out as
+an :class:`InvalidRecord` with its raw bytes (first 4 KiB, escaped) and a precise reason, and the
+next ``<product>`` parses normally. Memory is bounded by one record (at most
+``max_record_bytes``), whatever the catalog size (``bench/gentrade_memory.py``).
+
+Account settings: credentials ``id`` and ``key`` (sent as ``id``/``m_skey``); options
+``assumed_stock`` (stock of an on-sale product, default 10) and ``shipping_fee`` (KRW, default 0:
+the feed carries no shipping fee).
 """
 
 from __future__ import annotations
 
+import codecs
+import http.client
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
-from urllib.parse import quote
 
 import requests
+import urllib3.exceptions
 from lxml import etree
 
-from dropship.errors import PermanentError, TransientError
-from dropship.platforms._supplier_common import KST, PRODUCT_DETAIL, SupplierConnectorBase
+from dropship.errors import (
+    ConfigurationError,
+    OrderingNotSupportedError,
+    PermanentError,
+    TransientError,
+)
+from dropship.platforms._supplier_common import KST, SupplierConnectorBase
 from dropship.platforms.cache import ResponseCache
 from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import PlatformHttp
 from dropship.platforms.interfaces import (
+    CollectSlice,
     InvalidRecord,
     ProductOption,
     PurchaseOrderRequest,
@@ -45,178 +74,744 @@ log = logging.getLogger(__name__)
 SUPPLIER = "gentrade"
 FEED_PATH = "/shop/proc/product_api.php"
 ORDER_PATH = "/shop/proc/order_api.php"
+FEED_VERSION = "ZENTRADE XML 1.0"
+ORDER_VERSION = "ZENTRADE ORDER XML 1.0"
 CHUNK_BYTES = 64 * 1024
-_SHIPPED = frozenset({"배송중", "배송완료"})
-_CANCELLED = "취소"
+# A real record is a few KiB (the detail page is a list of <img> tags); 1 MiB is generous and
+# still keeps one record's bytes, text and tree far below the worker's memory.
+MAX_RECORD_BYTES = 1024 * 1024
+RAW_BYTES = 4096  # what an InvalidRecord keeps of the record
+MAX_PROLOGUE_BYTES = 64 * 1024
+DEFAULT_ASSUMED_STOCK = 10
+MAX_STOCK = 1_000_000
+MIN_PRICE, MAX_PRICE = 1, 100_000_000  # KRW; 0 or above 100 million is a data error
+OPTION_ROW_SEPARATOR = "↑=↑"
+OPTION_FIELD_SEPARATOR = "^|^"
+
+# A stream cut mid-body: requests wraps urllib3's ProtocolError/IncompleteRead in
+# ChunkedEncodingError, but raw reads and some versions let them through.
+STREAM_CUT_ERRORS: tuple[type[BaseException], ...] = (
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.IncompleteRead,
+    urllib3.exceptions.ReadTimeoutError,
+    http.client.IncompleteRead,
+)
 
 
-def _parser(**kwargs: Any) -> Any:
-    # No entity expansion, no network, no DTD: the feed is data, not a document to trust.
-    return dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, **kwargs)
+# --------------------------------------------------------------------------- record splitting
+
+_OPEN = re.compile(rb"<product(?=[\s>/])")
+_CLOSE = re.compile(rb"</product\s*>")
+_ROOT_CLOSE = re.compile(rb"</zentrade\s*>")
+_MARKER_TAIL = 16  # bytes kept when a marker may straddle two chunks
+_ROOT_OPEN = re.compile(rb"<zentrade(?=[\s>/])([^>]*)>")
+_DECLARATION = re.compile(rb"^<\?xml\s[^>]*?\?>")
+_DECLARED_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._:-]+)["']""")
+_VERSION_ATTR = re.compile(rb"""version\s*=\s*["']([^"']*)["']""")
+_COMMENTS = re.compile(rb"<!--.*?-->", re.DOTALL)
+# Prologue items a product document may carry and we ignore: processing instructions and a
+# DOCTYPE (never read: records are parsed without it, so its entities cannot expand).
+_PROLOGUE_MISC = re.compile(rb"<\?.*?\?>|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>", re.DOTALL)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_CONTROL_BYTES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+# Labels Korean sites put on CP949 text. CP949 (Windows "UHC") is a superset of EUC-KR, and the
+# WHATWG encoding standard decodes the "euc-kr" label as windows-949 for the same reason:
+# servers declaring euc-kr routinely send UHC syllables (e.g. 똠, 햏) that strict EUC-KR lacks.
+_CP949_LABELS = frozenset(
+    {"euc-kr", "euc_kr", "euckr", "cp949", "ms949", "uhc", "windows-949", "x-windows-949",
+     "ks_c_5601-1987", "ks_c_5601", "ksc5601", "korean", "csksc56011987"}
+)  # fmt: skip
 
 
-def iter_feed(chunks: Iterable[bytes]) -> Iterator[SupplierProduct | InvalidRecord]:
-    """Parse a gentrade feed from byte chunks, one product at a time, in bounded memory."""
-    parser = etree.XMLPullParser(events=("end",), tag="product", **_parser())
+def _escape_raw(data: bytes, encoding: str) -> str:
+    """Bytes as JSON-safe, readable text: decoded where possible, every undecodable byte as
+    ``\\xNN`` and every control character as ``\\xNN`` (PostgreSQL JSONB refuses ``\\u0000``);
+    backslashes are doubled first so the escaping is unambiguous (0x5C is never a CP949 trail
+    byte)."""
+    text = data.replace(b"\\", b"\\\\").decode(encoding, errors="backslashreplace")
+    return _CONTROL_BYTES.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _short(message: str, limit: int = 300) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+def _encoding_for(label: str) -> str | None:
+    if label.lower() in _CP949_LABELS:
+        return "cp949"
     try:
-        for chunk in chunks:
-            parser.feed(chunk)
-            yield from _drain(parser)
-        parser.close()
-        yield from _drain(parser)
-    except etree.XMLSyntaxError as exc:
-        # A cut or corrupt document: the run is incomplete, retry it later.
-        raise TransientError(f"gentrade feed is not well-formed XML: {exc.msg}") from None
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
 
 
-def _drain(parser: Any) -> Iterator[SupplierProduct | InvalidRecord]:
-    for _, element in parser.read_events():
-        record = normalise_product(element)
-        # Free what we parsed: the element's content, then the (now empty) element and any
-        # earlier siblings still attached to the root. Without this the whole tree is kept.
-        element.clear(keep_tail=False)
-        parent = element.getparent()
-        if parent is not None:
-            while element.getprevious() is not None:
-                del parent[0]
-            parent.remove(element)
-        yield record
+@dataclass
+class _Unit:
+    """A piece of the document to turn into records: one ``<product>`` (possibly with what
+    follows it up to the next one) or a run of bytes that belongs to no product."""
+
+    offset: int
+    data: bytes
+    kind: str = "record"  # record | unclosed | oversized | garbage | truncated
 
 
-def parse_packed_options(text: str | None) -> tuple[ProductOption, ...]:
-    """``"색상:빨강^^0^^10|색상:파랑^^500^^0"`` -> options; ``ValueError`` names the bad entry."""
-    if not text or not text.strip():
-        return ()
-    options = []
-    for entry in text.strip().split("|"):
-        parts = entry.split("^^")
-        label = parts[0]
-        name, sep, value = label.partition(":")
-        if len(parts) != 3 or not sep or not name.strip() or not value.strip():
-            raise ValueError(f"option entry {entry!r} is not 'name:value^^price_delta^^stock'")
-        delta_text, stock_text = parts[1].strip(), parts[2].strip()
+class _SeenCodes:
+    """Product codes already yielded in this document, for duplicate detection. Zentrade codes
+    are small integers (``goodsno``), kept as a bitmap (1 MiB covers 8 million codes), so this
+    does not grow with the number of products; other codes go to a set."""
+
+    _BITMAP_LIMIT = 1 << 26
+
+    def __init__(self) -> None:
+        self.bits = bytearray()
+        self.other: set[str] = set()
+
+    def add(self, code: str) -> bool:
+        """Record ``code``; ``False`` when it was already there."""
+        if code.isdigit() and (code == "0" or code[0] != "0") and len(code) < 9:
+            number = int(code)
+            if number < self._BITMAP_LIMIT:
+                byte, bit = divmod(number, 8)
+                if byte >= len(self.bits):
+                    self.bits.extend(bytes(byte + 1 - len(self.bits)))
+                if self.bits[byte] >> bit & 1:
+                    return False
+                self.bits[byte] |= 1 << bit
+                return True
+        if code in self.other:
+            return False
+        self.other.add(code)
+        return True
+
+
+class FeedReader:
+    """Reads one Zentrade product document from byte chunks, one record at a time.
+
+    Iterating yields every product as a :class:`SupplierProduct` and every bad record, stray
+    content or cut tail as an :class:`InvalidRecord`; it never raises for the content of the
+    document. Only a body that is not a ``<zentrade>`` document at all raises
+    :class:`TransientError` (an HTML error page, an empty body). After iteration,
+    :attr:`truncated` tells whether the document ended without ``</zentrade>`` (the catalog is
+    incomplete; the connector then raises :class:`TransientError`).
+
+    Splitting: a record runs from one ``<product`` marker to the next (or to ``</zentrade>``);
+    its ``</product>`` ends it and anything non-blank after that is stray content (one reject of
+    its own; see :meth:`_record` for a unit with more than one ``</product>``). A record
+    without ``</product>`` is held back one step: if the next one closes twice, the two were
+    one record with a ``<product>`` nested inside (one reject); otherwise the first one was
+    unclosed (one reject) and the next is parsed normally. So an unclosed CDATA, a missing end
+    tag or a nested product never swallows the records after it.
+    A ``<product`` written literally inside a CDATA section would split that record (two
+    rejects); Zentrade's CDATA holds names, option rows and HTML, where it does not occur.
+    """
+
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        assumed_stock: int = DEFAULT_ASSUMED_STOCK,
+        shipping_fee: int = 0,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+    ) -> None:
+        self._chunks = iter(chunks)
+        self.assumed_stock = assumed_stock
+        self.shipping_fee = shipping_fee
+        self.max_record_bytes = max_record_bytes
+        self.encoding = "cp949"
+        self.fallback_encoding: str | None = None
+        self.version: str | None = None
+        self.truncated = False
+        self._empty_root = False
+        self.products = 0
+        self.rejects = 0
+        self._seen = _SeenCodes()
+
+    # ---- bytes -> units
+
+    def _units(self) -> Iterator[_Unit]:
+        buf = bytearray()
+        base = 0  # document offset of buf[0]
+        exhausted = False
+
+        def more() -> bool:
+            nonlocal exhausted
+            for chunk in self._chunks:
+                if chunk:
+                    buf.extend(chunk)
+                    return True
+            exhausted = True
+            return False
+
+        # Prologue: BOM, declaration, <zentrade ...>, up to the first record.
+        while True:
+            start = _OPEN.search(buf)
+            end = _ROOT_CLOSE.search(buf)
+            if start or end or len(buf) > MAX_PROLOGUE_BYTES or not more():
+                break
+        first = min((m.start() for m in (start, end) if m), default=len(buf))
+        garbage = self._read_prologue(bytes(buf[:first]))
+        if garbage is not None:
+            yield _Unit(garbage[0], garbage[1], "garbage")
+        del buf[:first]
+        base = first
+        if self._empty_root:
+            # <zentrade/>: no records; what follows is the epilogue, as after </zentrade>.
+            buf[:0] = b"</zentrade>"
+            base -= len(b"</zentrade>")
+
+        scan = 1  # where to look for the next marker (past the current record's own)
+        skipping = False  # inside an oversized record: drop bytes up to the next marker
+        while buf or not exhausted:
+            if not buf and not more():
+                break
+            nxt = _OPEN.search(buf, scan)
+            # Only up to the next record: searching the whole buffer for each record would be
+            # quadratic in the chunk size.
+            root_end = _ROOT_CLOSE.search(
+                buf, 0 if skipping else scan - 1, nxt.start() if nxt else len(buf)
+            )
+            if root_end and (nxt is None or root_end.start() < nxt.start()):
+                if not skipping and root_end.start() > 0:
+                    yield _Unit(base, bytes(buf[: root_end.start()]))
+                # After </zentrade>: only blanks and comments belong there. Keep at most
+                # RAW_BYTES of anything else and drain the rest, so a stream that is cut late is
+                # still noticed (iter_content raises).
+                epilogue = bytes(buf[root_end.end() :])
+                epilogue_offset = base + root_end.end()
+                buf.clear()
+                for chunk in self._chunks:
+                    if len(epilogue) < 2 * RAW_BYTES:
+                        epilogue += chunk[: 2 * RAW_BYTES]
+                stray = _COMMENTS.sub(b"", epilogue).strip()
+                if stray:
+                    yield _Unit(epilogue_offset, stray[:RAW_BYTES], "garbage")
+                return
+            if nxt is not None:
+                if skipping:
+                    pass
+                elif nxt.start() > self.max_record_bytes:
+                    yield _Unit(base, bytes(buf[:RAW_BYTES]), "oversized")
+                else:
+                    yield _Unit(base, bytes(buf[: nxt.start()]))
+                skipping = False
+                base += nxt.start()
+                del buf[: nxt.start()]  # the streaming clean-up: nothing before it is kept
+                scan = 1
+                continue
+            if skipping:
+                keep = min(len(buf), _MARKER_TAIL)
+                base += len(buf) - keep
+                del buf[: len(buf) - keep]
+                scan = 0
+            elif len(buf) > self.max_record_bytes:
+                yield _Unit(base, bytes(buf[:RAW_BYTES]), "oversized")
+                skipping = True
+                keep = min(len(buf), _MARKER_TAIL)
+                base += len(buf) - keep
+                del buf[: len(buf) - keep]
+                scan = 0
+                continue
+            else:
+                scan = max(1, len(buf) - _MARKER_TAIL)
+            if not more():
+                break
+        # The stream ended without </zentrade>. A last record that is complete is still read.
+        self.truncated = True
+        if buf and not skipping:
+            yield _Unit(base, bytes(buf), "record" if _CLOSE.search(buf) else "truncated")
+
+    def _read_prologue(self, head: bytes) -> tuple[int, bytes] | None:
+        """Set the document encoding from the BOM or the declaration and check the root
+        element; returns stray bytes found between the root start tag and the first record."""
+        offset = 0
+        bom_encoding = None
+        if head.startswith(codecs.BOM_UTF8):
+            bom_encoding, offset = "utf-8", len(codecs.BOM_UTF8)
+        elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            if not head[2:].lstrip().startswith((b"<?xml", b"<zentrade", b"<!--")):
+                raise TransientError("gentrade feed is UTF-16 (Zentrade documents are EUC-KR)")
+            # Two stray bytes in front of an 8-bit document (real UTF-16 would read <\0?\0).
+            offset = 2
+            log.warning("gentrade feed: a UTF-16 byte-order mark before an 8-bit document")
+        body = head[offset:].lstrip()
+        declared = None
+        declaration = _DECLARATION.match(body)
+        if declaration:
+            label = _DECLARED_ENCODING.search(declaration.group())
+            if label:
+                declared = _encoding_for(label.group(1).decode("ascii"))
+                if declared is None:
+                    raise TransientError(
+                        f"gentrade feed declares an unknown encoding {label.group(1)[:40]!r}"
+                    )
+            body = body[declaration.end() :]
+        # The BOM decides (XML 1.0 appendix F); a record that is not valid in the BOM's
+        # encoding but is in the declared one is still read (and the mismatch logged once).
+        self.encoding = bom_encoding or declared or "cp949"
+        if bom_encoding and declared and declared != bom_encoding:
+            self.fallback_encoding = declared
+            log.warning(
+                "gentrade feed: byte-order mark says %s but the declaration says %s",
+                bom_encoding,
+                declared,
+            )
+        elif self.encoding == "utf-8" and not bom_encoding:
+            # Zentrade documents are EUC-KR: a UTF-8 label without a BOM is in doubt, so a
+            # record that is not UTF-8 but is valid CP949 is read as CP949. (Not the other way
+            # round: UTF-8 bytes are often valid CP949 pairs, so that would read mojibake.)
+            self.fallback_encoding = "cp949"
+        body = _PROLOGUE_MISC.sub(b"", _COMMENTS.sub(b"", body))
+        root = _ROOT_OPEN.search(body)
+        if root is None or body[: root.start()].strip():
+            # An error page or an empty body, not a product document (the content is not
+            # quoted: it could echo our query string).
+            raise TransientError(
+                "gentrade feed is not a <zentrade> product document"
+                + (" (empty body)" if not head.strip() else "")
+            )
+        self._empty_root = root.group(1).rstrip().endswith(b"/")  # <zentrade ... />
+        version = _VERSION_ATTR.search(root.group(1))
+        self.version = version.group(1)[:40].decode("ascii", "replace") if version else None
+        if self.version != FEED_VERSION:
+            log.warning("gentrade feed: unexpected document version %r", self.version)
+        stray = body[root.end() :].strip()
+        if stray:
+            return max(0, head.find(stray[:16])), stray[:RAW_BYTES]
+        return None
+
+    # ---- units -> records
+
+    def __iter__(self) -> Iterator[SupplierProduct | InvalidRecord]:
+        pending: list[_Unit] = []  # records without </product>, held back one step
+        for unit in self._units():
+            if unit.kind != "record":
+                yield from self._flush(pending, "unclosed")
+                yield self._reject_unit(unit)
+                continue
+            closes = len(_CLOSE.findall(unit.data))
+            if closes == 0:
+                pending.append(unit)
+                if sum(len(u.data) for u in pending) > self.max_record_bytes:
+                    yield self._reject_unit(_Unit(pending[0].offset, pending[0].data, "unclosed"))
+                    del pending[0]
+                continue
+            if closes > 1 and pending:
+                # Nested <product>: the held-back opening(s) and this unit are one record.
+                take = min(closes - 1, len(pending))
+                merged = pending[-take:]
+                yield from self._flush(pending[:-take], "unclosed")
+                pending = []
+                unit = _Unit(merged[0].offset, b"".join(u.data for u in merged) + unit.data)
+                closes_needed = take + 1
+            else:
+                yield from self._flush(pending, "unclosed")
+                pending = []
+                closes_needed = 1
+            yield from self._record(unit, closes_needed)
+        yield from self._flush(pending, "truncated" if self.truncated else "unclosed")
+
+    def _flush(self, pending: list[_Unit], kind: str) -> Iterator[InvalidRecord]:
+        for unit in pending:
+            yield self._reject_unit(_Unit(unit.offset, unit.data, kind))
+        pending.clear()
+
+    def _record(self, unit: _Unit, closes_needed: int) -> Iterator[SupplierProduct | InvalidRecord]:
+        """The record ends at its ``closes_needed``-th ``</product>``. A unit with more closes
+        than that has either a stray ``</product>`` after the record (stray content) or one
+        written inside a CDATA section: the whole unit is tried first, and if it is no product
+        the record ends at the expected close and the rest is stray content (one reject)."""
+        ends = [m.end() for m in _CLOSE.finditer(unit.data)]  # callers checked there is one
+        end = ends[-1]
+        result = self._parse(unit.offset, unit.data[:end])
+        if len(ends) > closes_needed and isinstance(result, InvalidRecord):
+            self.rejects -= 1  # that attempt is not reported
+            end = ends[closes_needed - 1]
+            result = self._parse(unit.offset, unit.data[:end])
+        tail = unit.data[end:]
+        yield result
+        stray = _COMMENTS.sub(b"", tail).strip()
+        if stray:
+            yield self._reject_unit(
+                _Unit(unit.offset + end + max(0, tail.find(stray[:16])), stray, "garbage")
+            )
+
+    def _reject_unit(self, unit: _Unit) -> InvalidRecord:
+        reasons = {
+            "garbage": "unexpected content between products (not inside any <product>)",
+            "unclosed": "product has no </product> before the next <product>",
+            "truncated": "document ends inside this product (feed truncated: no </zentrade>)",
+            "oversized": f"record exceeds {self.max_record_bytes} bytes; skipped to the next "
+            "<product>",
+        }
+        code = _code_hint(unit.data) if unit.kind != "garbage" else None
+        return self._invalid(code, reasons.get(unit.kind, unit.kind), unit.offset, unit.data)
+
+    def _invalid(
+        self, code: str | None, reason: str, offset: int, data: bytes, length: int | None = None
+    ) -> InvalidRecord:
+        self.rejects += 1
+        raw = {
+            "offset": offset,
+            "length": length if length is not None else len(data),
+            "bytes": _escape_raw(data[:RAW_BYTES], self.encoding),
+            "truncated": len(data) > RAW_BYTES or (length or 0) > RAW_BYTES,
+        }
+        return InvalidRecord(SUPPLIER, code, _short(reason), raw=raw)
+
+    def _decode(self, data: bytes) -> str:
         try:
-            delta, stock = int(delta_text), int(stock_text)
-        except ValueError:
-            raise ValueError(
-                f"option entry {entry!r}: price delta and stock must be integers"
+            return data.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            if self.fallback_encoding:
+                try:
+                    return data.decode(self.fallback_encoding)
+                except UnicodeDecodeError:
+                    pass
+            bad = data[exc.start : exc.end + 1].hex(" ")
+            raise _RecordError(
+                f"invalid {self.encoding.upper()} byte sequence at byte {exc.start} of the "
+                f"record ({bad})"
             ) from None
-        if stock < 0:
-            raise ValueError(f"option entry {entry!r}: negative stock")
+
+    def _parse(self, offset: int, data: bytes) -> SupplierProduct | InvalidRecord:
+        code = _code_hint(data)
+        try:
+            text = self._decode(data)
+            control = _CONTROL.search(text)
+            if control:
+                raise _RecordError(
+                    f"control character U+{ord(control.group()):04X} at character "
+                    f"{control.start()} of the record (not allowed in XML)"
+                )
+            try:
+                element = etree.fromstring(text.encode("utf-8"), parser=_record_parser())
+            except etree.XMLSyntaxError as exc:
+                raise _RecordError(f"not well-formed XML: {exc.msg}") from None
+            product = parse_record(
+                element, assumed_stock=self.assumed_stock, shipping_fee=self.shipping_fee
+            )
+        except _RecordError as exc:
+            return self._invalid(code, str(exc), offset, data)
+        if not self._seen.add(product.supplier_sku):
+            return self._invalid(
+                product.supplier_sku,
+                f"duplicate product code {product.supplier_sku}: already read earlier in this "
+                "document (the first one is kept)",
+                offset,
+                data,
+            )
+        self.products += 1
+        return product
+
+
+_CODE_HINT = re.compile(rb"""<product\s[^>]*?\bcode\s*=\s*["']([^"'<>]{1,64})["']""")
+
+
+def _code_hint(data: bytes) -> str | None:
+    """The ``code`` attribute read from the raw bytes, for a record that cannot be parsed."""
+    match = _CODE_HINT.match(data)
+    if match is None:
+        return None
+    code = match.group(1).decode("ascii", "replace").strip()
+    return code if _VALID_CODE.fullmatch(code) else None
+
+
+def iter_feed(
+    chunks: Iterable[bytes],
+    *,
+    assumed_stock: int = DEFAULT_ASSUMED_STOCK,
+    shipping_fee: int = 0,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+) -> Iterator[SupplierProduct | InvalidRecord]:
+    """Every record of a Zentrade product document given as byte chunks (see
+    :class:`FeedReader`); a truncated document ends with an :class:`InvalidRecord` for the cut
+    product and then raises :class:`TransientError`."""
+    reader = FeedReader(
+        chunks,
+        assumed_stock=assumed_stock,
+        shipping_fee=shipping_fee,
+        max_record_bytes=max_record_bytes,
+    )
+    yield from reader
+    if reader.truncated:
+        raise TransientError(
+            f"gentrade feed truncated after {reader.products} products: no </zentrade>"
+        )
+
+
+# --------------------------------------------------------------------------- one record
+
+
+class _RecordError(Exception):
+    """Why one record cannot be a product (becomes the InvalidRecord's reason)."""
+
+
+def _record_parser() -> Any:
+    # Data, not a document to trust: no entity expansion, no DTD, no network, libxml2's size
+    # limits on. Not recover: a record that is not well-formed is rejected with the reason.
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, recover=False
+    )
+
+
+_VALID_CODE = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.0+)?")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Children that carry text (CDATA) and those that carry only attributes.
+_TEXT_FIELDS = ("dome_category", "prdtname", "option", "content", "keyword")
+_ATTRIBUTE_FIELDS = ("scategory", "baseinfo", "price", "listimg", "status")
+_KNOWN_FIELDS = frozenset(_TEXT_FIELDS + _ATTRIBUTE_FIELDS)
+
+
+def _number(value: str | None, what: str, *, required: bool = True) -> int | None:
+    text = (value or "").strip()
+    if not text:
+        if required:
+            raise _RecordError(f"{what} is missing")
+        return None
+    if not _NUMBER.fullmatch(text):
+        raise _RecordError(f"{what} {text[:40]!r} is not a whole number")
+    return int(text.split(".")[0].replace(",", ""))
+
+
+def _price(value: str | None, what: str) -> int:
+    amount = _number(value, what)
+    assert amount is not None
+    if amount < 0:
+        raise _RecordError(f"{what} {amount} is below zero")
+    if not MIN_PRICE <= amount <= MAX_PRICE:
+        raise _RecordError(f"{what} {amount} KRW is outside {MIN_PRICE}..{MAX_PRICE:,}")
+    return amount
+
+
+def _text(element: Any) -> str:
+    return (element.text or "").strip() if element is not None else ""
+
+
+def _children(product: Any) -> dict[str, Any]:
+    """The product's known child elements by tag, in one pass, checking the shape: each known
+    element at most once, no element inside them, no text inside the attribute-only ones, no
+    ``<product>`` anywhere inside. Unknown elements are ignored (a newer feed may add some)."""
+    children: dict[str, Any] = {}
+    for child in product:
+        tag = child.tag
+        if not isinstance(tag, str):
+            continue  # comments, processing instructions
+        if tag == "product":
+            raise _RecordError("a <product> is nested inside this product")
+        if tag not in _KNOWN_FIELDS:
+            if next(child.iter("product"), None) is not None:
+                raise _RecordError(f"a <product> is nested inside <{tag}> of this product")
+            continue
+        if tag in children:
+            raise _RecordError(f"more than one <{tag}>")
+        children[tag] = child
+        if len(child):
+            inner = next((c for c in child if isinstance(c.tag, str)), None)
+            if inner is not None:
+                what = "a <product> is nested" if inner.tag == "product" else "unexpected element"
+                raise _RecordError(f"{what} <{inner.tag}> inside <{tag}>")
+        if tag in _ATTRIBUTE_FIELDS and child.text and child.text.strip():
+            raise _RecordError(f"unexpected text inside <{tag}>")
+    return children
+
+
+def parse_options(element: Any, buyprice: int, stock: int) -> tuple[tuple[ProductOption, ...], str]:
+    """``<option opt1nm>`` rows -> options with ``price_delta`` relative to ``buyprice``;
+    also returns the option name. Raises :class:`_RecordError` naming the bad row."""
+    if element is None:
+        return (), ""
+    name = (element.get("opt1nm") or "").strip() or "옵션"
+    options: list[ProductOption] = []
+    labels: set[str] = set()
+    for number, row in enumerate(_text(element).split(OPTION_ROW_SEPARATOR), start=1):
+        row = row.strip()
+        if not row:
+            continue  # the separator may end the list
+        fields = [f.strip() for f in row.split(OPTION_FIELD_SEPARATOR)]
+        if len(fields) != 4:
+            raise _RecordError(
+                f"option row {number} has {len(fields)} fields, expected 4 "
+                "(label^|^price^|^consumer price^|^image url)"
+            )
+        label, price_text, consumer_text, _image = fields
+        if not label:
+            raise _RecordError(f"option row {number} has an empty label")
+        if label in labels:
+            raise _RecordError(f"option row {number}: duplicate label {label[:60]!r}")
+        labels.add(label)
+        price = _price(price_text, f"option row {number} price")
+        _number(consumer_text, f"option row {number} consumer price", required=False)
         options.append(
             ProductOption(
-                name=name.strip(),
-                value=value.strip(),
-                price_delta=delta,
+                name=name,
+                value=label,
+                price_delta=price - buyprice,
                 stock=stock,
-                supplier_option_code=label.strip(),
+                supplier_option_code=label,
             )
         )
-    return tuple(options)
+    return tuple(options), name
 
 
-def _raw(element: Any) -> dict[str, Any]:
-    """The product as a small JSON-able dict (for product_rejects / debugging)."""
-    raw: dict[str, Any] = {"code": element.get("code"), "status": element.get("status")}
-    for child in element:
-        if not isinstance(child.tag, str):
-            continue  # comments, processing instructions
-        if child.attrib:
-            raw[child.tag] = dict(child.attrib)
-        else:
-            raw[child.tag] = child.text or ""
-    return raw
-
-
-def _attr_int(element: Any, child: str, attribute: str) -> int | None:
-    node = element.find(child)
-    value = node.get(attribute) if node is not None else None
-    if value is None or not value.strip().lstrip("-").isdigit():
-        return None
-    return int(value)
-
-
-def _kst_datetime(text: str) -> datetime | None:
-    """``"2024-12-20 13:05:00"`` (KST) -> aware datetime; None when unreadable. (Sliced by hand:
-    ``strptime`` is the slowest step of the per-product work.)"""
-    try:
-        return datetime(
-            int(text[0:4]), int(text[5:7]), int(text[8:10]),
-            int(text[11:13]), int(text[14:16]), int(text[17:19]), tzinfo=KST,
-        )  # fmt: skip
-    except ValueError:
-        return None
-
-
-def normalise_product(element: Any) -> SupplierProduct | InvalidRecord:
-    raw = _raw(element)
-    code = (element.get("code") or "").strip()
+def parse_record(
+    product: Any, *, assumed_stock: int = DEFAULT_ASSUMED_STOCK, shipping_fee: int = 0
+) -> SupplierProduct:
+    """One parsed ``<product>`` element -> :class:`SupplierProduct`, or :class:`_RecordError`
+    with the precise reason."""
+    if product.tag != "product":
+        raise _RecordError(f"record is <{product.tag}>, not <product>")
+    code = (product.get("code") or "").strip()
     if not code:
-        return InvalidRecord(SUPPLIER, None, "product has no code attribute", raw=raw)
-
-    def invalid(reason: str) -> InvalidRecord:
-        return InvalidRecord(SUPPLIER, code, reason, raw=raw)
-
-    name = (element.findtext("prdtname") or "").strip()
+        raise _RecordError("product has no code attribute")
+    if not _VALID_CODE.fullmatch(code):
+        raise _RecordError(f"product code {code[:40]!r} is not a Zentrade product number")
+    fields = _children(product)
+    name = _text(fields.get("prdtname"))
     if not name:
-        return invalid("prdtname is empty")
-    price = _attr_int(element, "price", "buyprice")
-    if price is None or price < 0:
-        return invalid("price/@buyprice is missing or not a non-negative integer")
-    fee = _attr_int(element, "price", "deliveryfee")
-    if fee is None or fee < 0:
-        fee = 0
-    stock = _attr_int(element, "stock", "qty")
-    if stock is None or stock < 0:
-        return invalid("stock/@qty is missing or not a non-negative integer")
-    try:
-        options = parse_packed_options(element.findtext("option"))
-    except ValueError as exc:
-        return invalid(str(exc))
-    flag = (element.get("status") or "").strip().upper()
-    if flag == "Y":
-        status = "active" if stock > 0 else "soldout"
-    elif flag == "N":
-        status = "soldout"
-    else:
-        status = "gone"
-    base = element.find("baseinfo")
-    updated_at = None
-    category = None
-    if base is not None:
-        category = base.get("category") or None
-        updated_at = _kst_datetime(base.get("updated") or "")
-    images_node = element.find("listimg")
+        raise _RecordError("prdtname is missing or empty")
+    price = fields.get("price")
+    if price is None:
+        raise _RecordError("<price> is missing")
+    buyprice = _price(price.get("buyprice"), "price/@buyprice")
+    consumer = _number(price.get("consumerprice"), "price/@consumerprice", required=False)
+    taxmode = (price.get("taxmode") or "").strip()
+    if taxmode not in ("", "Y", "N"):
+        raise _RecordError(f"price/@taxmode {taxmode[:10]!r} is not Y or N")
+
+    status_node = fields.get("status")
+    if status_node is None:
+        raise _RecordError("<status> is missing (no runout flag)")
+    runout = (status_node.get("runout") or "").strip()
+    if runout not in ("0", "1"):
+        raise _RecordError(f"status/@runout {runout[:10]!r} is not 0 or 1")
+    opendate = (status_node.get("opendate") or "").strip()
+    if opendate:
+        try:
+            if not _DATE.fullmatch(opendate):
+                raise ValueError
+            date.fromisoformat(opendate)
+        except ValueError:
+            raise _RecordError(f"status/@opendate {opendate[:20]!r} is not yyyy-mm-dd") from None
+    soldout = runout == "1"
+    stock = 0 if soldout else assumed_stock
+
+    options, option_name = parse_options(fields.get("option"), buyprice, stock)
+    category_node = fields.get("dome_category")
+    category = ""
+    if category_node is not None:
+        category = (category_node.get("dome_catecode") or "").strip()
+    images_node = fields.get("listimg")
     images: tuple[str, ...] = ()
     if images_node is not None:
         images = tuple(
-            url for key in ("url1", "url2", "url3") if (url := (images_node.get(key) or "").strip())
+            url
+            for key in ("url1", "url2", "url3", "url4", "url5")
+            if (url := (images_node.get(key) or "").strip())
         )
+    base = fields.get("baseinfo")
+    base_attrs = dict(base.attrib) if base is not None else {}
+    raw: dict[str, Any] = {
+        "code": code,
+        "category_name": _text(category_node),
+        **{k: str(base_attrs.get(k, "")) for k in ("madein", "productcom", "brand", "model")},
+        "consumerprice": consumer,
+        "taxmode": taxmode,
+        "option_name": option_name,
+        "keyword": _text(fields.get("keyword")),
+        "content": _text(fields.get("content")),
+        "runout": runout,
+        "opendate": opendate,
+    }
     return SupplierProduct(
         supplier=SUPPLIER,
         supplier_sku=code,
         name=name,
-        cost_price=price,
-        shipping_fee=fee,
+        cost_price=buyprice,
+        shipping_fee=shipping_fee,
         stock=stock,
-        status=status,  # type: ignore[arg-type]
-        category=category,
+        status="soldout" if soldout else "active",
+        category=category or None,
         images=images,
         options=options,
-        updated_at=updated_at,
+        updated_at=None,  # the document has no change time (opendate is when it went on sale)
+        stock_assumed=not soldout,
         raw=raw,
     )
 
 
-def _xml(content: bytes, what: str) -> Any:
+# --------------------------------------------------------------------------- order lookup
+
+
+@dataclass(frozen=True)
+class ZentradeOrder:
+    """One ``<ord_info>`` of ``order_api.php`` (receiver fields are not kept: personal data)."""
+
+    ordno: str
+    pordno: str
+    ord_date: str
+    items: tuple[str, ...]
+    delicom: str
+    delinum: str
+
+
+def parse_order_document(content: bytes) -> list[ZentradeOrder]:
+    """``<zentrade version="ZENTRADE ORDER XML 1.0">`` -> its orders."""
     try:
-        return etree.fromstring(content, parser=etree.XMLParser(**_parser()))
-    except etree.XMLSyntaxError:
-        raise TransientError(f"gentrade {what}: response is not well-formed XML") from None
+        root = etree.fromstring(content, parser=_record_parser())
+    except etree.XMLSyntaxError as exc:
+        raise TransientError(f"gentrade order lookup is not well-formed XML: {exc.msg}") from None
+    if root.tag != "zentrade":
+        raise TransientError(f"gentrade order lookup answered <{root.tag}>, not <zentrade>")
+    orders = []
+    for node in root.iter("ord_info"):
+        deli = node.find("deli_info")
+        items = tuple(
+            _text(child)
+            for child in node
+            if isinstance(child.tag, str) and re.fullmatch(r"ord_item\d+", child.tag)
+        )
+        orders.append(
+            ZentradeOrder(
+                ordno=(node.get("ordno") or "").strip(),
+                pordno=(node.get("pordno") or "").strip(),
+                ord_date=_text(node.find("ord_date")),
+                items=items,
+                delicom=(deli.get("delicom") or "").strip() if deli is not None else "",
+                delinum=(deli.get("delinum") or "").strip() if deli is not None else "",
+            )
+        )
+    return orders
+
+
+# --------------------------------------------------------------------------- connector
+
+
+def _int_option(account: AccountSettings, key: str, default: int, maximum: int) -> int:
+    value = account.option(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= maximum:
+        raise ConfigurationError(
+            f"account {account.name!r} (gentrade): option {key} must be a whole number within "
+            f"0..{maximum}; set DROPSHIP_PLATFORMS__ACCOUNTS__{account.name.upper()}__OPTIONS__"
+            f"{key.upper()}"
+        )
+    return number
 
 
 class GentradeConnector(SupplierConnectorBase):
-    """:class:`~dropship.platforms.interfaces.SupplierConnector` for the gentrade feed."""
+    """:class:`~dropship.platforms.interfaces.SupplierConnector` for Zentrade."""
 
     supplier = SUPPLIER
 
@@ -230,155 +825,120 @@ class GentradeConnector(SupplierConnectorBase):
     ) -> None:
         super().__init__(account=account, http=http, cache=cache)
         self.chunk_bytes = chunk_bytes
+        self.assumed_stock = _int_option(account, "assumed_stock", DEFAULT_ASSUMED_STOCK, MAX_STOCK)
+        self.shipping_fee = _int_option(account, "shipping_fee", 0, MAX_PRICE)
 
     def _auth(self) -> dict[str, str]:
         return {"id": self.account.secret("id"), "m_skey": self.account.secret("key")}
 
     # ------------------------------------------------------------------ catalog
 
+    def plan_slices(self, since: datetime | None = None) -> list[CollectSlice]:
+        """A full run is one streamed read of the whole document. An incremental run reads the
+        products that went on sale in the window (``opendate_s``..``opendate_e``, whole KST days,
+        both required by the API) and the sold-out list (``runout=1``): the document has no
+        change time, so price changes of older products are only seen by a full run."""
+        if since is None:
+            return [CollectSlice("feed")]
+        start = since.astimezone(KST).date()
+        end = max(start, datetime.now(KST).date())
+        return [
+            CollectSlice(
+                f"opendate:{start}:{end}",
+                {"opendate_s": start.isoformat(), "opendate_e": end.isoformat()},
+            ),
+            CollectSlice("runout", {"runout": "1"}),
+        ]
+
+    def iter_slice(self, piece: CollectSlice) -> Iterator[SupplierProduct | InvalidRecord]:
+        params: dict[str, str] = {}
+        for key in ("goodsno", "runout", "opendate_s", "opendate_e"):
+            if piece.params.get(key) not in (None, ""):
+                params[key] = str(piece.params[key])
+        return self._read(params)
+
     def iter_products(
         self, since: datetime | None = None
     ) -> Iterator[SupplierProduct | InvalidRecord]:
-        """The whole feed, streamed. ``since`` is ignored: the feed has no filter (unchanged
-        rows cost nothing in the collect merge)."""
-        response = self.http.get(FEED_PATH, params=self._auth(), stream=True)
+        for piece in self.plan_slices(since):
+            yield from self.iter_slice(piece)
+
+    def _read(self, params: dict[str, str]) -> Iterator[SupplierProduct | InvalidRecord]:
+        response = self.http.get(FEED_PATH, params={**self._auth(), **params}, stream=True)
         try:
-            yield from iter_feed(self._chunks(response))
+            yield from iter_feed(
+                self._chunks(response),
+                assumed_stock=self.assumed_stock,
+                shipping_fee=self.shipping_fee,
+            )
         finally:
             response.close()  # also when the caller stops early: give the connection back
 
     def _chunks(self, response: requests.Response) -> Iterator[bytes]:
         try:
             yield from response.iter_content(chunk_size=self.chunk_bytes)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            # ChunkedEncodingError is a ConnectionError: the feed was cut mid-way.
+        except STREAM_CUT_ERRORS as exc:
             raise TransientError(f"gentrade feed interrupted: {type(exc).__name__}") from None
 
     def get_product(self, supplier_sku: str) -> SupplierProduct | None:
-        """gentrade has no per-product endpoint: scan the feed (cached per product for the
-        cache TTL, so a burst of lookups costs one feed download)."""
-        if self.cache is not None:
-            cached = self.cache.get(PRODUCT_DETAIL, supplier_sku)
-            if cached is not None:
-                return _from_cached(cached)
-        found: SupplierProduct | None = None
-        for record in self.iter_products():
-            if isinstance(record, SupplierProduct):
-                if self.cache is not None:
-                    self.cache.set(PRODUCT_DETAIL, record.supplier_sku, _to_cached(record))
-                if record.supplier_sku == supplier_sku:
-                    found = record
-                    if self.cache is None:
-                        break
-            elif record.supplier_sku == supplier_sku:
-                raise self.malformed_error(record)
-        return found
+        """``product_api.php?goodsno=`` answers a document with that one product (or none)."""
+
+        def load() -> dict[str, Any] | None:
+            for record in self._read({"goodsno": supplier_sku}):
+                if record.supplier_sku != supplier_sku:
+                    continue
+                if isinstance(record, InvalidRecord):
+                    raise self.malformed_error(record)
+                return _to_cached(record)
+            return None
+
+        # The cache stores JSON: the product goes in as a plain dict and comes back rebuilt.
+        cached = self.cached_detail(supplier_sku, load)
+        return _from_cached(cached) if cached is not None else None
 
     # ------------------------------------------------------------------ orders
 
-    def _lookup(self, order_key: str) -> list[dict[str, str]]:
-        response = self.http.get(
-            ORDER_PATH, params={**self._auth(), "mode": "lookup", "ordercode": order_key}
-        )
-        root = _xml(response.content, "order lookup")
-        return [
-            dict(node.attrib) for node in root.iter("order") if node.get("ordercode") == order_key
-        ]
+    def lookup_orders(
+        self, *, pordno: str | None = None, ordno: str | None = None
+    ) -> list[ZentradeOrder]:
+        """``order_api.php`` by our order key (``pordno``) or Zentrade's 13-digit ``ordno``."""
+        if bool(pordno) == bool(ordno):
+            raise PermanentError("gentrade order lookup needs exactly one of pordno, ordno")
+        query = {"pordno": pordno} if pordno else {"ordno": ordno}
+        response = self.http.get(ORDER_PATH, params={**self._auth(), **query}, stream=True)
+        try:
+            content = b"".join(self._chunks(response))
+        finally:
+            response.close()
+        return parse_order_document(content)
 
     def place_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
-        existing = self._lookup(request.order_key)
-        if existing:
-            log.info("gentrade: order %s already placed; not buying again", request.order_key)
-            return PurchaseOrderResult(
-                order_key=request.order_key,
-                supplier_order_ids=tuple(o["ordno"] for o in existing),
-                already_existed=True,
-                status=existing[0].get("status"),
-            )
-        return self._create_order(request)
-
-    def _create_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
-        """``mode=order``, sent once and without a look-up: callers use :meth:`place_order`."""
-        receiver = request.receiver
-        form: list[tuple[str, str]] = [
-            *self._auth().items(),
-            ("mode", "order"),
-            ("ordercode", request.order_key),
-        ]
-        for line in request.lines:
-            form += [
-                ("goodsno", line.supplier_sku),
-                ("qty", str(line.quantity)),
-                ("opt", line.option or ""),
-            ]
-        form += [
-            ("rcv_name", receiver.name),
-            ("rcv_phone", receiver.phone),
-            ("rcv_zip", receiver.zipcode),
-            ("rcv_addr", receiver.address),
-            ("rcv_addr2", receiver.address_detail),
-            ("memo", request.note or receiver.message),
-        ]
-        # Sent once: a POST that timed out is not repeated (the task retry looks it up first).
-        # The form is sent in EUC-KR, the feed's charset.
-        body = "&".join(f"{quote(k)}={quote(v.encode('euc_kr', 'replace'))}" for k, v in form)
-        response = self.http.post(
-            ORDER_PATH,
-            data=body,
-            idempotent=False,
-            headers={"Content-Type": "application/x-www-form-urlencoded; charset=euc-kr"},
-            ok_statuses=(400, 404, 409),
-        )
-        root = _xml(response.content, "order")
-        code = root.findtext("code") or ""
-        if code != "0000":
-            # The message may echo our input; keep only the code.
-            raise PermanentError(
-                f"gentrade order {request.order_key} refused: code {code or '?'}"
-                f" (HTTP {response.status_code})"
-            )
-        return PurchaseOrderResult(
-            order_key=request.order_key,
-            supplier_order_ids=(root.findtext("ordno") or "",),
-            already_existed=False,
-            status="주문접수",
+        raise OrderingNotSupportedError(
+            f"gentrade (Zentrade) has no order-creation API: purchase order {request.order_key} "
+            "must go out on a purchase-order sheet uploaded at Zentrade with pordno = the order "
+            "key; get_shipments then follows it by pordno"
         )
 
     def get_shipments(self, order_keys: Sequence[str]) -> list[ShipmentInfo]:
         shipments = []
         for key in dict.fromkeys(order_keys):
-            for order in self._lookup(key):
-                number = (order.get("invoice_no") or "").strip()
-                if number and order.get("status") != _CANCELLED:
+            for order in self.lookup_orders(pordno=key):
+                if order.pordno == key and order.delinum:
                     shipments.append(
                         ShipmentInfo(
                             order_key=key,
-                            carrier=order.get("delivery_company") or "",
-                            tracking_number=number,
-                            supplier_order_id=order.get("ordno"),
+                            carrier=order.delicom,
+                            tracking_number=order.delinum,
+                            supplier_order_id=order.ordno or None,
                         )
                     )
         return shipments
 
     def cancel_order(self, order_key: str, reason: str = "") -> bool:
-        orders = self._lookup(order_key)
-        if any(o.get("status") in _SHIPPED for o in orders):
-            return False
-        for order in orders:
-            if order.get("status") == _CANCELLED:
-                continue
-            response = self.http.post(
-                ORDER_PATH,
-                data={**self._auth(), "mode": "cancel", "ordno": order["ordno"]},
-                idempotent=True,
-                ok_statuses=(404,),
-            )
-            code = _xml(response.content, "cancel").findtext("code") or ""
-            if code == "9003":
-                return False  # shipped meanwhile
-            if code != "0000":
-                raise PermanentError(f"gentrade cancel of {order_key} refused: code {code or '?'}")
-        return True
+        raise OrderingNotSupportedError(
+            f"gentrade (Zentrade) has no cancel API: cancel purchase order {order_key} with "
+            "Zentrade directly (order_api.php only looks orders up)"
+        )
 
 
 def _to_cached(product: SupplierProduct) -> dict[str, Any]:
@@ -395,7 +955,8 @@ def _to_cached(product: SupplierProduct) -> dict[str, Any]:
             [o.name, o.value, o.price_delta, o.stock, o.supplier_option_code]
             for o in product.options
         ],
-        "updated_at": product.updated_at.isoformat() if product.updated_at else None,
+        "stock_assumed": product.stock_assumed,
+        "raw": product.raw,
     }
 
 
@@ -411,5 +972,6 @@ def _from_cached(data: dict[str, Any]) -> SupplierProduct:
         category=data["category"],
         images=tuple(data["images"]),
         options=tuple(ProductOption(*o) for o in data["options"]),
-        updated_at=datetime.fromisoformat(data["updated_at"]) if data["updated_at"] else None,
+        stock_assumed=data["stock_assumed"],
+        raw=data["raw"],
     )

@@ -1,12 +1,19 @@
-"""gentrade connector against the sandbox over real HTTP: id/key auth, the EUC-KR XML feed
-streamed with bounded memory, packed options, orders with tracking."""
+"""gentrade (= Zentrade) connector against the sandbox over real HTTP: id/m_skey auth, the
+``<zentrade>`` EUC-KR product document and its filters, option rows with full prices, the runout
+flag and the assumed stock, order lookup by ``pordno``, no order creation; and the record-level
+parser against hostile documents, with its memory measured as RSS of a child process."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 import sys
-import tracemalloc
+import threading
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +21,18 @@ import redis as redis_lib
 import requests
 from pydantic import SecretStr
 
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import ConfigurationError, OrderingNotSupportedError, TransientError
 from dropship.platforms.config import AccountSettings, PlatformSettings
-from dropship.platforms.gentrade import GentradeConnector, iter_feed, parse_packed_options
+from dropship.platforms.gentrade import (
+    KST,
+    GentradeConnector,
+    InvalidRecord,
+    iter_feed,
+)
 from dropship.platforms.http import AuthRejectedError, PlatformHttp
 from dropship.platforms.interfaces import (
     BuyerInfo,
-    InvalidRecord,
+    CollectSlice,
     ProductOption,
     PurchaseOrderLine,
     PurchaseOrderRequest,
@@ -28,15 +40,23 @@ from dropship.platforms.interfaces import (
 )
 from dropship.platforms.registry import build_connector
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
+from dropship.sandbox.gentrade import (
+    HOSTILE_KINDS,
+    hostile_kind,
+    opendate,
+    product_code,
+    render_feed,
+)
 from dropship.sandbox.suppliers import SupplierWorld
+from dropship.sandbox.world import WORLD_EPOCH, iter_catalog
 
-# World time stands still unless a test advances it: prices, updatedAt stamps and tracking delays
-# compared across requests cannot change between them because a wall-clock hour ticked over.
 pytestmark = pytest.mark.usefixtures("frozen_world_clock")
 
 CREDS = SANDBOX_CREDENTIALS["gentrade"]
 FEED = "/gentrade/shop/proc/product_api.php"
-RECEIVER = BuyerInfo(name="홍길동", phone="010-1234-5678", address="서울시 중구 세종대로 110")
+ORDERS = "/gentrade/shop/proc/order_api.php"
+SEED = 42
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def connector(make_connector: Callable[[str], Any]) -> GentradeConnector:
@@ -45,12 +65,49 @@ def connector(make_connector: Callable[[str], Any]) -> GentradeConnector:
     return conn
 
 
-def feed_bytes(sandbox: Any) -> bytes:
-    response = requests.get(
-        sandbox.base_url + FEED, params={"id": CREDS["id"], "m_skey": CREDS["key"]}, timeout=10
+def feed(sandbox: Any, **params: str) -> requests.Response:
+    return requests.get(
+        sandbox.base_url + FEED,
+        params={"id": CREDS["id"], "m_skey": CREDS["key"], **params},
+        timeout=10,
     )
-    assert response.status_code == 200
-    return response.content
+
+
+def products(records: Any) -> list[SupplierProduct]:
+    out = []
+    for record in records:
+        assert isinstance(record, SupplierProduct), record
+        out.append(record)
+    return out
+
+
+def doc(*records: str | bytes, end: bool = True, head: bytes | None = None) -> bytes:
+    body = b"".join(r if isinstance(r, bytes) else r.encode("cp949") for r in records)
+    head = (
+        head
+        if head is not None
+        else b'<?xml version="1.0" encoding="euc-kr"?>\n<zentrade version="ZENTRADE XML 1.0">\n'
+    )
+    return head + body + (b"</zentrade>\n" if end else b"")
+
+
+def record(code: str = "3", price: str = "2100", runout: str = "0", extra: str = "") -> str:
+    return (
+        f'<product code="{code}"><prdtname><![CDATA[ 스마일뺏지 ]]></prdtname>'
+        f'<price buyprice="{price}" consumerprice="0" taxmode="Y" />{extra}'
+        f'<status runout="{runout}" opendate="2020-12-31" /></product>\n'
+    )
+
+
+OPTION = '<option opt1nm="색"><![CDATA[ {} ]]></option>'
+
+
+def chunked(data: bytes, size: int = 7) -> Iterator[bytes]:
+    # Small chunks: every marker straddles a chunk boundary somewhere.
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+# --------------------------------------------------------------------------- against the sandbox
 
 
 def test_wrong_key_is_rejected(
@@ -71,50 +128,118 @@ def test_wrong_key_is_rejected(
     client.close()
 
 
-def test_feed_is_euc_kr_and_korean_text_is_decoded(
+def test_document_is_euc_kr_zentrade_and_parses_to_the_world(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    sandbox.configure_suppliers(catalog_sizes={"gentrade": 30})
-    body = feed_bytes(sandbox)
-    assert body.startswith(b'<?xml version="1.0" encoding="euc-kr"?>')
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 40})
+    body = feed(sandbox).content
+    assert body.startswith(b'<?xml version="1.0" encoding="euc-kr"?>\n<zentrade version="ZENTRADE')
     with pytest.raises(UnicodeDecodeError):
         body.decode("utf-8")  # really EUC-KR bytes, not UTF-8 with a label
-    records = list(connector(make_connector).iter_products())
-    products = [p for p in records if isinstance(p, SupplierProduct)]
-    assert len(products) == len(records) == 30
+    assert "↑=↑".encode("euc_kr") in body and b"^|^" in body
+    got = products(connector(make_connector).iter_products())
+    assert len(got) == 40
     world = SupplierWorld(sandbox.state)
-    for product in products:
-        assert isinstance(product, SupplierProduct)
+    for product in got:
         item = world.item("gentrade", int(product.supplier_sku) - 500_000)
         assert item is not None
-        assert product.name == item.name  # e.g. "[한빛] 프리미엄 텀블러"
-        assert product.name.encode("euc_kr").decode("euc_kr") == product.name
-        assert product.category == item.category_code
-        assert [(o.name, o.value, o.price_delta, o.stock) for o in product.options] == [
-            (o.name, o.value, o.price_delta, o.stock) for o in item.options
+        assert product.name == item.name and product.category == item.category_code
+        assert product.cost_price == item.price
+        # Rows carry full prices; we store the difference to buyprice, keyed by the row label.
+        got_options = [
+            (o.name, o.value, o.price_delta, o.supplier_option_code) for o in product.options
         ]
-        assert product.status == ("soldout" if item.soldout or item.stock == 0 else "active")
-    assert any(p.options for p in products)
+        assert got_options == [(o.name, o.value, o.price_delta, o.value) for o in item.options]
+        if item.soldout:
+            assert (product.status, product.stock, product.stock_assumed) == ("soldout", 0, False)
+        else:
+            assert (product.status, product.stock, product.stock_assumed) == ("active", 10, True)
+            assert all(o.stock == 10 for o in product.options)
+    assert any(p.options for p in got) and any(p.status == "soldout" for p in got)
 
 
-def test_packed_options_parsing() -> None:
-    assert parse_packed_options("색상:빨강^^0^^10|색상:파랑^^500^^0") == (
-        ProductOption("색상", "빨강", 0, 10, "색상:빨강"),
-        ProductOption("색상", "파랑", 500, 0, "색상:파랑"),
-    )
-    assert parse_packed_options("") == () and parse_packed_options(None) == ()
-    assert parse_packed_options("사이즈:대^^-500^^3")[0].price_delta == -500
-    for bad in ("색상빨강^^0^^1", "색상:빨강^^0", "색상:빨강^^x^^1", "색상:^^0^^1", "a:b^^0^^-1"):
-        with pytest.raises(ValueError, match="option entry"):
-            parse_packed_options(bad)
+def test_assumed_stock_and_shipping_fee_are_account_settings(
+    sandbox: Any, connector_settings: PlatformSettings, redis_url: str
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 20})
+    account = connector_settings.accounts["gentrade_main"]
+    client = redis_lib.Redis.from_url(redis_url)
+    custom = account.model_copy(update={"options": {"assumed_stock": "3", "shipping_fee": "3000"}})
+    got = products(build_connector(custom, connector_settings, client).iter_products())
+    active = [p for p in got if p.status == "active"]
+    assert active and all(p.stock == 3 and p.shipping_fee == 3000 for p in active)
+    bad = account.model_copy(update={"options": {"assumed_stock": "lots"}})
+    with pytest.raises(ConfigurationError, match="OPTIONS__ASSUMED_STOCK"):
+        build_connector(bad, connector_settings, client)
+    client.close()
 
 
-def test_empty_catalog_is_a_valid_empty_feed(
+def test_sandbox_filters_runout_goodsno_and_opendate(sandbox: Any) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 200})
+    everything = products(iter_feed([feed(sandbox).content]))
+    soldout = products(iter_feed([feed(sandbox, runout="1").content]))
+    on_sale = products(iter_feed([feed(sandbox, runout="0").content]))
+    assert soldout and all(p.status == "soldout" for p in soldout)
+    assert all(p.status == "active" for p in on_sale)
+    assert len(soldout) + len(on_sale) == len(everything) == 200
+    (one,) = products(iter_feed([feed(sandbox, goodsno="500007").content]))
+    assert one.supplier_sku == "500007"
+    assert products(iter_feed([feed(sandbox, goodsno="999").content])) == []
+    day = opendate(SEED, 7)
+    window = products(iter_feed([feed(sandbox, opendate_s=str(day), opendate_e=str(day)).content]))
+    expected = {product_code(i) for i in range(200) if opendate(SEED, i) == day}
+    assert "500007" in expected and {p.supplier_sku for p in window} == expected
+    # The guide: both dates or no date search; the sandbox refuses half a window and bad values.
+    assert feed(sandbox, opendate_s=str(day)).status_code == 400
+    assert feed(sandbox, opendate_s="2020/01/01", opendate_e="2020-01-02").status_code == 400
+    assert feed(sandbox, runout="2").status_code == 400
+    assert (
+        requests.post(
+            sandbox.base_url + FEED,
+            data={"id": CREDS["id"], "m_skey": CREDS["key"], "goodsno": "500001"},
+            timeout=5,
+        ).content.count(b"<product ")
+        == 1
+    )  # POST works as GET does
+
+
+def test_plan_slices_full_and_incremental(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    sandbox.configure_suppliers(catalog_sizes={"gentrade": 0})
-    assert b"<gentrade" in feed_bytes(sandbox)
-    assert list(connector(make_connector).iter_products()) == []
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 120})
+    conn = connector(make_connector)
+    assert conn.plan_slices() == [CollectSlice("feed")]
+    since = datetime.combine(opendate(SEED, 5), datetime.min.time(), KST)
+    window, runout = conn.plan_slices(since)
+    assert window.params["opendate_s"] == str(opendate(SEED, 5))
+    assert window.params["opendate_e"] == str(datetime.now(KST).date())
+    assert runout == CollectSlice("runout", {"runout": "1"})
+    new = products(conn.iter_slice(CollectSlice.from_json(window.to_json())))
+    assert {p.supplier_sku for p in new} == {
+        product_code(i) for i in range(120) if opendate(SEED, i) >= opendate(SEED, 5)
+    }
+    gone = products(conn.iter_slice(runout))
+    assert gone and all(p.status == "soldout" for p in gone)
+    assert len(products(conn.iter_slice(CollectSlice("feed")))) == 120
+
+
+def test_get_product_asks_for_one_goodsno(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 50})
+    conn = connector(make_connector)
+    product = conn.get_product("500011")
+    assert product is not None and product.supplier_sku == "500011"
+    assert conn.get_product("500099") is None
+    calls = sandbox.counts()["calls"]["gentrade"]["product_api"]
+    assert conn.get_product("500011") == product  # from the cache
+    assert conn.cache is not None
+    lru = conn.cache._lru  # read from Redis (JSON) this time, not the in-process copy
+    if lru is not None:
+        lru.drop(conn.cache.redis_key("product_detail", "500011"))
+    again = conn.get_product("500011")
+    assert again == product and again.raw == product.raw and again.stock_assumed
+    assert sandbox.counts()["calls"]["gentrade"]["product_api"] == calls
 
 
 def test_malformed_records_come_back_as_invalid(
@@ -124,127 +249,43 @@ def test_malformed_records_come_back_as_invalid(
     sandbox.set_faults("gentrade", malformed_rate=0.25)
     records = list(connector(make_connector).iter_products())
     invalid = [r for r in records if isinstance(r, InvalidRecord)]
-    assert len(records) == 60
-    assert 5 <= len(invalid) <= 30
-    assert all("buyprice" in r.reason and r.raw["code"] == r.supplier_sku for r in invalid)
+    assert len(records) == 60 and 5 <= len(invalid) <= 30
+    assert all("buyprice is missing" in r.reason for r in invalid)
+    assert all(r.supplier_sku and f'code="{r.supplier_sku}"' in r.raw["bytes"] for r in invalid)
 
 
-def test_cut_feed_is_a_transient_error() -> None:
-    document = '<?xml version="1.0" encoding="euc-kr"?>\n<gentrade><product code="1" status="Y">'
-    with pytest.raises(TransientError, match="well-formed"):
-        list(iter_feed([document.encode("euc_kr")]))
-
-
-def test_order_once_per_key_and_tracking_after_delay(
+def test_hostile_records_from_the_sandbox_cost_one_reject_each(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    sandbox.configure_suppliers(catalog_sizes={"gentrade": 40}, tracking_delay_s=300)
-    conn = connector(make_connector)
-    products = [
-        p
-        for p in conn.iter_products()
-        if isinstance(p, SupplierProduct) and p.status == "active" and p.options
-    ][:2]
-    request = PurchaseOrderRequest(
-        order_key="ORD-GT-1",
-        lines=tuple(
-            PurchaseOrderLine(p.supplier_sku, 1, p.options[0].supplier_option_code)
-            for p in products
-        ),
-        receiver=RECEIVER,
-    )
-    first = conn.place_order(request)
-    again = conn.place_order(request)
-    assert again.already_existed and again.supplier_order_ids == first.supplier_order_ids
-    assert sandbox.counts()["purchase_orders"]["ORD-GT-1"] == 1
-    # The receiver went over the wire in EUC-KR and arrived intact.
-    orders = SupplierWorld(sandbox.state).orders("gentrade", "ORD-GT-1")
-    assert orders[0].recipient["rcv_name"] == "홍길동"
-    assert [line.option for line in orders[0].lines] == [
-        p.options[0].supplier_option_code for p in products
-    ]
-    sandbox.advance_clock(299)  # the world clock is frozen: exactly 299 s after the order
-    assert conn.get_shipments(["ORD-GT-1"]) == []
-    sandbox.advance_clock(1)
-    (shipment,) = conn.get_shipments(["ORD-GT-1", "ORD-NOPE"])
-    assert shipment.order_key == "ORD-GT-1" and shipment.tracking_number.isdigit()
-    assert shipment.supplier_order_id == first.supplier_order_ids[0]
-    assert conn.cancel_order("ORD-GT-1") is False
+    size, every = 400, 20
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": size})
+    requests.post(
+        f"{sandbox.base_url}/_sandbox/gentrade", json={"hostile_every": every}, timeout=5
+    ).raise_for_status()
+    records = list(connector(make_connector).iter_products())
+    good = [r.supplier_sku for r in records if isinstance(r, SupplierProduct)]
+    rejects = [r for r in records if isinstance(r, InvalidRecord)]
+    assert good == [product_code(i) for i in range(size)]
+    kinds = [k for i in range(size) if (k := hostile_kind(i, every))]
+    assert len(rejects) == len(kinds) == len(HOSTILE_KINDS)
+    for kind, reject in zip(kinds, rejects, strict=True):
+        assert HOSTILE_KINDS[kind] in reject.reason, (kind, reject.reason)
+        json.dumps(reject.raw)  # JSON-safe, bounded
+        assert len(reject.raw["bytes"]) <= 4 * 4096 and "\x00" not in reject.raw["bytes"]
 
 
-def test_cancel_before_shipping_and_refusals(
+def test_stream_cut_mid_body_is_transient(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
-    sandbox.configure_suppliers(catalog_sizes={"gentrade": 20}, tracking_delay_s=300)
-    conn = connector(make_connector)
-    product = next(
-        p for p in conn.iter_products() if isinstance(p, SupplierProduct) and p.status == "active"
-    )
-    conn.place_order(
-        PurchaseOrderRequest("ORD-GT-2", (PurchaseOrderLine(product.supplier_sku, 1),), RECEIVER)
-    )
-    assert conn.cancel_order("ORD-GT-2") is True
-    sandbox.advance_clock(400)
-    assert conn.get_shipments(["ORD-GT-2"]) == []
-    with pytest.raises(PermanentError) as caught:
-        conn.place_order(PurchaseOrderRequest("ORD-GT-3", (PurchaseOrderLine("999", 1),), RECEIVER))
-    assert "홍길동" not in str(caught.value) and "010-1234-5678" not in str(caught.value)
-
-
-@pytest.fixture(scope="module")
-def separate_sandbox() -> Iterator[str]:
-    """A sandbox in its own process, so tracemalloc in this one sees only the client."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dropship.sandbox", "--port", "0", "--seed", "42"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    try:
-        assert "listening on http://127.0.0.1:" in line, line
-        base_url = line.rsplit(" ", 1)[1]
-        limits = {"gentrade": {"calls": 100, "period_s": 1, "burst": 100}}
-        requests.post(f"{base_url}/_sandbox/rate_limits", json=limits, timeout=5).raise_for_status()
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def _peak_while_parsing(base_url: str, size: int) -> tuple[int, int]:
-    response = requests.post(
-        f"{base_url}/_sandbox/suppliers", json={"catalog_sizes": {"gentrade": size}}, timeout=5
-    )
-    response.raise_for_status()
-    account = AccountSettings.model_validate(
-        {
-            "name": "gentrade_memory",
-            "platform": "gentrade",
-            "base_url": f"{base_url}/gentrade",
-            "credentials": CREDS,
-        }
-    )
-    http = PlatformHttp("gentrade", "gentrade_memory", account.base_url, None, timeout=(2, 30))
-    conn = GentradeConnector(account=account, http=http)
-    tracemalloc.start()
-    try:
-        count = sum(1 for r in conn.iter_products() if isinstance(r, SupplierProduct))
-        return count, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
-def test_parsing_memory_does_not_grow_with_catalog_size(separate_sandbox: str) -> None:
-    """Behaviour, not timing: 10x the products must not mean ~10x the peak memory."""
-    _peak_while_parsing(separate_sandbox, 200)  # warm-up: imports, pools, lazy tables
-    small_count, small_peak = _peak_while_parsing(separate_sandbox, 1_000)
-    large_count, large_peak = _peak_while_parsing(separate_sandbox, 10_000)
-    assert (small_count, large_count) == (1_000, 10_000)
-    # Holding the document or the parsed tree would cost >= 5 MB at 10k products (the EUC-KR
-    # feed itself is ~5 MB, its tree ~50 MB); streaming stays at a few hundred kB either way.
-    assert large_peak < 2 * small_peak + 256 * 1024, (small_peak, large_peak)
-    assert large_peak < 2 * 2**20, large_peak
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 3000})
+    requests.post(
+        f"{sandbox.base_url}/_sandbox/gentrade", json={"cut_after_products": 1000}, timeout=5
+    ).raise_for_status()
+    seen = []
+    with pytest.raises(TransientError, match="interrupted: ChunkedEncodingError"):
+        for record in connector(make_connector).iter_products():
+            seen.append(record)
+    assert 900 <= len(seen) < 3000 and all(isinstance(r, SupplierProduct) for r in seen)
 
 
 def test_stopping_early_releases_the_stream(
@@ -259,3 +300,315 @@ def test_stopping_early_releases_the_stream(
     assert [r.supplier_sku for r in first] == [str(500_000 + i) for i in range(5)]
     sandbox.configure_suppliers(catalog_sizes={"gentrade": 3})
     assert len(list(conn.iter_products())) == 3  # server and connection pool still fine
+
+
+# --------------------------------------------------------------------------- orders
+
+
+RECEIVER = BuyerInfo(name="홍길동", phone="010-1234-5678", address="서울시 중구 세종대로 110")
+
+
+def test_place_and_cancel_order_say_there_is_no_api(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    conn = connector(make_connector)
+    request = PurchaseOrderRequest("ORD-GT-1", (PurchaseOrderLine("500001", 1),), RECEIVER)
+    with pytest.raises(OrderingNotSupportedError, match="purchase-order sheet") as caught:
+        conn.place_order(request)
+    assert "홍길동" not in str(caught.value) and "010-1234-5678" not in str(caught.value)
+    with pytest.raises(OrderingNotSupportedError, match="no cancel API"):
+        conn.cancel_order("ORD-GT-1")
+    assert sandbox.counts()["calls"].get("gentrade", {}) == {}  # nothing was sent
+    # And the sandbox has no order-creation endpoint either: order_api.php only looks up.
+    answer = requests.post(
+        sandbox.base_url + ORDERS,
+        data={"id": CREDS["id"], "m_skey": CREDS["key"], "mode": "order", "goodsno": "500001"},
+        timeout=5,
+    )
+    assert answer.status_code == 400 and SupplierWorld(sandbox.state).orders("gentrade") == []
+
+
+def test_shipments_are_looked_up_by_pordno(
+    sandbox: Any, make_connector: Callable[[str], Any]
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 40}, tracking_delay_s=300)
+    item = next(i for i in SupplierWorld(sandbox.state).items("gentrade") if i.options)
+    registered = requests.post(
+        f"{sandbox.base_url}/_sandbox/gentrade/sheet_orders",
+        json={
+            "pordno": "ORD-GT-7",
+            "lines": [
+                {"goodsno": product_code(item.index), "qty": 2, "option": item.options[0].value}
+            ],
+            "receiver": {"name": "홍길동", "address": "서울"},
+        },
+        timeout=5,
+    ).json()
+    conn = connector(make_connector)
+    (order,) = conn.lookup_orders(pordno="ORD-GT-7")
+    assert (order.ordno, order.pordno) == (registered["ordno"], "ORD-GT-7")
+    assert len(order.ordno) == 13 and order.items and order.delinum == ""
+    assert conn.lookup_orders(ordno=registered["ordno"]) == [order]
+    assert conn.get_shipments(["ORD-GT-7"]) == []
+    sandbox.advance_clock(300)
+    (shipment,) = conn.get_shipments(["ORD-GT-7", "ORD-NOPE"])
+    assert shipment.order_key == "ORD-GT-7" and shipment.tracking_number.isdigit()
+    assert shipment.carrier and shipment.supplier_order_id == registered["ordno"]
+    assert "홍길동" not in repr(conn.lookup_orders(pordno="ORD-GT-7"))
+
+
+# --------------------------------------------------------------------------- the parser alone
+
+
+def test_option_rows_are_full_prices_stored_as_deltas() -> None:
+    rows = "3cm^|^2100^|^0^|^https://x/0.jpg↑=↑\n 4.5cm^|^3500^|^0^|^↑=↑\n 2cm^|^1,900^|^0^|^"
+    extra = f'<option opt1nm="사이즈" opt2nm=""><![CDATA[ {rows} ]]></option>'
+    (product,) = products(iter_feed([doc(record(extra=extra))]))
+    assert product.options == (
+        ProductOption("사이즈", "3cm", 0, 10, "3cm"),
+        ProductOption("사이즈", "4.5cm", 1400, 10, "4.5cm"),
+        ProductOption("사이즈", "2cm", -200, 10, "2cm"),
+    )
+    (soldout,) = products(iter_feed([doc(record(runout="1", extra=extra))]))
+    assert soldout.status == "soldout" and {o.stock for o in soldout.options} == {0}
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (record(price="0"), "outside 1..100,000,000"),
+        (record(price="100000001"), "outside"),
+        (record(price="-5"), "below zero"),
+        (record(price="2 100"), "not a whole number"),
+        (record(runout=""), "runout"),
+        (record(extra=OPTION.format("빨강^|^-1^|^0^|^")), "below zero"),
+        (record(extra=OPTION.format("빨강^|^x^|^0^|^")), "whole number"),
+        (record(extra=OPTION.format("빨강^|^1^|^0^|^↑=↑빨강^|^2^|^0^|^")), "duplicate label"),
+        (record(extra='<price buyprice="1"/>'), "more than one <price>"),
+        (record(extra="<listimg>text</listimg>"), "unexpected text"),
+        ('<product code="1"><prdtname>x</prdtname><status runout="0"/></product>', "<price> is"),
+        ('<product code="a b"><prdtname>x</prdtname></product>\n', "not a Zentrade product number"),
+        (record().replace('taxmode="Y"', 'taxmode="&foo;"'), "Entity 'foo' not defined"),
+        (record().replace("스마일", "\x1b"), "control character U+001B"),
+        (record().encode("cp949").replace("스마일".encode("cp949"), b"\xc7"), "invalid CP949 byte"),
+    ],
+)
+def test_one_bad_record_is_one_precise_reject(bad: str | bytes, reason: str) -> None:
+    records = list(iter_feed(chunked(doc(record("1"), bad, record("2")))))
+    assert [r.supplier_sku for r in records if isinstance(r, SupplierProduct)] == ["1", "2"]
+    (reject,) = [r for r in records if isinstance(r, InvalidRecord)]
+    assert reason in reject.reason
+    assert reject.raw["bytes"] and json.loads(json.dumps(reject.raw)) == reject.raw
+
+
+def test_document_level_faults() -> None:
+    # Truncated: every complete product, one reject for the cut one, then TransientError.
+    seen: list[Any] = []
+    with pytest.raises(TransientError, match="truncated after 1 products"):
+        for r in iter_feed(chunked(doc(record("1"), record("2")[:40], end=False))):
+            seen.append(r)
+    assert [type(r).__name__ for r in seen] == ["SupplierProduct", "InvalidRecord"]
+    assert "truncated" in seen[1].reason and seen[1].supplier_sku == "2"
+    seen = []
+    with pytest.raises(TransientError, match="truncated after 2 products"):
+        for r in iter_feed([doc(record("1"), record("2"), end=False)]):
+            seen.append(r)  # cut just before </zentrade>: both products are complete
+    assert [type(r).__name__ for r in seen] == ["SupplierProduct", "SupplierProduct"]
+    # Not a product document at all (an error page, an empty body): TransientError, no records.
+    for body in (b"", b"<html><body>error</body></html>", b"<zentrad>"):
+        with pytest.raises(TransientError, match="not a <zentrade>"):
+            list(iter_feed([body]))
+    # A UTF-8 BOM wins over a contradicting declaration; a UTF-8 document declared as such.
+    utf8_head = (
+        b'\xef\xbb\xbf<?xml version="1.0" encoding="euc-kr"?><zentrade version="ZENTRADE XML 1.0">'
+    )
+    (product,) = products(iter_feed([utf8_head + record().encode("utf-8") + b"</zentrade>"]))
+    assert product.name == "스마일뺏지"
+    # ...and a record that is only valid in the declared encoding is still read.
+    (product,) = products(iter_feed([utf8_head + record().encode("cp949") + b"</zentrade>"]))
+    assert product.name == "스마일뺏지"
+    # EUC-KR bytes under a UTF-8 label (no BOM): still read, as CP949.
+    utf8_label = b'<?xml version="1.0" encoding="UTF-8"?><zentrade version="ZENTRADE XML 1.0">'
+    (product,) = products(iter_feed([utf8_label + record().encode("cp949") + b"</zentrade>"]))
+    assert product.name == "스마일뺏지"
+    # A stray UTF-16 BOM in front of an 8-bit document is skipped; real UTF-16 is refused.
+    (product,) = products(iter_feed([b"\xff\xfe" + doc(record())]))
+    assert product.name == "스마일뺏지"
+    with pytest.raises(TransientError, match="UTF-16"):
+        list(iter_feed([doc(record()).decode("cp949").encode("utf-16")]))
+    # A UHC syllable (outside strict EUC-KR) under the euc-kr label, as Korean sites send it.
+    (product,) = products(iter_feed([doc(record().replace("스마일", "똠방"))]))
+    assert product.name == "똠방뺏지"
+    # Garbage after the root and a DOCTYPE (never read) in the prologue.
+    head = b'<?xml version="1.0" encoding="euc-kr"?><!DOCTYPE z [<!ENTITY a "b">]><zentrade>'
+    records = list(iter_feed([doc(record(extra=""), head=head) + b"junk"]))
+    assert [type(r).__name__ for r in records] == ["SupplierProduct", "InvalidRecord"]
+    # A nested product and an unclosed one cost one reject each, the next product still parses.
+    nested = record("5").replace("<status", record("6") + "<status")
+    unclosed = record("7").replace("</product>", "")
+    records = list(iter_feed(chunked(doc(nested, unclosed, record("8")), 13)))
+    assert [(r.supplier_sku, type(r).__name__) for r in records] == [
+        ("5", "InvalidRecord"),
+        ("7", "InvalidRecord"),
+        ("8", "SupplierProduct"),
+    ]
+    # A stray </product> after a record is stray content; one inside a CDATA is text.
+    records = list(iter_feed([doc(record("11") + "</product>\n", record("12"))]))
+    assert [(r.supplier_sku, type(r).__name__) for r in records] == [
+        ("11", "SupplierProduct"),
+        (None, "InvalidRecord"),
+        ("12", "SupplierProduct"),
+    ]
+    cdata = record("13", extra="<content><![CDATA[ <p>x</product></p> ]]></content>")
+    (product,) = products(iter_feed([doc(cdata)]))
+    assert product.raw["content"] == "<p>x</product></p>"
+    # An empty catalog written as a self-closing root.
+    head = b'<?xml version="1.0" encoding="euc-kr"?>\n<zentrade version="ZENTRADE XML 1.0"/>\n'
+    assert list(iter_feed([head])) == []
+    # An oversized record is skipped to the next <product> without being held in memory.
+    big = record("9", extra="<content><![CDATA[" + "x" * 3000 + "]]></content>")
+    records = list(iter_feed(chunked(doc(big, record("10")), 512), max_record_bytes=1024))
+    assert "exceeds 1024 bytes" in records[0].reason and records[1].supplier_sku == "10"
+    assert records[0].raw["length"] <= 4096
+
+
+def _hostile_expectations(size: int, every: int) -> tuple[str, Counter[str]]:
+    codes = hashlib.sha256("\n".join(product_code(i) for i in range(size)).encode()).hexdigest()
+    kinds = Counter(k for i in range(size) if (k := hostile_kind(i, every)))
+    return codes, kinds
+
+
+# --------------------------------------------------------------------------- 100k + RSS
+
+# Runs in a child process: parse a generated hostile feed of SIZE products (generated lazily,
+# never held), report what came out and the growth of the peak RSS over the RSS after a warm-up
+# parse. RSS includes libxml2's C memory, which tracemalloc cannot see. The peak is the kernel's
+# VmHWM, reset after the warm-up (``/proc/self/clear_refs`` 5), not ``ru_maxrss``: Linux carries
+# the parent's high-water mark into a forked-and-exec'd child, so a child of pytest (~120 MB)
+# would report pytest's peak, not its own.
+_PROBE = r"""
+import hashlib, json, sys
+from collections import Counter
+from datetime import UTC, datetime
+import psutil
+from dropship.platforms.gentrade import iter_feed, InvalidRecord
+from dropship.sandbox.gentrade import HOSTILE_KINDS, render_feed
+from dropship.sandbox.world import iter_catalog
+
+size, every = int(sys.argv[1]), int(sys.argv[2])
+def run(n):
+    items = iter_catalog(42, "gentrade", n, now=datetime(2025, 1, 1, tzinfo=UTC),
+                         price_drift=0.0, soldout_rate=0.05)
+    codes, kinds, unmatched = hashlib.sha256(), Counter(), []
+    first = True
+    for r in iter_feed(render_feed(items, 42, now=datetime(2025, 1, 1, tzinfo=UTC),
+                                   hostile_every=every)):
+        if isinstance(r, InvalidRecord):
+            kind = next((k for k, words in HOSTILE_KINDS.items() if words in r.reason), None)
+            kinds[kind or "?"] += 1
+            if kind is None:
+                unmatched.append(r.reason)
+        else:
+            codes.update((("" if first else "\n") + r.supplier_sku).encode())
+            first = False
+    return codes, kinds, unmatched
+def peak_rss():
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) * 1024 for l in status if l.startswith("VmHWM:"))
+run(5 * every)  # warm-up: imports, lazy tables, every code path once (incl. an oversized record)
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # reset VmHWM to the current RSS
+before = psutil.Process().memory_info().rss
+codes, kinds, unmatched = run(size)
+print(json.dumps({"codes": codes.hexdigest(), "kinds": kinds, "unmatched": unmatched[:5],
+                  "rss_before": before, "rss_growth": max(0, peak_rss() - before)}))
+"""
+
+EVERY = 1000
+
+
+@pytest.fixture(scope="module")
+def probes() -> dict[int, dict[str, Any]]:
+    """One child process per size (10,000 and 100,000 products, one broken record before every
+    1000th product, each kind in turn); run once for the two tests below."""
+    results = {}
+    for size in (10_000, 100_000):
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(size), str(EVERY)],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        results[size] = json.loads(out.stdout)
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_hostile_100k_feed_yields_every_good_record_and_one_reject_per_bad(
+    probes: dict[int, dict[str, Any]],
+) -> None:
+    for size, result in probes.items():
+        codes, kinds = _hostile_expectations(size, EVERY)
+        assert result["unmatched"] == []
+        assert Counter(result["kinds"]) == kinds, size  # exactly one reject per broken record
+        assert set(kinds) == set(HOSTILE_KINDS) or size < 100_000
+        assert result["codes"] == codes, size  # every good product, in order, nothing else
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_parser_memory_is_flat_in_catalog_size(probes: dict[int, dict[str, Any]]) -> None:
+    """RSS, not tracemalloc (which cannot see libxml2). The 100,000-product document is about
+    130 MB of EUC-KR; keeping it (or the parsed tree) costs far more than the bound below, while
+    the record-at-a-time reader holds one chunk and one record whatever the size."""
+    small, large = probes[10_000]["rss_growth"], probes[100_000]["rss_growth"]
+    assert large < small + 8 * 2**20, (small, large)
+    assert large < 16 * 2**20, large
+
+
+# --------------------------------------------------------------------------- helpers' sanity
+
+
+def test_cut_stream_from_a_raw_socket_is_transient() -> None:
+    """A server that promises more bytes than it sends (Content-Length), then closes: urllib3
+    raises IncompleteRead/ProtocolError, which must surface as TransientError."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    body = doc(record("1"), record("2"))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n"
+            + f"Content-Length: {len(body) + 5000}\r\n\r\n".encode()
+            + body[:-20]
+        )
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    account = AccountSettings.model_validate(
+        {"name": "gt_cut", "platform": "gentrade", "base_url": base, "credentials": CREDS}
+    )
+    http = PlatformHttp("gentrade", "gt_cut", base, None, timeout=(2, 5))
+    with pytest.raises(TransientError, match="interrupted"):
+        list(GentradeConnector(account=account, http=http).iter_products())
+    thread.join(5)
+    listener.close()
+
+
+def test_world_opendates_are_in_the_year_before_the_epoch() -> None:
+    days = {opendate(SEED, i) for i in range(500)}
+    assert min(days) >= (WORLD_EPOCH - timedelta(days=366)).date()
+    assert max(days) <= WORLD_EPOCH.astimezone(KST).date()
+    now = datetime.now(UTC)
+    items = list(iter_catalog(SEED, "gentrade", 3, now=now, price_drift=0, soldout_rate=0))
+    assert b"</zentrade>" in b"".join(render_feed(items, SEED, now=datetime.now(UTC)))
