@@ -538,7 +538,7 @@ def test_a_body_cut_mid_stream_is_transient(connector_settings: PlatformSettings
     http = PlatformHttp("domeggook", account.name, account.base_url, None, max_attempts=1)
     conn = DomeggookConnector(account=account, http=http)
     try:
-        with pytest.raises(TransientError, match="cut (off|short)"):
+        with pytest.raises(TransientError, match=r"cut (off|short)"):
             conn.list_page("01_01_00_00_00", 1)
     finally:
         server.close()
