@@ -8,7 +8,7 @@ paging and order flow stay in its own module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TypeVar, cast
 
@@ -52,6 +52,18 @@ class SupplierConnectorBase:
     def iter_slice(self, piece: CollectSlice) -> Iterator[SupplierProduct | InvalidRecord]:
         since = piece.params.get("since")
         return self.iter_products(datetime.fromisoformat(since) if since else None)
+
+    def recheck_missing(
+        self, skus: Sequence[str], run_started_at: datetime
+    ) -> Iterator[SupplierProduct | InvalidRecord]:
+        """Products a complete full run did not see: the current record of each one that still
+        exists (sold out, say); a SKU not yielded is gone.
+
+        Default: nothing, because a full read of this platform lists every product it has,
+        whatever its status, so absence is proof. Platforms whose listings leave products out
+        (Domeggook omits sold-out items) or whose slices can miss a product changed during the
+        run (OwnerClan's time windows) override this."""
+        return iter(())
 
     def checked_page_size(self, page_size: int, maximum: int) -> int:
         """``page_size`` if the platform accepts it; a clear error naming the account if not."""

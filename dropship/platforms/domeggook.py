@@ -373,6 +373,21 @@ class DomeggookConnector(SupplierConnectorBase):
                     continue
                 yield normalise_view(view, self.market, list_rows.get(no))
 
+    def recheck_missing(
+        self, skus: Sequence[str], run_started_at: datetime
+    ) -> Iterator[SupplierProduct | InvalidRecord]:
+        """List results leave out sold-out and stopped items, so a product a sweep did not see
+        is asked of ``getItemView`` (100 per call, never the cache): a sold-out one comes back
+        as sold out (its stock must reach the listings), a gone one is not yielded."""
+        numbers = [n for n in dict.fromkeys(str(s) for s in skus) if n.isdigit()]
+        for start in range(0, len(numbers), MAX_VIEW_ITEMS):
+            batch = numbers[start : start + MAX_VIEW_ITEMS]
+            views = self.item_views(batch)
+            for no in batch:
+                view = views.get(no)
+                if view is not None and not view_is_gone(view, self.market):
+                    yield normalise_view(view, self.market, None)
+
     def confirm_gone(self, skus: Iterable[str]) -> set[str]:
         """The item numbers among ``skus`` that are truly gone, asked of ``getItemView`` 100 per
         call (never the cache): unknown to the platform, or known with a status other than on

@@ -219,6 +219,13 @@ class SupplierConnector(Protocol):
         """The records of one slice from :meth:`plan_slices`, with bounded memory."""
         ...
 
+    def recheck_missing(
+        self, skus: Sequence[str], run_started_at: datetime
+    ) -> Iterator[SupplierProduct | InvalidRecord]:
+        """For products a complete full run did not see: the current record of each one that
+        still exists; a SKU not yielded is gone. Called before anything is marked gone."""
+        ...
+
     def get_product(self, supplier_sku: str) -> SupplierProduct | None:
         """One product by SKU; ``None`` when the supplier does not know it."""
         ...

@@ -402,6 +402,20 @@ class OwnerClanConnector(SupplierConnectorBase):
                 )
         return self._records(date_from, date_to)
 
+    def recheck_missing(
+        self, skus: Sequence[str], run_started_at: datetime
+    ) -> Iterator[SupplierProduct | InvalidRecord]:
+        """An item changed while a full run was reading moves to a later ``updatedAt`` window
+        and can be missed by both windows. Every such item was changed after the run started,
+        so one catch-up window from then (minus the overlap) finds it; what is still missing
+        is gone (OwnerClan keeps discontinued items, with that status, in its listings)."""
+        wanted = set(skus)
+        if not wanted:
+            return
+        for record in self._records(to_ms(run_started_at - self.overlap), None):
+            if record.supplier_sku in wanted:
+                yield record
+
     def get_product(self, supplier_sku: str) -> SupplierProduct | None:
         def load() -> dict[str, Any] | None:
             data = self._graphql(ITEM_QUERY, {"key": supplier_sku}, operation="item")

@@ -349,6 +349,13 @@ def test_absent_from_the_list_is_not_gone_until_get_item_view_says_so(
     # not sold on Domeme (channel.supply false, no price.supply): unknown to this market
     assert conn.get_product(kinds["dome_only"][0]) is None
 
+    # What a collect merge asks before marking anything gone: the sold-out items come back as
+    # sold out (their zero stock must reach the listings), the gone ones do not come back.
+    rechecked = list(conn.recheck_missing([*absent, "39999999"], datetime.now(UTC)))
+    assert all(isinstance(r, SupplierProduct) for r in rechecked)
+    assert {r.supplier_sku for r in rechecked} == set(kinds["soldout"])
+    assert all(r.status == "soldout" and r.stock == 0 for r in rechecked)
+
 
 def test_get_product_uses_the_cache_and_unknown_is_none(
     sandbox: Any, make_connector: Callable[[str], Any]
