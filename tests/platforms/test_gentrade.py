@@ -282,7 +282,7 @@ def test_stream_cut_mid_body_is_transient(
         f"{sandbox.base_url}/_sandbox/gentrade", json={"cut_after_products": 1000}, timeout=5
     ).raise_for_status()
     seen = []
-    with pytest.raises(TransientError, match="interrupted: ChunkedEncodingError"):
+    with pytest.raises(TransientError, match="ChunkedEncodingError"):
         for record in connector(make_connector).iter_products():
             seen.append(record)
     assert 900 <= len(seen) < 3000 and all(isinstance(r, SupplierProduct) for r in seen)
@@ -599,7 +599,7 @@ def test_cut_stream_from_a_raw_socket_is_transient() -> None:
         {"name": "gt_cut", "platform": "gentrade", "base_url": base, "credentials": CREDS}
     )
     http = PlatformHttp("gentrade", "gt_cut", base, None, timeout=(2, 5))
-    with pytest.raises(TransientError, match="interrupted"):
+    with pytest.raises(TransientError, match="interrupted|cut short"):
         list(GentradeConnector(account=account, http=http).iter_products())
     thread.join(5)
     listener.close()
