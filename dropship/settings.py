@@ -62,6 +62,26 @@ class CelerySettings(BaseModel):
         return self
 
 
+class CollectSettings(BaseModel):
+    """The collect flow (docs/ARCHITECTURE.md "Collect"); memory is bounded by these sizes."""
+
+    copy_chunk_rows: int = Field(
+        2000, ge=1, le=100_000, description="rows buffered per COPY into staging"
+    )
+    reject_raw_max_bytes: int = Field(
+        8192, ge=256, le=1_000_000, description="raw payload kept per reject, JSON bytes"
+    )
+    stall_timeout_s: int = Field(
+        1800, ge=10, description="a running run with no slice finished for this long is stalled"
+    )
+    max_resubmits: int = Field(
+        2, ge=0, le=20, description="times the sweep re-publishes a stalled run's slices"
+    )
+    incremental_overlap_s: int = Field(
+        600, ge=0, description="incremental runs re-read this much before the watermark"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -91,6 +111,7 @@ class Settings(BaseSettings):
 
     partitions: PartitionSettings = PartitionSettings()
     celery: CelerySettings = CelerySettings()
+    collect: CollectSettings = CollectSettings()
     # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
     platforms: PlatformSettings = PlatformSettings()
 
