@@ -31,8 +31,9 @@ from tests.platforms.conftest import (  # noqa: F401  (fixtures)
 FINISHED = ("succeeded", "partial", "failed")
 
 
-def worker_env(sandbox: SandboxFixture, **extra: str) -> dict[str, str]:
-    env = {"DROPSHIP_PLATFORMS__ACCOUNTS": json.dumps(sandbox_account_config(sandbox.base_url))}
+def worker_env(box: SandboxFixture, **extra: str) -> dict[str, str]:
+    """Environment of a worker whose connectors talk to the sandbox ``box``."""
+    env = {"DROPSHIP_PLATFORMS__ACCOUNTS": json.dumps(sandbox_account_config(box.base_url))}
     for platform in PLATFORMS:
         prefix = f"DROPSHIP_PLATFORMS__RATE_LIMITS__{platform.upper()}__"
         env[prefix + "CALLS"] = str(TEST_RATE_LIMIT_CALLS)
@@ -44,7 +45,10 @@ def worker_env(sandbox: SandboxFixture, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def collect_worker(
-    tmp_path: Path, sandbox: SandboxFixture, redis_url: str, committed_db: Engine
+    tmp_path: Path,
+    sandbox: SandboxFixture,  # noqa: F811  (the imported fixture)
+    redis_url: str,
+    committed_db: Engine,
 ) -> Iterator[WorkerProcess]:
     """A real worker (queue ``low``, two processes) collecting from the test sandbox."""
     worker = start_worker(tmp_path, queues="low", concurrency=2, env=worker_env(sandbox))
@@ -105,3 +109,11 @@ def staging_count(engine: Engine, run_id: int | None = None) -> int:
                 {"r": run_id},
             ).scalar_one()
         )
+
+
+@pytest.fixture
+def collect_db(committed_db: Engine) -> Iterator[Engine]:
+    """``committed_db`` plus the collect tables it does not know (watermarks)."""
+    yield committed_db
+    with committed_db.begin() as conn:
+        conn.execute(text("TRUNCATE collect_watermarks, collect_run_slices"))
