@@ -71,8 +71,11 @@ class CollectSettings(BaseModel):
     reject_raw_max_bytes: int = Field(
         8192, ge=256, le=1_000_000, description="raw payload kept per reject, JSON bytes"
     )
+    slice_time_limit_s: int = Field(
+        1800, ge=10, description="soft time limit of one slice task (a whole feed can be one)"
+    )
     stall_timeout_s: int = Field(
-        1800, ge=10, description="a running run with no slice finished for this long is stalled"
+        2400, ge=10, description="a running run with no slice finished for this long is stalled"
     )
     max_resubmits: int = Field(
         2, ge=0, le=20, description="times the sweep re-publishes a stalled run's slices"
@@ -114,6 +117,17 @@ class Settings(BaseSettings):
     collect: CollectSettings = CollectSettings()
     # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
     platforms: PlatformSettings = PlatformSettings()
+
+    @model_validator(mode="after")
+    def _slice_limit_below_visibility(self) -> Settings:
+        # A slice task running past the visibility timeout would be handed to a second worker.
+        hard = self.collect.slice_time_limit_s + 60
+        if hard >= self.celery.visibility_timeout:
+            raise ValueError(
+                f"collect.slice_time_limit_s + 60 ({hard}) must stay below "
+                f"celery.visibility_timeout ({self.celery.visibility_timeout})"
+            )
+        return self
 
     def database_url_value(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None

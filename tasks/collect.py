@@ -14,6 +14,7 @@ from celery import chord
 
 from dropship.catalog import services
 from dropship.celery_app import DropshipTask, app
+from dropship.settings import get_settings
 
 
 def publish_slices(run_id: int, keys: list[str]) -> str | None:
@@ -68,7 +69,18 @@ class SliceTask(DropshipTask):
             merge_run.delay(int(run_id))
 
 
-@app.task(bind=True, base=SliceTask, name="tasks.collect.collect_slice")
+# One slice can be a whole feed (Zentrade's catalog is one document): its own, longer limits,
+# still below the broker visibility timeout (checked by the settings).
+_SLICE_LIMIT_S = get_settings().collect.slice_time_limit_s
+
+
+@app.task(
+    bind=True,
+    base=SliceTask,
+    name="tasks.collect.collect_slice",
+    soft_time_limit=_SLICE_LIMIT_S,
+    time_limit=_SLICE_LIMIT_S + 60,
+)
 def collect_slice(self: DropshipTask, run_id: int, slice_key: str) -> dict[str, Any]:
     """Fetch one slice into staging; returns ``{records, rejected}`` (or why it was skipped)."""
     return services.run_slice(run_id, slice_key)
