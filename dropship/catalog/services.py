@@ -124,8 +124,8 @@ def open_run(supplier: str, account: str | None = None, mode: str = "full") -> d
 
 def plan_run(run_id: int, connector_factory: ConnectorFactory = default_connector) -> list[str]:
     """Ask the connector for the run's slices and record them; the run becomes ``running``.
-    Returns the keys of the slices still to fetch (all of them for a new plan; the pending ones
-    when the run was planned already). A spent budget pauses the run before any slice exists."""
+    Returns the keys of the new slices (none when the run was planned already). A spent budget
+    pauses the run before any slice exists."""
     with db.session_scope() as session:
         run = session.execute(
             text("SELECT id, supplier, account, status, since FROM collect_runs WHERE id = :r"),
@@ -134,7 +134,9 @@ def plan_run(run_id: int, connector_factory: ConnectorFactory = default_connecto
         if run is None:
             raise ConfigurationError(f"collect run {run_id} does not exist")
         if run.status != "planned":
-            return _unfinished_keys(session, run_id) if run.status == "running" else []
+            # Planned already (a second collect_supplier raced this one): its chord is out;
+            # stalled slices are the sweep's job, not a second chord's.
+            return []
     connector = connector_factory(run.account)
     try:
         slices = connector.plan_slices(run.since)
@@ -154,7 +156,7 @@ def plan_run(run_id: int, connector_factory: ConnectorFactory = default_connecto
             text("SELECT status FROM collect_runs WHERE id = :r FOR UPDATE"), {"r": run_id}
         ).scalar_one()
         if status != "planned":  # planned twice at once: the first one won
-            return _unfinished_keys(session, run_id) if status == "running" else []
+            return []
         conn = _psycopg(session)
         copy_sql = "COPY collect_run_slices (run_id, slice_key, params) FROM STDIN"
         with conn.cursor() as cur, cur.copy(copy_sql) as copy:
