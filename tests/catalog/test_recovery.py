@@ -4,6 +4,7 @@ product lost or duplicated."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -144,3 +145,26 @@ def test_same_slice_twice_at_once_is_staged_once(
     expected = valid_skus(make_connector, "gentrade_main")
     assert run["records"] == len(expected) == staging_count(committed_db, run_id)
     assert services.merge_run(run_id)["inserted"] == len(expected)
+
+
+def test_slice_failing_for_good_ends_the_run_failed_with_its_reason(
+    tmp_path: Path, sandbox: SandboxFixture, redis_url: str, committed_db: Engine
+) -> None:
+    from dropship.sandbox.credentials import sandbox_account_config
+    from tasks.collect import collect_supplier
+
+    accounts = sandbox_account_config(sandbox.base_url)
+    accounts["gentrade_main"]["credentials"] = {"id": "dropship", "key": "not-the-key-1234"}
+    env = worker_env(sandbox, DROPSHIP_PLATFORMS__ACCOUNTS=json.dumps(accounts))
+    worker = start_worker(tmp_path, queues="low", concurrency=1, name="badkey", env=env)
+    try:
+        run_id = collect_supplier.delay("gentrade", "gentrade_main").get(timeout=60)["run_id"]
+        # The permanent error fails the slice at once (no retries); the slice task's failure
+        # handler records it and publishes the merge, which fails the run with the reason.
+        run = wait_for_run(committed_db, run_id, worker=worker)
+    finally:
+        stop_worker(worker)
+    assert run["status"] == "failed", run
+    assert run["error"].startswith("every slice failed: all: PermanentError"), run["error"]
+    assert "not-the-key-1234" not in run["error"]
+    assert staging_count(committed_db) == 0 and product_rows(committed_db, "gentrade") == {}
