@@ -230,3 +230,29 @@ def test_rerun_of_a_slice_replaces_its_rows(collect_db: Engine) -> None:
     assert "stale" not in product_rows(collect_db, "gentrade")
     services.merge_run(run_id)
     assert set(product_rows(collect_db, "gentrade")) == {"a0", "a1", "a2", "a3"}
+
+
+def test_budget_spent_while_planning_pauses_then_the_sweep_replans(collect_db: Engine) -> None:
+    resets_at = datetime.now(UTC) + timedelta(hours=1)
+    fake = FakeConnector("domeggook", catalog("domeggook", keys="ab"))
+    real_plan = fake.plan_slices
+    calls: list[int] = []
+
+    def plan_once_spent(since: datetime | None = None) -> list[CollectSlice]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise BudgetExhaustedError("domeggook daily budget spent", 3600, resets_at)
+        return real_plan(since)
+
+    fake.plan_slices = plan_once_spent  # type: ignore[method-assign]
+    run_id = services.open_run("domeggook", "domeggook_main")["run_id"]
+    assert services.plan_run(run_id, fake.factory) == []
+    run = run_row(collect_db, run_id)
+    assert (run["status"], run["slices_expected"]) == ("paused", None)
+    actions = services.sweep_runs(now=resets_at + timedelta(seconds=1))
+    assert actions["plan"] == [run_id] and run_row(collect_db, run_id)["status"] == "planned"
+    assert services.plan_run(run_id, fake.factory) == ["a", "b"]
+    # Planned twice (a racing collect_supplier, a late start_run): no second set of slices.
+    assert services.plan_run(run_id, fake.factory) == []
+    run_all(run_id, ["a", "b"], fake)
+    assert services.merge_run(run_id)["inserted"] == 20
