@@ -221,7 +221,60 @@ def db_comparisons(url: str) -> dict[str, Any]:
         many = time.perf_counter() - started
         conn.execute("DROP TABLE bench_bare, bench_products")
         conn.commit()
-    return {"rows": len(rows), "bare_copy_s": bare, "executemany_s": many}
+        stage, merge_unchanged, merge_insert = storage_path(conn, rows)
+    return {
+        "rows": len(rows),
+        "bare_copy_s": bare,
+        "executemany_s": many,
+        "stage_copy_s": stage,
+        "merge_unchanged_s": merge_unchanged,
+        "merge_insert_s": merge_insert,
+    }
+
+
+def storage_path(conn: psycopg.Connection[Any], rows: list[Any]) -> tuple[float, float, float]:
+    """The project's storage path alone, on the same rows: validation + hash + COPY into
+    staging (``copy_slice``), then the merge statement over products that already hold every
+    row (all unchanged) and over an empty products table (all inserted)."""
+    from dropship.catalog.services import _MERGE
+    from dropship.catalog.staging import copy_slice
+    from dropship.platforms.interfaces import ProductOption, SupplierProduct
+
+    records = [
+        SupplierProduct(
+            supplier=r[0],
+            supplier_sku=r[1],
+            name=r[2],
+            cost_price=r[3],
+            shipping_fee=r[4],
+            stock=r[5],
+            status=r[6],
+            category=r[7],
+            images=tuple(json.loads(r[8])),
+            options=tuple(ProductOption(**o) for o in json.loads(r[9])),
+            open_market_sellable=r[11],
+            adult_only=r[12],
+            stock_assumed=r[13],
+        )
+        for r in rows
+    ]
+    supplier = records[0].supplier
+    started = time.perf_counter()
+    copy_slice(conn, 0, "bench", supplier, iter(records), chunk_rows=2000, raw_max_bytes=8192)
+    conn.commit()
+    stage = time.perf_counter() - started
+    timings = []
+    for truncate in (False, True):
+        if truncate:
+            conn.execute("TRUNCATE products CASCADE")
+            conn.commit()
+        started = time.perf_counter()
+        conn.execute(_MERGE.replace(":r", "0"))
+        conn.commit()
+        timings.append(time.perf_counter() - started)
+    conn.execute("DELETE FROM staging_products WHERE run_id = 0")
+    conn.commit()
+    return stage, timings[0], timings[1]
 
 
 def naive(url: str, supplier: str, count: int) -> tuple[float, int]:
@@ -362,6 +415,30 @@ def print_table(r: dict[str, Any]) -> None:
             db["rows"],
             db["executemany_s"],
             db["rows"] / db["executemany_s"],
+        )
+    )
+    rows.append(
+        (
+            "storage path only: validate + hash + COPY into staging",
+            db["rows"],
+            db["stage_copy_s"],
+            db["rows"] / db["stage_copy_s"],
+        )
+    )
+    rows.append(
+        (
+            "storage path only: merge, every row unchanged",
+            db["rows"],
+            db["merge_unchanged_s"],
+            db["rows"] / db["merge_unchanged_s"],
+        )
+    )
+    rows.append(
+        (
+            "storage path only: merge into empty products",
+            db["rows"],
+            db["merge_insert_s"],
+            db["rows"] / db["merge_insert_s"],
         )
     )
     nv = r["naive"]

@@ -53,10 +53,14 @@ class SliceCounts:
     rejected: int = 0
 
 
+# One encoder for the process: json.dumps with options builds a new JSONEncoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _json(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = _ENCODER.encode(value)
     # jsonb refuses the NUL escape; a supplier payload may carry one.
-    return text.replace("\\u0000", "\\ufffd")
+    return text.replace("\\u0000", "\\ufffd") if "\\u0000" in text else text
 
 
 def bounded_raw(raw: Any, max_bytes: int) -> str:
