@@ -18,4 +18,51 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute=7, hour=3),
         "options": {"expires": 6 * 3600},
     },
+    # --- collect (queue low). The sweep keeps every run moving: a lost chord body is merged,
+    # a stalled run re-published or failed with a reason, a paused run resumed after its reset.
+    "collect-sweep-runs": {
+        "task": "tasks.collect.sweep_runs",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    # OwnerClan filters by modification time (dateFrom/dateTo): frequent incremental runs, and a
+    # daily full run that also finds removed products.
+    "collect-ownerclan-incremental": {
+        "task": "tasks.collect.collect_supplier",
+        "schedule": crontab(minute="*/30"),
+        "args": ["ownerclan"],
+        "kwargs": {"mode": "incremental"},
+        "options": {"expires": 25 * 60},
+    },
+    "collect-ownerclan-full": {
+        "task": "tasks.collect.collect_supplier",
+        "schedule": crontab(minute=15, hour=2),
+        "args": ["ownerclan"],
+        "kwargs": {"mode": "full"},
+        "options": {"expires": 6 * 3600},
+    },
+    # Zentrade: one feed document; incremental runs pick up new items (opendate) and runouts.
+    "collect-gentrade-incremental": {
+        "task": "tasks.collect.collect_supplier",
+        "schedule": crontab(minute=40),
+        "args": ["gentrade"],
+        "kwargs": {"mode": "incremental"},
+        "options": {"expires": 50 * 60},
+    },
+    "collect-gentrade-full": {
+        "task": "tasks.collect.collect_supplier",
+        "schedule": crontab(minute=45, hour=3),
+        "args": ["gentrade"],
+        "kwargs": {"mode": "full"},
+        "options": {"expires": 6 * 3600},
+    },
+    # Domeggook has no modification filter and a 15,000-call daily budget: full runs on a
+    # slower schedule (twice a day).
+    "collect-domeggook-full": {
+        "task": "tasks.collect.collect_supplier",
+        "schedule": crontab(minute=5, hour="1,13"),
+        "args": ["domeggook"],
+        "kwargs": {"mode": "full"},
+        "options": {"expires": 6 * 3600},
+    },
 }

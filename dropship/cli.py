@@ -292,6 +292,177 @@ def _unavailable(exc: BaseException) -> str | None:
     return None
 
 
+# --- collect ----------------------------------------------------------------------------------
+
+COLLECT_HELP = """Collect supplier catalogs into products (queue low).
+
+\b
+  dropship collect SUPPLIER [--incremental] [--wait]   enqueue a run of ownerclan/domeggook/gentrade
+  dropship collect runs [--limit N]                    recent runs with their counts and state
+  dropship collect rejects [RUN] [--limit N]           rejected records with their reasons
+"""
+
+
+@cli.command("collect", help=COLLECT_HELP)
+def collect(
+    target: Annotated[str, typer.Argument(help="A supplier, or `runs`, or `rejects`.")],
+    run: Annotated[int | None, typer.Argument(help="With `rejects`: only this run.")] = None,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="Only changes since the last complete run.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show progress until the run finishes.")
+    ] = False,
+    account: Annotated[
+        str | None, typer.Option(help="Supplier account (default: its first one).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown by `runs` / `rejects`.")] = 20,
+    timeout: Annotated[float, typer.Option(help="--wait gives up after this many seconds.")] = 3600,
+) -> None:
+    if target == "runs":
+        _collect_runs(limit)
+    elif target == "rejects":
+        _collect_rejects(run, limit)
+    else:
+        _collect_start(target, account, "incremental" if incremental else "full", wait, timeout)
+
+
+def _collect_start(
+    supplier: str, account: str | None, mode: str, wait: bool, timeout: float
+) -> None:
+    from dropship.platforms.config import SUPPLIER_PLATFORMS
+    from dropship.runtime import resolved_redis_url
+
+    if supplier not in SUPPLIER_PLATFORMS:
+        raise _fail(
+            f"unknown supplier {supplier!r}: one of {', '.join(sorted(SUPPLIER_PLATFORMS))}, "
+            "or `runs` / `rejects`"
+        )
+    if not resolved_redis_url():
+        raise _fail("no broker: start the stack with `dropship up`, or set DROPSHIP_REDIS_URL")
+    from tasks.collect import collect_supplier
+
+    result = collect_supplier.delay(supplier, account, mode)
+    console.print(f"collect {supplier} ({mode}) enqueued: task {result.id}")
+    if not wait:
+        return
+    import time
+
+    from celery.exceptions import TimeoutError as CeleryTimeout
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dropship.catalog.services import get_run
+
+    try:
+        opened = result.get(timeout=min(timeout, 600))
+    except CeleryTimeout:
+        raise _fail("no worker opened the run in time (is a worker consuming `low`?)") from None
+    run_id = int(opened["run_id"])
+    deadline = time.monotonic() + timeout
+    columns = (
+        TextColumn("run {task.fields[run]} [bold]{task.fields[state]}[/]"),
+        BarColumn(),
+        TextColumn("slices {task.fields[slices]}"),
+        TextColumn("records {task.fields[records]:,}  rejects {task.fields[rejected]:,}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task(
+            "collect", total=None, run=run_id, state="", slices="?", records=0, rejected=0
+        )
+        while True:
+            current = get_run(run_id)
+            progress.update(
+                bar,
+                total=current["slices_expected"] or None,
+                completed=current["slices_done"],
+                state=current["status"],
+                slices=f"{current['slices_done']}/{current['slices_expected'] or '?'}",
+                records=current["records"],
+                rejected=current["rejected"],
+            )
+            if current["status"] in ("succeeded", "partial", "failed"):
+                break
+            if time.monotonic() > deadline:
+                raise _fail(f"run {run_id} still {current['status']} after {timeout:.0f} s")
+            time.sleep(0.5)
+    _print_runs([current])
+    if current["status"] != "succeeded":
+        raise _fail(f"run {run_id} {current['status']}: {current['error']}")
+
+
+def _print_runs(runs: list[dict[str, object]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="collect runs")
+    for name in (
+        "run",
+        "supplier",
+        "mode",
+        "state",
+        "slices",
+        "records",
+        "inserted",
+        "updated",
+        "unchanged",
+        "rejected",
+        "gone",
+        "started",
+        "note",
+    ):
+        table.add_column(name, justify="right" if name in ("run", "records") else "left")
+    for r in runs:
+        table.add_row(
+            str(r["run_id"]),
+            str(r["supplier"]),
+            str(r["mode"]),
+            str(r["status"]),
+            f"{r['slices_done']}/{'?' if r['slices_expected'] is None else r['slices_expected']}",
+            *(
+                str(r[k])
+                for k in ("records", "inserted", "updated", "unchanged", "rejected", "gone")
+            ),
+            str(r["started_at"])[:19],
+            str(r["error"] or (f"paused until {r['paused_until']}" if r["paused_until"] else "")),
+        )
+    console.print(table)
+
+
+def _collect_runs(limit: int) -> None:
+    from dropship.catalog.services import recent_runs
+
+    runs = recent_runs(limit)
+    if not runs:
+        console.print("no collect runs yet")
+        return
+    _print_runs(runs)
+
+
+def _collect_rejects(run: int | None, limit: int) -> None:
+    import json
+
+    from rich.table import Table
+
+    from dropship.catalog.services import iter_rejects
+
+    table = Table(title=f"rejects of run {run}" if run else "rejects")
+    for name in ("id", "run", "supplier", "sku", "reason", "raw"):
+        table.add_column(name, overflow="fold")
+    count = 0
+    for r in iter_rejects(run, limit):
+        raw = json.dumps(r["raw"], ensure_ascii=False)
+        table.add_row(
+            str(r["id"]),
+            str(r["run_id"]),
+            str(r["supplier"]),
+            str(r["supplier_sku"] or "-"),
+            str(r["reason"]),
+            raw[:120] + ("..." if len(raw) > 120 else ""),
+        )
+        count += 1
+    console.print(table if count else "no rejected records")
+
+
 def main() -> None:
     from dropship.logsafe import configure_logging
 

@@ -80,6 +80,29 @@ class CelerySettings(BaseModel):
         return self
 
 
+class CollectSettings(BaseModel):
+    """The collect flow (docs/ARCHITECTURE.md "Collect"); memory is bounded by these sizes."""
+
+    copy_chunk_rows: int = Field(
+        2000, ge=1, le=100_000, description="rows buffered per COPY into staging"
+    )
+    reject_raw_max_bytes: int = Field(
+        8192, ge=256, le=1_000_000, description="raw payload kept per reject, JSON bytes"
+    )
+    slice_time_limit_s: int = Field(
+        1800, ge=10, description="soft time limit of one slice task (a whole feed can be one)"
+    )
+    stall_timeout_s: int = Field(
+        2400, ge=10, description="a running run with no slice finished for this long is stalled"
+    )
+    max_resubmits: int = Field(
+        2, ge=0, le=20, description="times the sweep re-publishes a stalled run's slices"
+    )
+    incremental_overlap_s: int = Field(
+        600, ge=0, description="incremental runs re-read this much before the watermark"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -112,6 +135,7 @@ class Settings(BaseSettings):
 
     partitions: PartitionSettings = PartitionSettings()
     celery: CelerySettings = CelerySettings()
+    collect: CollectSettings = CollectSettings()
     # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
     platforms: PlatformSettings = PlatformSettings()
 
@@ -128,6 +152,17 @@ class Settings(BaseSettings):
         if value is not None:
             check_redis_url(value.get_secret_value())
         return value
+
+    @model_validator(mode="after")
+    def _slice_limit_below_visibility(self) -> Settings:
+        # A slice task running past the visibility timeout would be handed to a second worker.
+        hard = self.collect.slice_time_limit_s + 60
+        if hard >= self.celery.visibility_timeout:
+            raise ValueError(
+                f"collect.slice_time_limit_s + 60 ({hard}) must stay below "
+                f"celery.visibility_timeout ({self.celery.visibility_timeout})"
+            )
+        return self
 
     def database_url_value(self) -> str | None:
         return self.database_url.get_secret_value() if self.database_url else None

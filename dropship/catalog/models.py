@@ -68,6 +68,11 @@ class Product(Base):
     images: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     options: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     content_hash: Mapped[str | None] = mapped_column(String(64))
+    # Supplier flags (see SupplierProduct): the register flow must skip a product that may not
+    # be sold on open markets; ``stock_assumed`` means stock is our configured guess.
+    open_market_sellable: Mapped[bool] = mapped_column(server_default=text("true"))
+    adult_only: Mapped[bool] = mapped_column(server_default=text("false"))
+    stock_assumed: Mapped[bool] = mapped_column(server_default=text("false"))
     first_seen_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -80,21 +85,44 @@ class Product(Base):
     )
 
 
+RUN_STATUSES = ("planned", "running", "paused", "succeeded", "partial", "failed")
+ACTIVE_RUN_STATUSES = ("planned", "running", "paused")
+SLICE_STATUSES = ("pending", "done", "paused", "failed")
+
+
 class CollectRun(Base):
+    """One collection of one supplier account. ``planned`` (row committed, slices not yet
+    published) -> ``running`` -> ``succeeded`` (every slice merged), ``partial`` (some slices
+    failed: the others were merged, nothing marked gone) or ``failed``; ``paused`` while a daily
+    budget is spent (resumed by the sweep after ``paused_until``)."""
+
     __tablename__ = "collect_runs"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('planned', 'running', 'merging', 'succeeded', 'failed')",
-            name="status_known",
-        ),
+        CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status_known"),
+        CheckConstraint("mode IN ('full', 'incremental')", name="mode_known"),
         Index("ix_collect_runs_supplier_started", "supplier", text("started_at DESC")),
+        Index(
+            "ix_collect_runs_active",
+            "status",
+            postgresql_where=text(f"status IN {ACTIVE_RUN_STATUSES!r}"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     supplier: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16), server_default="full")
     status: Mapped[str] = mapped_column(String(16), server_default="planned")
-    pages_planned: Mapped[int | None] = mapped_column(Integer)
-    pages_done: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The modification filter this run asked for (incremental), and the watermark it sets.
+    since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Counted from ``collect_run_slices`` (one row per slice key), so a redelivered slice
+    # cannot count twice.
+    slices_expected: Mapped[int | None] = mapped_column(Integer)
+    slices_done: Mapped[int] = mapped_column(Integer, server_default="0")
+    records: Mapped[int] = mapped_column(Integer, server_default="0")
+    # How often the sweep re-published the unfinished slices of a stalled run.
+    resubmits: Mapped[int] = mapped_column(Integer, server_default="0")
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Only a complete run may mark products missing from it as gone.
     complete: Mapped[bool] = mapped_column(server_default=text("false"))
     inserted: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -108,14 +136,48 @@ class CollectRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class CollectRunSlice(Base):
+    """One chord header of a run, by the connector's slice key. The slice task replaces its
+    staging and reject rows and marks the slice done in one transaction."""
+
+    __tablename__ = "collect_run_slices"
+    __table_args__ = (CheckConstraint(f"status IN {SLICE_STATUSES!r}", name="status_known"),)
+
+    run_id: Mapped[int] = mapped_column(
+        ForeignKey("collect_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    slice_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    records: Mapped[int] = mapped_column(Integer, server_default="0")
+    rejected: Mapped[int] = mapped_column(Integer, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CollectWatermark(Base):
+    """Per supplier account: incremental runs ask for changes since this (minus an overlap)."""
+
+    __tablename__ = "collect_watermarks"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    supplier: Mapped[str] = mapped_column(String(32))
+    watermark: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    run_id: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class ProductReject(Base):
     """An invalid supplier record, kept with its raw payload and the reason: nothing is dropped."""
 
     __tablename__ = "product_rejects"
-    __table_args__ = (Index("ix_product_rejects_run", "run_id"),)
+    __table_args__ = (Index("ix_product_rejects_run", "run_id", "slice_key"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("collect_runs.id", ondelete="SET NULL"))
+    slice_key: Mapped[str | None] = mapped_column(String(200))
     supplier: Mapped[str] = mapped_column(String(32))
     supplier_sku: Mapped[str | None] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text)
@@ -129,12 +191,13 @@ class StagingProduct(Base):
 
     __tablename__ = "staging_products"
     __table_args__ = (
-        Index("ix_staging_products_run", "run_id"),
+        Index("ix_staging_products_run", "run_id", "slice_key"),
         {"prefixes": ["UNLOGGED"]},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     run_id: Mapped[int] = mapped_column(BigInteger)
+    slice_key: Mapped[str] = mapped_column(String(200))
     supplier: Mapped[str] = mapped_column(String(32))
     supplier_sku: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(Text)
@@ -146,6 +209,9 @@ class StagingProduct(Base):
     images: Mapped[list[str]] = mapped_column(JSONB)
     options: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     content_hash: Mapped[str] = mapped_column(String(64))
+    open_market_sellable: Mapped[bool] = mapped_column()
+    adult_only: Mapped[bool] = mapped_column()
+    stock_assumed: Mapped[bool] = mapped_column()
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

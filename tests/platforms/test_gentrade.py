@@ -599,7 +599,7 @@ def test_cut_stream_from_a_raw_socket_is_transient() -> None:
         {"name": "gt_cut", "platform": "gentrade", "base_url": base, "credentials": CREDS}
     )
     http = PlatformHttp("gentrade", "gt_cut", base, None, timeout=(2, 5))
-    with pytest.raises(TransientError, match="interrupted|cut short"):
+    with pytest.raises(TransientError, match=r"interrupted|cut short"):
         list(GentradeConnector(account=account, http=http).iter_products())
     thread.join(5)
     listener.close()
