@@ -383,7 +383,10 @@ WITH src AS (
         last_seen_at = now(),
         updated_at = now()
     -- unchanged rows are not written at all (no dead tuple, no WAL)
-    WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR p.status = 'gone'
+    -- a product marked gone for being absent comes back even when its record is as before;
+    -- one the supplier itself reports gone (OwnerClan discontinued) stays as it is
+    WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+       OR (p.status = 'gone' AND EXCLUDED.status <> 'gone')
     RETURNING (xmax = 0) AS inserted
 )
 SELECT
@@ -393,8 +396,22 @@ SELECT
 FROM up
 """
 
-# Products of the supplier this complete full run did not see. A product rejected in this run
-# was seen (its record is broken, it did not disappear): it is left as it was.
+# Products of the supplier this run did not see (neither staged nor rejected): before anything
+# is marked gone the connector rechecks them (``recheck_missing``), because some listings leave
+# products out (Domeggook omits sold-out items) or can miss one changed while the run read.
+_UNSEEN = """
+SELECT p.supplier_sku FROM products p
+WHERE p.supplier = :s AND p.status <> 'gone'
+  AND NOT EXISTS (
+      SELECT 1 FROM staging_products s WHERE s.run_id = :r AND s.supplier_sku = p.supplier_sku)
+  AND NOT EXISTS (
+      SELECT 1 FROM product_rejects j WHERE j.run_id = :r AND j.supplier_sku = p.supplier_sku)
+ORDER BY p.supplier_sku
+"""
+RECHECK_SLICE = "recheck"
+
+# Products of the supplier this complete full run did not see, after the recheck. A product
+# rejected in this run was seen (its record is broken, it did not disappear): left as it was.
 _MARK_GONE = """
 UPDATE products p SET status = 'gone', updated_at = now()
 WHERE p.supplier = :s AND p.status <> 'gone'
@@ -405,11 +422,45 @@ WHERE p.supplier = :s AND p.status <> 'gone'
 """
 
 
-def merge_run(run_id: int) -> dict[str, Any]:
+def _recheck_unseen(session: Session, run: Any, connector_factory: ConnectorFactory) -> int:
+    """Stage the current records of the products this complete full run did not see, as the
+    connector reports them (``recheck_missing``), under the slice key ``recheck``; returns how
+    many were still there. What it does not report is then marked gone by the merge."""
+    params = {"r": run.id, "s": run.supplier}
+    unseen = [row[0] for row in session.execute(text(_UNSEEN), params)]
+    if not unseen:
+        return 0
+    session.execute(
+        text("DELETE FROM staging_products WHERE run_id = :r AND slice_key = :k"),
+        {"r": run.id, "k": RECHECK_SLICE},
+    )
+    settings = _settings()
+    counts = copy_slice(
+        _psycopg(session),
+        run.id,
+        RECHECK_SLICE,
+        run.supplier,
+        connector_factory(run.account).recheck_missing(unseen, run.started_at),
+        chunk_rows=settings.copy_chunk_rows,
+        raw_max_bytes=settings.reject_raw_max_bytes,
+    )
+    log.info(
+        "collect run %s: %d products unseen, %d still at the supplier (%d rejected)",
+        run.id,
+        len(unseen),
+        counts.records,
+        counts.rejected,
+    )
+    return counts.records + counts.rejected
+
+
+def merge_run(
+    run_id: int, connector_factory: ConnectorFactory = default_connector
+) -> dict[str, Any]:
     """Merge a run whose slices are all done or failed; no-op for any other run.
 
-    All done: ``succeeded`` (a full run also marks the supplier's unseen products gone and sets
-    the watermark). Some failed: the done slices are merged, nothing is marked gone, the run is
+    All done: ``succeeded`` (a full run first rechecks the supplier's products it did not see,
+    then marks those the supplier no longer has gone, and sets the watermark). Some failed: the done slices are merged, nothing is marked gone, the run is
     ``partial`` (``failed`` when none succeeded), with the failed slices' reasons.
     """
     with db.session_scope() as session:
@@ -444,9 +495,12 @@ def merge_run(run_id: int) -> dict[str, Any]:
             return {"run_id": run_id, "status": "failed"}
         # Two runs of one supplier (two accounts, or a retried merge) never merge at once.
         _lock_key(session, f"dropship.collect.merge:{run.supplier}")
+        complete = failed == 0
+        rechecked = 0
+        if complete and run.mode == "full":
+            rechecked = _recheck_unseen(session, run, connector_factory)
         merged = session.execute(text(_MERGE), {"r": run_id}).one()
         inserted, updated, staged = int(merged.inserted), int(merged.updated), int(merged.staged)
-        complete = failed == 0
         gone = 0
         if complete and run.mode == "full":
             marked = session.execute(text(_MARK_GONE), {"r": run_id, "s": run.supplier})
@@ -482,7 +536,7 @@ def merge_run(run_id: int) -> dict[str, Any]:
                 ),
                 {"a": run.account, "s": run.supplier, "w": run.started_at, "r": run_id},
             )
-        counts = run_counts(session, run_id)
+        counts = {**run_counts(session, run_id), "rechecked": rechecked}
     log.info("collect run %s %s: %s", run_id, status, counts)
     return counts
 
