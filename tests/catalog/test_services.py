@@ -47,6 +47,9 @@ class FakeConnector:
         self.slices = slices
         self.fail = dict(fail or {})
         self.since_seen: list[datetime | None] = []
+        # What recheck_missing reports for products a full run did not see.
+        self.still_there: dict[str, SupplierProduct] = {}
+        self.rechecked: list[tuple[list[str], datetime]] = []
 
     def plan_slices(self, since: datetime | None = None) -> list[CollectSlice]:
         self.since_seen.append(since)
@@ -57,6 +60,12 @@ class FakeConnector:
             if n == 1 and piece.key in self.fail:
                 raise self.fail.pop(piece.key)
             yield record
+
+    def recheck_missing(self, skus: Any, run_started_at: datetime) -> Iterator[Any]:
+        self.rechecked.append((list(skus), run_started_at))
+        for sku in skus:
+            if sku in self.still_there:
+                yield self.still_there[sku]
 
     def factory(self, account: str) -> Any:
         return self
@@ -117,6 +126,35 @@ def test_stalled_run_is_republished_then_failed_with_a_reason(collect_db: Engine
     assert "skipped" in services.run_slice(run_id, "b", fake.factory)
     assert services.merge_run(run_id)["skipped"] == "run is failed"
     assert product_rows(collect_db, "gentrade") == {}
+
+
+def test_full_run_rechecks_unseen_products_before_marking_any_gone(collect_db: Engine) -> None:
+    """A product a listing leaves out is not gone until the supplier says so: one the recheck
+    finds sold out is stored sold out (stock 0), one it does not find is gone."""
+    fake = FakeConnector("domeggook", catalog("domeggook"))
+    first = services.open_run("domeggook", "domeggook_main")["run_id"]
+    run_all(first, services.plan_run(first, fake.factory), fake)
+    assert services.merge_run(first, fake.factory)["gone"] == 0
+    assert fake.rechecked == []  # nothing unseen, nothing asked
+
+    # The listing now leaves out a0 (sold out at the supplier) and a1 (withdrawn).
+    fake.slices["a"] = fake.slices["a"][2:]
+    fake.still_there = {"a0": product("domeggook", "a0", stock=0, status="soldout")}
+    second = services.open_run("domeggook", "domeggook_main")["run_id"]
+    run_all(second, services.plan_run(second, fake.factory), fake)
+    merged = services.merge_run(second, fake.factory)
+    assert (merged["status"], merged["gone"], merged["updated"], merged["rechecked"]) == (
+        "succeeded",
+        1,
+        1,
+        1,
+    )
+    ((asked, started),) = fake.rechecked
+    assert sorted(asked) == ["a0", "a1"] and started == run_row(collect_db, second)["started_at"]
+    rows = product_rows(collect_db, "domeggook")
+    assert (rows["a0"]["status"], rows["a0"]["stock"]) == ("soldout", 0)
+    assert rows["a1"]["status"] == "gone"
+    assert staging_count(collect_db) == 0
 
 
 def test_run_with_a_failed_slice_merges_the_rest_and_marks_nothing_gone(
