@@ -460,8 +460,9 @@ def merge_run(
     """Merge a run whose slices are all done or failed; no-op for any other run.
 
     All done: ``succeeded`` (a full run first rechecks the supplier's products it did not see,
-    then marks those the supplier no longer has gone, and sets the watermark). Some failed: the done slices are merged, nothing is marked gone, the run is
-    ``partial`` (``failed`` when none succeeded), with the failed slices' reasons.
+    then marks those the supplier no longer has gone, and sets the watermark). Some failed: the
+    done slices are merged, nothing is marked gone, the run is ``partial`` (``failed`` when none
+    succeeded), with the failed slices' reasons.
     """
     with db.session_scope() as session:
         run = session.execute(

@@ -4,10 +4,9 @@ product lost or duplicated."""
 
 from __future__ import annotations
 
-import re
-
 import json
 import os
+import re
 import signal
 import threading
 import time
