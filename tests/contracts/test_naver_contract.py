@@ -27,14 +27,6 @@ from dropship.platforms.naver import (
     parse_change_page,
 )
 from tests.contracts._shapes import fixture, same_shape, shape_gaps
-from tests.platforms import conftest as platform_fixtures
-
-# The connector tests' sandbox fixtures (a real server on loopback, reset per test).
-sandbox_server = platform_fixtures.sandbox_server
-sandbox = platform_fixtures.sandbox
-frozen_world_clock = platform_fixtures.frozen_world_clock
-connector_settings = platform_fixtures.connector_settings
-make_connector = platform_fixtures.make_connector
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("frozen_world_clock")]
 

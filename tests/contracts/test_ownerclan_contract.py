@@ -41,15 +41,6 @@ from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
 from dropship.sandbox.ownerclan import SCHEMA_PATH, build_ownerclan_schema, item_state
 from dropship.sandbox.suppliers import SupplierWorld
 
-# The sandbox fixtures live with the connector tests; this directory shares them.
-from tests.platforms.conftest import (  # noqa: F401
-    connector_settings,
-    frozen_world_clock,
-    make_connector,
-    sandbox,
-    sandbox_server,
-)
-
 FIXTURES = Path(__file__).parent / "fixtures" / "ownerclan"
 SCHEMA = build_ownerclan_schema()
 
@@ -235,7 +226,7 @@ def test_the_documented_token_lasts_thirty_days() -> None:
 # ---------------------------------------------------------------------------- the sandbox
 
 
-def bearer(sandbox: Any) -> str:  # noqa: F811
+def bearer(sandbox: Any) -> str:
     body = fixture_json("auth_request.json")
     body.update(SANDBOX_CREDENTIALS["ownerclan"])
     response = requests.post(f"{sandbox.base_url}/ownerclan/auth", json=body, timeout=5)
@@ -244,7 +235,7 @@ def bearer(sandbox: Any) -> str:  # noqa: F811
     return response.text
 
 
-def ask(sandbox: Any, token: str, query: str, variables: Any = None) -> dict[str, Any]:  # noqa: F811
+def ask(sandbox: Any, token: str, query: str, variables: Any = None) -> dict[str, Any]:
     response = requests.post(
         f"{sandbox.base_url}/ownerclan/v1/graphql",
         json={"query": query, "variables": variables or {}},
@@ -256,7 +247,7 @@ def ask(sandbox: Any, token: str, query: str, variables: Any = None) -> dict[str
 
 
 @pytest.mark.usefixtures("frozen_world_clock")
-def test_the_sandbox_token_has_the_documented_lifetime(sandbox: Any) -> None:  # noqa: F811
+def test_the_sandbox_token_has_the_documented_lifetime(sandbox: Any) -> None:
     claims = jwt.decode(bearer(sandbox), options={"verify_signature": False})
     documented = fixture_json("auth_token_claims.json")
     assert claims["exp"] - claims["iat"] == documented["exp"] - documented["iat"]
@@ -266,7 +257,7 @@ def test_the_sandbox_token_has_the_documented_lifetime(sandbox: Any) -> None:  #
 
 
 @pytest.mark.usefixtures("frozen_world_clock")
-def test_the_sandbox_serves_the_documented_item_queries(sandbox: Any) -> None:  # noqa: F811
+def test_the_sandbox_serves_the_documented_item_queries(sandbox: Any) -> None:
     sandbox.configure_suppliers(catalog_sizes={"ownerclan": 30})
     token = bearer(sandbox)
     item = ask(sandbox, token, fixture_text("item_query.graphql"))
@@ -296,7 +287,7 @@ def test_the_sandbox_serves_the_documented_item_queries(sandbox: Any) -> None:  
 
 @pytest.mark.usefixtures("frozen_world_clock")
 def test_the_sandbox_takes_the_documented_order_and_answers_the_documented_shape(
-    sandbox: Any,  # noqa: F811
+    sandbox: Any,
 ) -> None:
     sandbox.configure_suppliers(catalog_sizes={"ownerclan": 60}, tracking_delay_s=600)
     world = SupplierWorld(sandbox.state)
@@ -368,7 +359,7 @@ REFUSED = {  # name: (query, variables, a fragment of the error that says why)
 
 @pytest.mark.usefixtures("frozen_world_clock")
 @pytest.mark.parametrize("name", sorted(REFUSED))
-def test_the_sandbox_refuses_what_the_real_api_refuses(sandbox: Any, name: str) -> None:  # noqa: F811
+def test_the_sandbox_refuses_what_the_real_api_refuses(sandbox: Any, name: str) -> None:
     query, variables, why = REFUSED[name]
     answer = ask(sandbox, bearer(sandbox), query, variables)
     assert answer.get("errors"), answer

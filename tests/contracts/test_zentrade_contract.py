@@ -29,15 +29,6 @@ from dropship.platforms.gentrade import (
 from dropship.platforms.interfaces import ProductOption, SupplierProduct
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
 from dropship.sandbox.suppliers import SupplierWorld
-from tests.platforms import conftest as platform_fixtures
-
-# The connector tests' fixtures (a real sandbox server on loopback, reset per test, and
-# connectors wired to it), shared rather than copied.
-sandbox_server = platform_fixtures.sandbox_server
-sandbox = platform_fixtures.sandbox
-frozen_world_clock = platform_fixtures.frozen_world_clock
-connector_settings = platform_fixtures.connector_settings
-make_connector = platform_fixtures.make_connector
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zentrade"
 CREDS = SANDBOX_CREDENTIALS["gentrade"]
