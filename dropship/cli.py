@@ -132,19 +132,13 @@ SHELL_BANNER = """dropship shell: the Celery app is loaded as `app`.
   from tasks.diagnostics import ping; ping.delay("hi").get(timeout=10)"""
 
 
-@cli.command()
-def shell() -> None:
-    """A Python shell with the Celery app loaded and pointed at the running stack."""
-    from dropship.runtime import read_stack_state, resolved_redis_url
+def _use_stack_sandbox_accounts() -> None:
+    """With no accounts configured and a running stack that serves the sandbox, use the same
+    sandbox accounts as the stack's workers, so this process sees what they see."""
+    from dropship.runtime import read_stack_state
 
-    if not resolved_redis_url():
-        raise _fail(
-            "no broker: start the stack with `dropship up` in another terminal, "
-            "or set DROPSHIP_REDIS_URL"
-        )
     state = read_stack_state() or {}
     if state.get("sandbox_url") and not get_settings().platforms.accounts:
-        # Same accounts as the stack's workers, so connector_for("coupang_main") works here too.
         import json
 
         from dropship.sandbox.credentials import sandbox_account_config
@@ -153,6 +147,19 @@ def shell() -> None:
             sandbox_account_config(state["sandbox_url"])
         )
         get_settings.cache_clear()
+
+
+@cli.command()
+def shell() -> None:
+    """A Python shell with the Celery app loaded and pointed at the running stack."""
+    from dropship.runtime import resolved_redis_url
+
+    if not resolved_redis_url():
+        raise _fail(
+            "no broker: start the stack with `dropship up` in another terminal, "
+            "or set DROPSHIP_REDIS_URL"
+        )
+    _use_stack_sandbox_accounts()
     from dropship.celery_app import app
 
     app.loader.import_default_modules()
@@ -230,6 +237,7 @@ def budget() -> None:
     from dropship.errors import DropshipError
     from dropship.platforms.budget import budget_status
 
+    _use_stack_sandbox_accounts()
     platforms = get_settings().platforms
     if not platforms.accounts:
         console.print("no platform accounts configured")
@@ -346,6 +354,7 @@ def _collect_start(
     console.print(f"collect {supplier} ({mode}) enqueued: task {result.id}")
     if not wait:
         return
+    import gc
     import time
 
     from celery.exceptions import TimeoutError as CeleryTimeout
@@ -358,6 +367,10 @@ def _collect_start(
     except CeleryTimeout:
         raise _fail("no worker opened the run in time (is a worker consuming `low`?)") from None
     run_id = int(opened["run_id"])
+    # Release the result's pub/sub subscription now: left to AsyncResult.__del__ at interpreter
+    # exit, it reconnects to Redis while Python is shutting down and prints a traceback.
+    del result
+    gc.collect()
     deadline = time.monotonic() + timeout
     columns = (
         TextColumn("run {task.fields[run]} [bold]{task.fields[state]}[/]"),

@@ -134,6 +134,23 @@ def _check_shell_reaches_the_stack(data_dir: Path, flower_port: int) -> None:
     assert re.search(r"CONNECTOR (SupplierProduct|InvalidRecord)", out), out
 
 
+def _check_budget_sees_the_stacks_accounts(data_dir: Path, flower_port: int) -> None:
+    """`dropship budget` in a second terminal reports the accounts the stack's workers use (the
+    sandbox's, when none are configured), not "no platform accounts configured"."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dropship.cli", "budget"],
+        cwd=PROJECT_DIR,
+        env=_stack_env(data_dir, flower_port),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"domeggook:domeggook_main\b.*15,?000", out), out
+    assert "no platform accounts configured" not in out
+
+
 def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     flower_port = free_port()
@@ -156,6 +173,7 @@ def test_up_embedded_servers_ready_flower_and_clean_stop(tmp_path: Path) -> None
         api = requests.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=5)
         assert api.status_code == 401 and "FLOWER_UNAUTHENTICATED_API" in api.text
         _check_shell_reaches_the_stack(data_dir, flower_port)
+        _check_budget_sees_the_stacks_accounts(data_dir, flower_port)
         # A second `up` on the same data folder refuses instead of fighting over it.
         second = subprocess.run(
             [sys.executable, "-m", "dropship.cli", "up"],
