@@ -47,3 +47,22 @@ class Listing(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class ListingBlock(Base):
+    """Why a product is not listable on a market account, from its latest evaluation
+    (``dropship.listings.rules``); the row goes away when the product becomes listable."""
+
+    __tablename__ = "listing_blocks"
+    __table_args__ = (Index("ix_listing_blocks_account_code", "account", "code"),)
+
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The market account's settings name (``DROPSHIP_PLATFORMS__ACCOUNTS__<NAME>``).
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    code: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    evaluated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

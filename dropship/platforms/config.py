@@ -78,6 +78,10 @@ class AccountSettings(BaseModel):
     # default in ``PlatformSettings.daily_limits``, 0 = no daily budget.
     daily_limit: int | None = Field(None, ge=0)
     enabled: bool = True
+    # Market accounts only: whether this seller account may sell adult-only products (the
+    # market grants it per seller, after adult-sales verification). Off unless set, so an
+    # adult-only product is never listed by accident (dropship.listings.rules).
+    allow_adult: bool = False
 
     @field_validator("base_url")
     @classmethod
