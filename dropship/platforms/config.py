@@ -19,6 +19,8 @@ Examples::
     DROPSHIP_PLATFORMS__DAILY_LIMITS='{"domeggook": 15000}'
     DROPSHIP_PLATFORMS__ACCOUNTS__DOMEGGOOK_MAIN__DAILY_LIMIT=12000
     DROPSHIP_PLATFORMS__CACHE__TTL_S__PRODUCT_DETAIL=900
+    # a market account allowed to sell adult-only products (off by default)
+    DROPSHIP_PLATFORMS__ACCOUNTS__COUPANG_MAIN__ALLOW_ADULT=true
 
 Credentials are ``SecretStr``: they print as ``**********`` and are read only through
 :meth:`AccountSettings.secret`.
