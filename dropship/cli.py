@@ -688,6 +688,44 @@ def rules_check(
             console.print(f"{d.product_id}: not listable ({d.code}): {d.reason}", soft_wrap=True)
 
 
+@listings_cli.command("blocked")
+def listings_blocked(
+    account: Annotated[str | None, typer.Option(help="Only this market account.")] = None,
+    code: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+    limit: Annotated[int, typer.Option(help="Latest blocked products shown.")] = 20,
+) -> None:
+    """Why products are not listable: counts by account and reason, then the latest ones."""
+    from rich.table import Table
+
+    from dropship.db import session_scope
+    from dropship.listings.rules import blocked_summary
+
+    with session_scope() as session:
+        counts, latest = blocked_summary(session, account, code, limit)
+    if not counts:
+        console.print("no blocked products recorded")
+        return
+    summary = Table(title="blocked products by reason")
+    for column in ("account", "reason", "products"):
+        summary.add_column(column, justify="right" if column == "products" else "left")
+    for r in counts:
+        summary.add_row(str(r["account"]), str(r["code"]), str(r["products"]))
+    console.print(summary)
+    _print_rows(
+        "latest blocked products",
+        [
+            {
+                "account": r["account"],
+                "product": r["product_id"],
+                "supplier": r["supplier"],
+                "sku": r["supplier_sku"],
+                "reason": r["reason"],
+            }
+            for r in latest
+        ],
+    )
+
+
 @listings_cli.command("unmapped")
 def listings_unmapped(
     market: Annotated[str | None, typer.Option(help="coupang or naver (default: both).")] = None,

@@ -387,9 +387,11 @@ def _decide(
 def record_blocks(session: Session, account: str, decisions: Sequence[Decision]) -> None:
     """Upsert the reason of each not-listable product, drop the blocks of listable ones."""
     listable = [d.product_id for d in decisions if d.listable]
+    # Sorted by product id: two evaluations writing overlapping batches lock rows in the same
+    # order and cannot deadlock.
     blocked = [
         {"p": d.product_id, "a": account, "c": d.code, "r": d.reason}
-        for d in decisions
+        for d in sorted(decisions, key=lambda d: d.product_id)
         if not d.listable and d.code != UNKNOWN_PRODUCT
     ]
     if listable:
@@ -437,3 +439,30 @@ def unmapped_categories(
         {"markets": [market] if market else list(MARKETS), "limit": limit},
     ).all()
     return [dict(row._mapping) for row in rows]
+
+
+def blocked_summary(
+    session: Session, account: str | None = None, code: str | None = None, limit: int = 20
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Recorded blocks: counts per (account, code), and the latest ``limit`` blocks with their
+    product and reason (optionally for one account and/or one reason code)."""
+    params = {"a": account, "c": code, "limit": limit}
+    where = (
+        "(CAST(:a AS text) IS NULL OR b.account = :a) AND (CAST(:c AS text) IS NULL OR b.code = :c)"
+    )
+    counts = session.execute(
+        text(
+            f"SELECT b.account, b.code, count(*) AS products FROM listing_blocks b WHERE {where} "
+            "GROUP BY b.account, b.code ORDER BY products DESC, b.account, b.code"
+        ),
+        params,
+    ).all()
+    latest = session.execute(
+        text(
+            "SELECT b.account, b.product_id, p.supplier, p.supplier_sku, b.code, b.reason, "
+            f"b.evaluated_at FROM listing_blocks b JOIN products p ON p.id = b.product_id "
+            f"WHERE {where} ORDER BY b.evaluated_at DESC, b.product_id LIMIT :limit"
+        ),
+        params,
+    ).all()
+    return [dict(r._mapping) for r in counts], [dict(r._mapping) for r in latest]

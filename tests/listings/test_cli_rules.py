@@ -208,3 +208,21 @@ def test_listings_unmapped_lists_the_biggest_blockers(rules_db: Engine) -> None:
     naver = dropship("listings", "unmapped", "--market", "naver").output
     assert "07_03" not in naver and "GARDEN" in naver
     assert dropship("listings", "unmapped", "--market", "gmarket").exit_code == 1
+
+
+def test_listings_blocked_shows_recorded_reasons(rules_db: Engine, market_accounts: None) -> None:
+    with rules_db.begin() as conn:
+        unmapped = [add_product(conn, category="GARDEN") for _ in range(3)]
+        sold_out = add_product(conn, status="soldout", supplier_sku="SOLD-1")
+    assert dropship("listings", "blocked").output.strip() == "no blocked products recorded"
+    result = dropship("rules", "check", "coupang_main", *map(str, [*unmapped, sold_out]))
+    assert result.exit_code == 0, result.output
+    shown = dropship("listings", "blocked", "--account", "coupang_main")
+    assert shown.exit_code == 0, shown.output
+    rows = shown.output.splitlines()
+    first = next(line for line in rows if "no_category_mapping" in line)
+    assert "coupang_main" in first and first.rstrip(" │|").endswith("3")
+    assert any("not_active" in line and line.rstrip(" │|").endswith("1") for line in rows)
+    assert "SOLD-1" in shown.output and "product is soldout, not active" in shown.output
+    only = dropship("listings", "blocked", "--code", "not_active").output
+    assert "no_category_mapping" not in only and "SOLD-1" in only
