@@ -30,18 +30,21 @@ def add_product(session: Session | Connection, **fields: Any) -> int:
         "status": "active",
         "category": "KITCHEN",
         "options": [],
+        "images": ["https://img.example.test/p/1.jpg"],
         "open_market_sellable": True,
         "adult_only": False,
     }
     row.update(fields)
     row["options"] = json.dumps(row["options"], ensure_ascii=False)
+    row["images"] = json.dumps(row["images"])
     return int(
         session.execute(
             text(
                 "INSERT INTO products (supplier, supplier_sku, name, price, shipping_fee, stock, "
-                "status, category, options, open_market_sellable, adult_only) VALUES (:supplier, "
-                ":supplier_sku, :name, :price, :shipping_fee, :stock, :status, :category, "
-                "CAST(:options AS jsonb), :open_market_sellable, :adult_only) RETURNING id"
+                "status, category, options, images, open_market_sellable, adult_only) VALUES ("
+                ":supplier, :supplier_sku, :name, :price, :shipping_fee, :stock, :status, "
+                ":category, CAST(:options AS jsonb), CAST(:images AS jsonb), "
+                ":open_market_sellable, :adult_only) RETURNING id"
             ),
             row,
         ).scalar_one()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -17,6 +18,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 MARKETS = "('coupang', 'naver')"
+LISTING_STATUSES = (
+    "('claimed', 'registering', 'active', 'suspended', 'failed', 'refused', 'deleted')"
+)
+OLD_LISTING_STATUSES = "('claimed', 'registering', 'active', 'suspended', 'failed', 'deleted')"
 PRICING_RATES = (
     "margin_rate >= 0 AND margin_rate <= 10 AND fee_rate >= 0 AND fee_rate <= 0.5 "
     "AND min_margin_krw >= 0 AND rounding_krw >= 10 AND rounding_krw % 10 = 0"
@@ -121,8 +126,37 @@ def upgrade() -> None:
     )
     op.create_index("ix_listing_blocks_account_code", "listing_blocks", ["account", "code"])
 
+    # --- listings: a market refusal is its own state; what was registered (category, option
+    # prices with their supplier option codes) is kept on the row
+    op.drop_constraint(op.f("ck_listings_status_known"), "listings", type_="check")
+    op.create_check_constraint(
+        op.f("ck_listings_status_known"), "listings", f"status IN {LISTING_STATUSES}"
+    )
+    op.add_column("listings", sa.Column("market_category", sa.String(length=128), nullable=True))
+    op.add_column(
+        "listings",
+        sa.Column(
+            "options",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default=sa.text("'[]'::jsonb"),
+            nullable=False,
+        ),
+    )
+    op.add_column(
+        "listings", sa.Column("attempts", sa.Integer(), server_default="0", nullable=False)
+    )
+    op.create_index("ix_listings_account_status", "listings", ["account_id", "status"])
+
 
 def downgrade() -> None:
+    op.drop_index("ix_listings_account_status", table_name="listings")
+    for column in ("attempts", "options", "market_category"):
+        op.drop_column("listings", column)
+    op.execute("UPDATE listings SET status = 'failed' WHERE status = 'refused'")
+    op.drop_constraint(op.f("ck_listings_status_known"), "listings", type_="check")
+    op.create_check_constraint(
+        op.f("ck_listings_status_known"), "listings", f"status IN {OLD_LISTING_STATUSES}"
+    )
     op.drop_index("ix_listing_blocks_account_code", table_name="listing_blocks")
     op.drop_table("listing_blocks")
     op.drop_table("banned_products")
