@@ -18,6 +18,13 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute=7, hour=3),
         "options": {"expires": 6 * 3600},
     },
+    # --- listings (queue medium): claim and publish registrations of sellable products not
+    # yet listed on each market account; also re-publishes claims whose message was lost.
+    "listings-register-sweep": {
+        "task": "tasks.listings.register_sweep",
+        "schedule": 300.0,
+        "options": {"expires": 290},
+    },
     # --- collect (queue low). The sweep keeps every run moving: a lost chord body is merged,
     # a stalled run re-published or failed with a reason, a paused run resumed after its reset.
     "collect-sweep-runs": {

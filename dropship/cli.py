@@ -476,6 +476,297 @@ def _collect_rejects(run: int | None, limit: int) -> None:
     console.print(table if count else "no rejected records")
 
 
+# --- rules and listings -----------------------------------------------------------------------
+
+rules_cli = typer.Typer(
+    help="Catalog rules: pricing, category mapping, word lists, banned products (also from CSV).",
+    no_args_is_help=True,
+)
+listings_cli = typer.Typer(help="Marketplace listings.", no_args_is_help=True)
+cli.add_typer(rules_cli, name="rules")
+cli.add_typer(listings_cli, name="listings")
+
+RULE_HELP = {
+    "pricing": "Pricing rules per market, optionally per market category (CSV columns: "
+    "market,category,margin_rate,fee_rate,min_margin_krw,rounding_krw).",
+    "category": "Supplier category -> market category per market (CSV columns: "
+    "supplier,supplier_category,market,market_category).",
+    "words": "Word lists: `exclude` words are masked first, then `ban` words block a product "
+    "(CSV columns: word,kind,match,market,reason).",
+    "banned": "Banned products: never listed again (CSV columns: supplier,supplier_sku,reason).",
+}
+
+
+def _rule_kind(name: str):  # type: ignore[no-untyped-def]
+    from dropship.listings.rule_store import KINDS
+
+    return KINDS[name]
+
+
+def _rule_call(action: str, name: str, **values: object) -> object:
+    """Run one rule-store call in its own transaction; a refused value is a clean error."""
+    from dropship.db import session_scope
+    from dropship.listings import rule_store
+
+    kind = _rule_kind(name)
+    try:
+        with session_scope() as session:
+            if action == "add":
+                return rule_store.add(session, kind, **values)
+            if action == "remove":
+                return rule_store.remove(session, kind, **values)
+            if action == "import":
+                return rule_store.import_csv(session, kind, str(values["path"]))
+            return rule_store.list_rows(session, kind)
+    except rule_store.RuleError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_rows(title: str, rows: list[dict[str, object]]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        console.print(f"no {title}")
+        return
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("-" if v is None else str(v) for v in row.values()))
+    console.print(table)
+
+
+def _rule_group(name: str) -> typer.Typer:
+    group = typer.Typer(help=RULE_HELP[name], no_args_is_help=True)
+    rules_cli.add_typer(group, name=name)
+
+    @group.command("list")
+    def _list() -> None:
+        """Show every entry."""
+        rows = _rule_call("list", name)
+        _print_rows(f"{name} rules", rows)  # type: ignore[arg-type]
+
+    @group.command("import")
+    def _import(
+        path: Annotated[str, typer.Argument(help="CSV file with a header row.")],
+    ) -> None:
+        """Add or replace entries from a CSV file, all or nothing."""
+        count = _rule_call("import", name, path=path)
+        console.print(f"imported {count} {name} rows from {path}")
+
+    return group
+
+
+pricing_rules_cli = _rule_group("pricing")
+category_rules_cli = _rule_group("category")
+words_rules_cli = _rule_group("words")
+banned_rules_cli = _rule_group("banned")
+
+MarketArg = Annotated[str, typer.Argument(help="coupang or naver.")]
+CategoryOpt = Annotated[
+    str | None, typer.Option(help="A market category; without it, the market's default rule.")
+]
+
+
+@pricing_rules_cli.command("add")
+def pricing_add(
+    market: MarketArg,
+    margin: Annotated[str, typer.Option(help="Margin rate: 0.15 or 15%.")],
+    fee: Annotated[str, typer.Option(help="Market fee rate: 0.108 or 10.8% (at most 50%).")],
+    min_margin: Annotated[int, typer.Option(help="Minimum margin, KRW.")] = 0,
+    rounding: Annotated[int, typer.Option(help="Round the price up to this many KRW.")] = 10,
+    category: CategoryOpt = None,
+) -> None:
+    """Add or replace the pricing rule of MARKET (and --category)."""
+    row = _rule_call(
+        "add",
+        "pricing",
+        market=market,
+        category=category,
+        margin_rate=margin,
+        fee_rate=fee,
+        min_margin_krw=min_margin,
+        rounding_krw=rounding,
+    )
+    console.print(f"pricing rule stored: {row}")
+
+
+@pricing_rules_cli.command("remove")
+def pricing_remove(market: MarketArg, category: CategoryOpt = None) -> None:
+    """Remove the pricing rule of MARKET (and --category)."""
+    gone = _rule_call("remove", "pricing", market=market, category=category)
+    console.print(f"removed {gone} pricing rule(s)")
+
+
+@category_rules_cli.command("add")
+def category_add(
+    supplier: Annotated[str, typer.Argument(help="ownerclan, domeggook or gentrade.")],
+    supplier_category: Annotated[str, typer.Argument(help="The supplier's category code.")],
+    market: MarketArg,
+    market_category: Annotated[str, typer.Argument(help="The market's category code.")],
+) -> None:
+    """Map a supplier category to a market category (replaces an existing mapping)."""
+    _rule_call(
+        "add",
+        "category",
+        supplier=supplier,
+        supplier_category=supplier_category,
+        market=market,
+        market_category=market_category,
+    )
+    console.print(f"{supplier} {supplier_category} -> {market} {market_category}")
+
+
+@category_rules_cli.command("remove")
+def category_remove(
+    supplier: Annotated[str, typer.Argument()],
+    supplier_category: Annotated[str, typer.Argument()],
+    market: MarketArg,
+) -> None:
+    """Remove a category mapping."""
+    gone = _rule_call(
+        "remove", "category", supplier=supplier, supplier_category=supplier_category, market=market
+    )
+    console.print(f"removed {gone} mapping(s)")
+
+
+KindOpt = Annotated[str, typer.Option(help="ban (blocks a product) or exclude (masked first).")]
+WordMarketOpt = Annotated[str | None, typer.Option(help="Only this market (default: all).")]
+
+
+@words_rules_cli.command("add")
+def words_add(
+    word: Annotated[str, typer.Argument()],
+    kind: KindOpt = "ban",
+    match: Annotated[str, typer.Option(help="substring or word (whole word).")] = "substring",
+    market: WordMarketOpt = None,
+    reason: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Add a word to a list (or change its match mode and reason)."""
+    row = _rule_call(
+        "add", "words", word=word, kind=kind, match=match, market=market, reason=reason
+    )
+    console.print(f"{row['kind']} word stored: {row['word']!r} ({row['match']})")  # type: ignore[index]
+
+
+@words_rules_cli.command("remove")
+def words_remove(
+    word: Annotated[str, typer.Argument()], kind: KindOpt = "ban", market: WordMarketOpt = None
+) -> None:
+    """Remove a word from a list."""
+    gone = _rule_call("remove", "words", word=word, kind=kind, market=market)
+    console.print(f"removed {gone} word(s)")
+
+
+@banned_rules_cli.command("add")
+def banned_add(
+    supplier: Annotated[str, typer.Argument()],
+    supplier_sku: Annotated[str, typer.Argument()],
+    reason: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Ban a product (by supplier and supplier SKU): it is never listed again."""
+    _rule_call("add", "banned", supplier=supplier, supplier_sku=supplier_sku, reason=reason)
+    console.print(f"banned {supplier} {supplier_sku}")
+
+
+@banned_rules_cli.command("remove")
+def banned_remove(
+    supplier: Annotated[str, typer.Argument()], supplier_sku: Annotated[str, typer.Argument()]
+) -> None:
+    """Lift a product ban."""
+    gone = _rule_call("remove", "banned", supplier=supplier, supplier_sku=supplier_sku)
+    console.print(f"removed {gone} ban(s)")
+
+
+@rules_cli.command("check")
+def rules_check(
+    account: Annotated[str, typer.Argument(help="A market account name from the settings.")],
+    product_ids: Annotated[list[int], typer.Argument(help="Product ids.")],
+) -> None:
+    """Evaluate products for ACCOUNT now: listable with prices and category, or the reason."""
+    from dropship.listings.rules import evaluate
+
+    for d in evaluate(product_ids, account):
+        if d.listable:
+            options = "".join(
+                f"\n    {o.name}={o.value}: {o.sale_price} KRW (margin {o.margin_krw})"
+                for o in d.options
+            )
+            console.print(
+                f"{d.product_id}: listable at {d.sale_price} KRW (margin {d.margin_krw} KRW), "
+                f"category {d.market_category}{options}",
+                soft_wrap=True,
+            )
+        else:
+            console.print(f"{d.product_id}: not listable ({d.code}): {d.reason}", soft_wrap=True)
+
+
+@listings_cli.command("blocked")
+def listings_blocked(
+    account: Annotated[str | None, typer.Option(help="Only this market account.")] = None,
+    code: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+    limit: Annotated[int, typer.Option(help="Latest blocked products shown.")] = 20,
+) -> None:
+    """Why products are not listable: counts by account and reason, then the latest ones."""
+    from rich.table import Table
+
+    from dropship.db import session_scope
+    from dropship.listings.rules import blocked_summary
+
+    with session_scope() as session:
+        counts, latest = blocked_summary(session, account, code, limit)
+    if not counts:
+        console.print("no blocked products recorded")
+        return
+    summary = Table(title="blocked products by reason")
+    for column in ("account", "reason", "products"):
+        summary.add_column(column, justify="right" if column == "products" else "left")
+    for r in counts:
+        summary.add_row(str(r["account"]), str(r["code"]), str(r["products"]))
+    console.print(summary)
+    _print_rows(
+        "latest blocked products",
+        [
+            {
+                "account": r["account"],
+                "product": r["product_id"],
+                "supplier": r["supplier"],
+                "sku": r["supplier_sku"],
+                "reason": r["reason"],
+            }
+            for r in latest
+        ],
+    )
+
+
+@listings_cli.command("unmapped")
+def listings_unmapped(
+    market: Annotated[str | None, typer.Option(help="coupang or naver (default: both).")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown.")] = 20,
+) -> None:
+    """Supplier categories without a market category mapping, by products they hold back."""
+    from dropship.catalog.models import MARKETS
+    from dropship.db import session_scope
+    from dropship.listings.rules import unmapped_categories
+
+    if market is not None and market not in MARKETS:
+        raise _fail(f"unknown market {market!r}: one of {', '.join(MARKETS)}")
+    with session_scope() as session:
+        rows = unmapped_categories(session, market, limit)
+    if not rows:
+        console.print("every sellable product has a category mapping")
+        return
+    from rich.table import Table
+
+    table = Table(title="unmapped categories")
+    for column in ("market", "supplier", "category", "products"):
+        table.add_column(column, justify="right" if column == "products" else "left")
+    for r in rows:
+        category = "(none)" if r["category"] is None else str(r["category"])
+        table.add_row(str(r["market"]), str(r["supplier"]), category, str(r["products"]))
+    console.print(table)
+
+
 def main() -> None:
     from dropship.logsafe import configure_logging
 

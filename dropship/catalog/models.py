@@ -215,11 +215,19 @@ class StagingProduct(Base):
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+MARKETS = ("coupang", "naver")
+BANNED_WORD_KINDS = ("exclude", "ban")
+BANNED_WORD_MATCHES = ("word", "substring")
+
+
 class CategoryMap(Base):
-    """Supplier category -> marketplace category, per market."""
+    """Supplier category -> marketplace category, per market (shared by its accounts)."""
 
     __tablename__ = "category_map"
-    __table_args__ = (UniqueConstraint("supplier", "supplier_category", "market"),)
+    __table_args__ = (
+        UniqueConstraint("supplier", "supplier_category", "market"),
+        CheckConstraint(f"market IN {MARKETS!r}", name="market_known"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     supplier: Mapped[str] = mapped_column(String(32))
@@ -229,20 +237,68 @@ class CategoryMap(Base):
 
 
 class BannedWord(Base):
+    """One entry of the word lists (see ``dropship.listings.rules``): ``exclude`` words are
+    masked out of the text first, then a ``ban`` word left in it blocks the product. ``word`` is
+    stored normalised (NFKC, casefolded); ``market`` NULL applies to every market."""
+
     __tablename__ = "banned_words"
+    __table_args__ = (
+        Index(
+            "uq_banned_words_kind_market_word",
+            "kind",
+            text("coalesce(market, '')"),
+            "word",
+            unique=True,
+        ),
+        CheckConstraint(f"kind IN {BANNED_WORD_KINDS!r}", name="kind_known"),
+        CheckConstraint(f"match IN {BANNED_WORD_MATCHES!r}", name="match_known"),
+        CheckConstraint(f"market IS NULL OR market IN {MARKETS!r}", name="market_known"),
+        CheckConstraint("word <> ''", name="word_not_blank"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    word: Mapped[str] = mapped_column(String(128), unique=True)
+    word: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), server_default="ban")
+    match: Mapped[str] = mapped_column(String(16), server_default="substring")
+    market: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class BannedProduct(Base):
+    """A product an operator removed: never listed again, on any market. Keyed by the
+    supplier's own key, so a product that disappears and comes back is still banned."""
+
+    __tablename__ = "banned_products"
+
+    supplier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    supplier_sku: Mapped[str] = mapped_column(String(128), primary_key=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class PricingRule(Base):
-    """Sale price = (cost + shipping) * (1 + margin) / (1 - market fee), rounded up to 10 KRW."""
+    """Sale price = (cost + shipping) * (1 + margin) / (1 - market fee), rounded up to
+    ``rounding_krw``. ``category`` is a *market* category (fees are set per market category);
+    NULL is the market's default rule. A fee above 50 % or a margin above 1000 % is refused:
+    near a fee of 1 the divisor (1 - fee) makes the price explode."""
 
     __tablename__ = "pricing_rules"
     __table_args__ = (
         UniqueConstraint("market", "category"),
-        CheckConstraint("margin_rate >= 0 AND fee_rate >= 0 AND fee_rate < 1", name="rates_valid"),
+        # UNIQUE treats NULLs as distinct: one default rule per market needs its own index.
+        Index(
+            "uq_pricing_rules_market_default",
+            "market",
+            unique=True,
+            postgresql_where=text("category IS NULL"),
+        ),
+        CheckConstraint(
+            "margin_rate >= 0 AND margin_rate <= 10 AND fee_rate >= 0 AND fee_rate <= 0.5 "
+            "AND min_margin_krw >= 0 AND rounding_krw >= 10 AND rounding_krw % 10 = 0",
+            name="rates_valid",
+        ),
+        CheckConstraint(f"market IN {MARKETS!r}", name="market_known"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -15,12 +16,24 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dropship.models import Base
 
-LISTING_STATUSES = ("claimed", "registering", "active", "suspended", "failed", "deleted")
+# ``refused``: the market said no (category attributes, name length, price range); its message
+# is in ``error`` and the listing is not retried blindly.
+LISTING_STATUSES = (
+    "claimed",
+    "registering",
+    "active",
+    "suspended",
+    "failed",
+    "refused",
+    "deleted",
+)
 
 
 class Listing(Base):
@@ -32,6 +45,7 @@ class Listing(Base):
         UniqueConstraint("account_id", "external_sku"),
         CheckConstraint(f"status IN {LISTING_STATUSES!r}", name="status_known"),
         Index("ix_listings_status_synced", "status", "last_synced_at"),
+        Index("ix_listings_account_status", "account_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -40,10 +54,34 @@ class Listing(Base):
     external_sku: Mapped[str] = mapped_column(String(64))
     market_product_id: Mapped[str | None] = mapped_column(String(64))
     sale_price: Mapped[int | None] = mapped_column(Integer)
+    market_category: Mapped[str | None] = mapped_column(String(128))
+    # Option prices as registered, each with its supplier option code, so an order for a market
+    # option can be bought from the supplier as that option.
+    options: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     status: Mapped[str] = mapped_column(String(16), server_default="claimed")
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class ListingBlock(Base):
+    """Why a product is not listable on a market account, from its latest evaluation
+    (``dropship.listings.rules``); the row goes away when the product becomes listable."""
+
+    __tablename__ = "listing_blocks"
+    __table_args__ = (Index("ix_listing_blocks_account_code", "account", "code"),)
+
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
+    # The market account's settings name (``DROPSHIP_PLATFORMS__ACCOUNTS__<NAME>``).
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    code: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    evaluated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
     )

@@ -19,6 +19,8 @@ Examples::
     DROPSHIP_PLATFORMS__DAILY_LIMITS='{"domeggook": 15000}'
     DROPSHIP_PLATFORMS__ACCOUNTS__DOMEGGOOK_MAIN__DAILY_LIMIT=12000
     DROPSHIP_PLATFORMS__CACHE__TTL_S__PRODUCT_DETAIL=900
+    # a market account allowed to sell adult-only products (off by default)
+    DROPSHIP_PLATFORMS__ACCOUNTS__COUPANG_MAIN__ALLOW_ADULT=true
 
 Credentials are ``SecretStr``: they print as ``**********`` and are read only through
 :meth:`AccountSettings.secret`.
@@ -78,6 +80,10 @@ class AccountSettings(BaseModel):
     # default in ``PlatformSettings.daily_limits``, 0 = no daily budget.
     daily_limit: int | None = Field(None, ge=0)
     enabled: bool = True
+    # Market accounts only: whether this seller account may sell adult-only products (the
+    # market grants it per seller, after adult-sales verification). Off unless set, so an
+    # adult-only product is never listed by accident (dropship.listings.rules).
+    allow_adult: bool = False
 
     @field_validator("base_url")
     @classmethod

@@ -1,0 +1,44 @@
+"""Listing tasks (queue ``medium``): thin wrappers over :mod:`dropship.listings.services`.
+
+From a shell: ``from tasks.listings import register_sweep; register_sweep.delay()`` (every market
+account) or ``register_sweep.delay("coupang_main")``. Batches are published only after the
+sweep's claims are committed (the service commits before returning); a claim whose message was
+lost is re-published by a later sweep once it is stale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dropship.celery_app import DropshipTask, app
+from dropship.listings import services
+
+BATCH_SIZE = 50
+
+
+def publish_batches(account: str, listing_ids: list[int], batch_size: int = BATCH_SIZE) -> int:
+    for start in range(0, len(listing_ids), batch_size):
+        register_batch.delay(account, listing_ids[start : start + batch_size])
+    return (len(listing_ids) + batch_size - 1) // batch_size
+
+
+@app.task(bind=True, name="tasks.listings.register_sweep")
+def register_sweep(
+    self: DropshipTask, account: str | None = None, limit: int = 5000
+) -> list[dict[str, Any]]:
+    """Claim listings for sellable products not yet listed, per market account, and publish
+    their registrations in batches of ids. Returns per account: claimed, blocked, batches."""
+    results = []
+    for name in [account] if account else services.market_accounts():
+        planned = services.plan_registrations(name, limit=limit)
+        ids = planned.pop("publish")
+        planned["published"] = len(ids)
+        planned["batches"] = publish_batches(name, ids)
+        results.append(planned)
+    return results
+
+
+@app.task(bind=True, name="tasks.listings.register_batch")
+def register_batch(self: DropshipTask, account: str, listing_ids: list[int]) -> dict[str, Any]:
+    """Register one batch of claimed listings on ``account`` (idempotent: done ones skip)."""
+    return services.register_listings(account, listing_ids)
