@@ -117,6 +117,11 @@ _COMMENTS = re.compile(rb"<!--.*?-->", re.DOTALL)
 # DOCTYPE (never read: records are parsed without it, so its entities cannot expand).
 _PROLOGUE_MISC = re.compile(rb"<\?.*?\?>|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_CONTROL_RAW = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Encodings in which a byte below 0x20 is always that control character (never part of a
+# multi-byte sequence), so _CONTROL_RAW on the undecoded record finds exactly what _CONTROL
+# finds in its text.
+_CONTROL_SAFE_ENCODINGS = frozenset({"cp949", "utf-8", "ascii", "euc_kr"})
 _CONTROL_BYTES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 # Labels Korean sites put on CP949 text. CP949 (Windows "UHC") is a superset of EUC-KR, and the
@@ -231,6 +236,14 @@ class FeedReader:
         self.products = 0
         self.rejects = 0
         self._seen = _SeenCodes()
+        # One parser for the whole document: a fresh XMLParser per record set up a new libxml2
+        # context each time, about half the cost of parsing a record. A reader is used by one
+        # thread (lxml parsers must not be shared between threads).
+        self._parser = _record_parser()
+        # Control characters can be looked for in the raw bytes (a C scan, no decoding) when no
+        # multi-byte sequence of the document's encodings can contain a byte below 0x20: true
+        # of UTF-8 and CP949/EUC-KR, whose trail bytes are 0x41..0xFE.
+        self._control_in_bytes = False
 
     # ---- bytes -> units
 
@@ -366,6 +379,9 @@ class FeedReader:
             # record that is not UTF-8 but is valid CP949 is read as CP949. (Not the other way
             # round: UTF-8 bytes are often valid CP949 pairs, so that would read mojibake.)
             self.fallback_encoding = "cp949"
+        self._control_in_bytes = self.encoding in _CONTROL_SAFE_ENCODINGS and (
+            self.fallback_encoding is None or self.fallback_encoding in _CONTROL_SAFE_ENCODINGS
+        )
         body = _PROLOGUE_MISC.sub(b"", _COMMENTS.sub(b"", body))
         root = _ROOT_OPEN.search(body)
         if root is None or body[: root.start()].strip():
@@ -483,14 +499,18 @@ class FeedReader:
         code = _code_hint(data)
         try:
             text = self._decode(data)
-            control = _CONTROL.search(text)
+            control = (
+                _CONTROL.search(text)
+                if not self._control_in_bytes or _CONTROL_RAW.search(data)
+                else None
+            )
             if control:
                 raise _RecordError(
                     f"control character U+{ord(control.group()):04X} at character "
                     f"{control.start()} of the record (not allowed in XML)"
                 )
             try:
-                element = etree.fromstring(text.encode("utf-8"), parser=_record_parser())
+                element = etree.fromstring(text.encode("utf-8"), parser=self._parser)
             except etree.XMLSyntaxError as exc:
                 raise _RecordError(f"not well-formed XML: {exc.msg}") from None
             product = parse_record(
