@@ -173,6 +173,16 @@ def collect_run(engine_url: str, supplier: str, worker: Worker) -> tuple[float, 
     return elapsed, dict(zip(keys, row, strict=True))
 
 
+def feed_cache_hits(base_url: str, supplier: str) -> int | None:
+    """How many reads the gentrade sandbox served from its cached document so far."""
+    if supplier != "gentrade":
+        return None
+    answer = requests.get(f"{base_url}/_sandbox/gentrade", timeout=5)
+    answer.raise_for_status()
+    hits: int = answer.json()["feed_cache_hits"]
+    return hits
+
+
 def source_only(base_url: str, supplier: str) -> tuple[float, int]:
     from dropship.platforms.config import AccountSettings
     from dropship.platforms.http import PlatformHttp
@@ -334,8 +344,13 @@ def main() -> int:
         try:
             worker.wait_ready(app)
             for label in ("first", "second"):
+                hits = feed_cache_hits(base_url, args.supplier)
                 seconds, run = collect_run(url, args.supplier, worker)
                 result[f"collect_{label}"] = {"seconds": seconds, **run}
+                if hits is not None:
+                    # Whether the sandbox resent its cached document or generated it again.
+                    served = (feed_cache_hits(base_url, args.supplier) or 0) - hits
+                    result[f"collect_{label}"]["sandbox_cache_hits"] = served
                 print(f"collect {label}: {seconds:.1f} s {run}", flush=True)
             result["worker_peak_rss_mb"] = worker.peak_rss / 2**20
             result["worker_peak_pss_mb"] = worker.peak_pss / 2**20

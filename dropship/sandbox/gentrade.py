@@ -245,6 +245,7 @@ class GentradeStore:
     cut_after_products: int | None = None
     # (everything the document's bytes depend on, its chunks); see _feed_chunks.
     feed_cache: tuple[tuple[Any, ...], list[bytes]] | None = None
+    feed_cache_hits: int = 0  # reads served from feed_cache (GET /_sandbox/gentrade shows it)
 
 
 def _store(state: SandboxState) -> GentradeStore:
@@ -385,6 +386,8 @@ class GentradeFeedHandler(_GentradeHandler):
         with self.state.lock:
             cached = store.feed_cache
         if cached is not None and cached[0] == key:
+            with self.state.lock:
+                store.feed_cache_hits += 1
             yield from cached[1]
             return
         recorded: list[bytes] | None = []
@@ -498,7 +501,11 @@ class GentradeAdminHandler(AdminHandler):
     def get(self) -> None:
         store = _store(self.state)
         self.write_json(
-            {"hostile_every": store.hostile_every, "cut_after_products": store.cut_after_products}
+            {
+                "hostile_every": store.hostile_every,
+                "cut_after_products": store.cut_after_products,
+                "feed_cache_hits": store.feed_cache_hits,
+            }
         )
 
     def post(self) -> None:

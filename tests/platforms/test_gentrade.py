@@ -219,6 +219,8 @@ def test_sandbox_caches_the_document_but_never_serves_a_stale_one(sandbox: Any) 
 
     poison()
     assert feed(sandbox).content == b"stale"  # same world: really served from the cache
+    hits = requests.get(f"{sandbox.base_url}/_sandbox/gentrade", timeout=5).json()
+    assert hits["feed_cache_hits"] == store.feed_cache_hits == 2
     changes: list[tuple[str, Callable[[], Any], dict[str, str]]] = [
         ("runout filter", lambda: None, {"runout": "1"}),
         ("date window", lambda: None, {"opendate_s": "2024-06-01", "opendate_e": "2024-12-31"}),
