@@ -16,6 +16,12 @@
 * ``POST /_sandbox/gentrade`` ``{"hostile_every": N, "cut_after_products": M}``: serve a broken
   record of each kind in :data:`HOSTILE_KINDS` (in turn) before every N-th product, and/or cut the
   connection after M products (a stream cut mid-body). Undone by ``/_sandbox/reset``.
+  ``GET /_sandbox/gentrade`` also shows ``feed_cache_hits``.
+* While the world clock is frozen, the last complete product document is kept and resent byte
+  for byte to a read whose inputs (seed, catalog size, world instant, price drift, sold-out and
+  malformed rates, ``hostile_every``, the query) are all the same: a test double's speed-up that
+  never changes what is served (generating the document in Python was the slowest part of a
+  100,000-product read). ``feed_cache_hits`` counts the reads served that way.
 * Wrong ``id``/``m_skey``: ``403``; a bad parameter: ``400`` (the guide publishes no error shape:
   a sandbox decision, at least as strict as the real service). Answers are EUC-KR XML.
 """
