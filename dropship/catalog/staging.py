@@ -81,17 +81,28 @@ def _problem(product: SupplierProduct) -> str | None:
         return "name is empty"
     if product.category is not None and len(product.category) > CATEGORY_MAX:
         return f"category is longer than {CATEGORY_MAX} characters"
-    for label, amount in (
-        ("cost_price", product.cost_price),
-        ("shipping_fee", product.shipping_fee),
-        ("stock", product.stock),
+    if not (
+        0 <= product.cost_price <= INT32_MAX
+        and 0 <= product.shipping_fee <= INT32_MAX
+        and 0 <= product.stock <= INT32_MAX
+    ):  # the common case passes with one test; the loop below names the field
+        for label, amount in (
+            ("cost_price", product.cost_price),
+            ("shipping_fee", product.shipping_fee),
+            ("stock", product.stock),
+        ):
+            if not 0 <= amount <= INT32_MAX:
+                return f"{label} {amount} is outside 0..{INT32_MAX}"
+    if (
+        "\x00" in product.supplier_sku
+        or "\x00" in product.name
+        or (product.category is not None and "\x00" in product.category)
+        or any("\x00" in image for image in product.images)
+        or any(
+            "\x00" in o.name or "\x00" in o.value or "\x00" in (o.supplier_option_code or "")
+            for o in product.options
+        )
     ):
-        if not 0 <= amount <= INT32_MAX:
-            return f"{label} {amount} is outside 0..{INT32_MAX}"
-    texts = [product.supplier_sku, product.name, product.category or "", *product.images]
-    for option in product.options:
-        texts += [option.name, option.value, option.supplier_option_code or ""]
-    if any("\x00" in t for t in texts):
         return "a text field contains a NUL character"
     return None
 

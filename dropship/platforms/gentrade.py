@@ -117,6 +117,11 @@ _COMMENTS = re.compile(rb"<!--.*?-->", re.DOTALL)
 # DOCTYPE (never read: records are parsed without it, so its entities cannot expand).
 _PROLOGUE_MISC = re.compile(rb"<\?.*?\?>|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_CONTROL_RAW = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# Encodings in which a byte below 0x20 is always that control character (never part of a
+# multi-byte sequence), so _CONTROL_RAW on the undecoded record finds exactly what _CONTROL
+# finds in its text.
+_CONTROL_SAFE_ENCODINGS = frozenset({"cp949", "utf-8", "ascii", "euc_kr"})
 _CONTROL_BYTES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 # Labels Korean sites put on CP949 text. CP949 (Windows "UHC") is a superset of EUC-KR, and the
@@ -231,6 +236,14 @@ class FeedReader:
         self.products = 0
         self.rejects = 0
         self._seen = _SeenCodes()
+        # One parser for the whole document: a fresh XMLParser per record set up a new libxml2
+        # context each time, about half the cost of parsing a record. A reader is used by one
+        # thread (lxml parsers must not be shared between threads).
+        self._parser = _record_parser()
+        # Control characters can be looked for in the raw bytes (a C scan, no decoding) when no
+        # multi-byte sequence of the document's encodings can contain a byte below 0x20: true
+        # of UTF-8 and CP949/EUC-KR, whose trail bytes are 0x41..0xFE.
+        self._control_in_bytes = False
 
     # ---- bytes -> units
 
@@ -366,6 +379,9 @@ class FeedReader:
             # record that is not UTF-8 but is valid CP949 is read as CP949. (Not the other way
             # round: UTF-8 bytes are often valid CP949 pairs, so that would read mojibake.)
             self.fallback_encoding = "cp949"
+        self._control_in_bytes = self.encoding in _CONTROL_SAFE_ENCODINGS and (
+            self.fallback_encoding is None or self.fallback_encoding in _CONTROL_SAFE_ENCODINGS
+        )
         body = _PROLOGUE_MISC.sub(b"", _COMMENTS.sub(b"", body))
         root = _ROOT_OPEN.search(body)
         if root is None or body[: root.start()].strip():
@@ -394,7 +410,8 @@ class FeedReader:
                 yield from self._flush(pending, "unclosed")
                 yield self._reject_unit(unit)
                 continue
-            closes = len(_CLOSE.findall(unit.data))
+            ends = [m.end() for m in _CLOSE.finditer(unit.data)]
+            closes = len(ends)
             if closes == 0:
                 pending.append(unit)
                 if sum(len(u.data) for u in pending) > self.max_record_bytes:
@@ -407,13 +424,15 @@ class FeedReader:
                 merged = pending[-take:]
                 yield from self._flush(pending[:-take], "unclosed")
                 pending = []
-                unit = _Unit(merged[0].offset, b"".join(u.data for u in merged) + unit.data)
+                head = b"".join(u.data for u in merged)
+                unit = _Unit(merged[0].offset, head + unit.data)
+                ends = [len(head) + end for end in ends]  # the held-back parts have no close
                 closes_needed = take + 1
             else:
                 yield from self._flush(pending, "unclosed")
                 pending = []
                 closes_needed = 1
-            yield from self._record(unit, closes_needed)
+            yield from self._record(unit, closes_needed, ends)
         yield from self._flush(pending, "truncated" if self.truncated else "unclosed")
 
     def _flush(self, pending: list[_Unit], kind: str) -> Iterator[InvalidRecord]:
@@ -421,12 +440,14 @@ class FeedReader:
             yield self._reject_unit(_Unit(unit.offset, unit.data, kind))
         pending.clear()
 
-    def _record(self, unit: _Unit, closes_needed: int) -> Iterator[SupplierProduct | InvalidRecord]:
+    def _record(
+        self, unit: _Unit, closes_needed: int, ends: list[int]
+    ) -> Iterator[SupplierProduct | InvalidRecord]:
         """The record ends at its ``closes_needed``-th ``</product>``. A unit with more closes
         than that has either a stray ``</product>`` after the record (stray content) or one
         written inside a CDATA section: the whole unit is tried first, and if it is no product
         the record ends at the expected close and the rest is stray content (one reject)."""
-        ends = [m.end() for m in _CLOSE.finditer(unit.data)]  # callers checked there is one
+        # ends: where each </product> of unit.data ends (the caller checked there is one)
         end = ends[-1]
         result = self._parse(unit.offset, unit.data[:end])
         if len(ends) > closes_needed and isinstance(result, InvalidRecord):
@@ -480,24 +501,27 @@ class FeedReader:
             ) from None
 
     def _parse(self, offset: int, data: bytes) -> SupplierProduct | InvalidRecord:
-        code = _code_hint(data)
         try:
             text = self._decode(data)
-            control = _CONTROL.search(text)
+            control = (
+                _CONTROL.search(text)
+                if not self._control_in_bytes or _CONTROL_RAW.search(data)
+                else None
+            )
             if control:
                 raise _RecordError(
                     f"control character U+{ord(control.group()):04X} at character "
                     f"{control.start()} of the record (not allowed in XML)"
                 )
             try:
-                element = etree.fromstring(text.encode("utf-8"), parser=_record_parser())
+                element = etree.fromstring(text.encode("utf-8"), parser=self._parser)
             except etree.XMLSyntaxError as exc:
                 raise _RecordError(f"not well-formed XML: {exc.msg}") from None
             product = parse_record(
                 element, assumed_stock=self.assumed_stock, shipping_fee=self.shipping_fee
             )
         except _RecordError as exc:
-            return self._invalid(code, str(exc), offset, data)
+            return self._invalid(_code_hint(data), str(exc), offset, data)
         if not self._seen.add(product.supplier_sku):
             return self._invalid(
                 product.supplier_sku,
@@ -571,6 +595,8 @@ _KNOWN_FIELDS = frozenset(_TEXT_FIELDS + _ATTRIBUTE_FIELDS)
 
 def _number(value: str | None, what: str, *, required: bool = True) -> int | None:
     text = (value or "").strip()
+    if text.isdigit() and text.isascii():
+        return int(text)  # the common case, without the regex (same result as below)
     if not text:
         if required:
             raise _RecordError(f"{what} is missing")
@@ -634,13 +660,14 @@ def parse_options(element: Any, buyprice: int, stock: int) -> tuple[tuple[Produc
         row = row.strip()
         if not row:
             continue  # the separator may end the list
-        fields = [f.strip() for f in row.split(OPTION_FIELD_SEPARATOR)]
+        fields = row.split(OPTION_FIELD_SEPARATOR)
         if len(fields) != 4:
             raise _RecordError(
                 f"option row {number} has {len(fields)} fields, expected 4 "
                 "(label^|^price^|^consumer price^|^image url)"
             )
-        label, price_text, consumer_text, _image = fields
+        label = fields[0].strip()
+        price_text, consumer_text = fields[1], fields[2]  # _number strips
         if not label:
             raise _RecordError(f"option row {number} has an empty label")
         if label in labels:
@@ -716,11 +743,14 @@ def parse_record(
             if (url := (images_node.get(key) or "").strip())
         )
     base = fields.get("baseinfo")
-    base_attrs = dict(base.attrib) if base is not None else {}
+    get = base.get if base is not None else {}.get
     raw: dict[str, Any] = {
         "code": code,
         "category_name": _text(category_node),
-        **{k: str(base_attrs.get(k, "")) for k in ("madein", "productcom", "brand", "model")},
+        "madein": get("madein", ""),
+        "productcom": get("productcom", ""),
+        "brand": get("brand", ""),
+        "model": get("model", ""),
         "consumerprice": consumer,
         "taxmode": taxmode,
         "option_name": option_name,

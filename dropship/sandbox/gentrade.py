@@ -16,6 +16,12 @@
 * ``POST /_sandbox/gentrade`` ``{"hostile_every": N, "cut_after_products": M}``: serve a broken
   record of each kind in :data:`HOSTILE_KINDS` (in turn) before every N-th product, and/or cut the
   connection after M products (a stream cut mid-body). Undone by ``/_sandbox/reset``.
+  ``GET /_sandbox/gentrade`` also shows ``feed_cache_hits``.
+* While the world clock is frozen, the last complete product document is kept and resent byte
+  for byte to a read whose inputs (seed, catalog size, world instant, price drift, sold-out and
+  malformed rates, ``hostile_every``, the query) are all the same: a test double's speed-up that
+  never changes what is served (generating the document in Python was the slowest part of a
+  100,000-product read). ``feed_cache_hits`` counts the reads served that way.
 * Wrong ``id``/``m_skey``: ``403``; a bad parameter: ``400`` (the guide publishes no error shape:
   a sandbox decision, at least as strict as the real service). Answers are EUC-KR XML.
 """
@@ -233,10 +239,19 @@ def render_feed(
 # --------------------------------------------------------------------------- handlers
 
 
+# The last full document served while the world clock was frozen is kept (up to this size), so
+# reading the same catalog again sends the same bytes without generating them again: generating
+# 100,000 products in Python costs the sandbox process more than the client's whole parse.
+MAX_CACHED_FEED_BYTES = 256 * 1024 * 1024
+
+
 @dataclass
 class GentradeStore:
     hostile_every: int = 0
     cut_after_products: int | None = None
+    # (everything the document's bytes depend on, its chunks); see _feed_chunks.
+    feed_cache: tuple[tuple[Any, ...], list[bytes]] | None = None
+    feed_cache_hits: int = 0  # reads served from feed_cache (GET /_sandbox/gentrade shows it)
 
 
 def _store(state: SandboxState) -> GentradeStore:
@@ -328,9 +343,12 @@ class GentradeFeedHandler(_GentradeHandler):
         self.set_header("Content-Type", "text/xml; charset=euc-kr")
         served = 0
         cut = store.cut_after_products
-        for chunk in render_feed(
+        chunks = render_feed(
             selected(items), seed, now=world.now(), hostile_every=store.hostile_every
-        ):
+        )
+        if not goodsno and self.state.clock_frozen:
+            chunks = self._cached(world, store, (runout, window), chunks)
+        for chunk in chunks:
             served += chunk.count(b"</product>")
             self.write(chunk)
             try:
@@ -347,6 +365,50 @@ class GentradeFeedHandler(_GentradeHandler):
                 self._finished = True
                 return
         self.finish()
+
+    def _cached(
+        self,
+        world: SupplierWorld,
+        store: GentradeStore,
+        query: tuple[Any, ...],
+        generated: Iterator[bytes],
+    ) -> Iterator[bytes]:
+        """The document's chunks from the cache when everything its bytes depend on is the
+        same as when it was stored (same chunk boundaries, so a cut after M products cuts at the
+        same place); otherwise ``generated``, recorded as it goes out and stored once it is
+        complete and no larger than :data:`MAX_CACHED_FEED_BYTES`. Only used while the world
+        clock is frozen (with a running clock no two reads share an instant)."""
+        config = self.state.config
+        key = (
+            config.seed,
+            world.size(PLATFORM),
+            world.now(),
+            config.price_drift,
+            config.soldout_rate,
+            self.state.faults[PLATFORM].malformed_rate,
+            store.hostile_every,
+            query,
+        )
+        with self.state.lock:
+            cached = store.feed_cache
+        if cached is not None and cached[0] == key:
+            with self.state.lock:
+                store.feed_cache_hits += 1
+            yield from cached[1]
+            return
+        recorded: list[bytes] | None = []
+        size = 0
+        for chunk in generated:
+            if recorded is not None:
+                size += len(chunk)
+                if size <= MAX_CACHED_FEED_BYTES:
+                    recorded.append(chunk)
+                else:
+                    recorded = None  # too large to keep: served as generated, not stored
+            yield chunk
+        if recorded is not None:
+            with self.state.lock:
+                store.feed_cache = (key, recorded)
 
 
 def _order_xml(order: SupplierOrder, world: SupplierWorld) -> str:
@@ -445,7 +507,11 @@ class GentradeAdminHandler(AdminHandler):
     def get(self) -> None:
         store = _store(self.state)
         self.write_json(
-            {"hostile_every": store.hostile_every, "cut_after_products": store.cut_after_products}
+            {
+                "hostile_every": store.hostile_every,
+                "cut_after_products": store.cut_after_products,
+                "feed_cache_hits": store.feed_cache_hits,
+            }
         )
 
     def post(self) -> None:

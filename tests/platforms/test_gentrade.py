@@ -42,6 +42,7 @@ from dropship.platforms.registry import build_connector
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
 from dropship.sandbox.gentrade import (
     HOSTILE_KINDS,
+    GentradeStore,
     hostile_kind,
     opendate,
     product_code,
@@ -201,6 +202,51 @@ def test_sandbox_filters_runout_goodsno_and_opendate(sandbox: Any) -> None:
         ).content.count(b"<product ")
         == 1
     )  # POST works as GET does
+
+
+def test_sandbox_caches_the_document_but_never_serves_a_stale_one(sandbox: Any) -> None:
+    """A second read of an unchanged world is served from the cache (the poisoned entry comes
+    back); any change to what the bytes depend on gives a freshly generated document."""
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 120})
+    store = sandbox.state.platform_store("gentrade", GentradeStore)
+    first = feed(sandbox).content
+    assert store.feed_cache is not None and b"".join(store.feed_cache[1]) == first
+    assert feed(sandbox).content == first
+
+    def poison() -> None:
+        assert store.feed_cache is not None
+        store.feed_cache = (store.feed_cache[0], [b"stale"])
+
+    poison()
+    assert feed(sandbox).content == b"stale"  # same world: really served from the cache
+    hits = requests.get(f"{sandbox.base_url}/_sandbox/gentrade", timeout=5).json()
+    assert hits["feed_cache_hits"] == store.feed_cache_hits == 2
+    changes: list[tuple[str, Callable[[], Any], dict[str, str]]] = [
+        ("runout filter", lambda: None, {"runout": "1"}),
+        ("date window", lambda: None, {"opendate_s": "2024-06-01", "opendate_e": "2024-12-31"}),
+        ("catalog size", lambda: sandbox.configure_suppliers(catalog_sizes={"gentrade": 121}), {}),
+        ("malformed records", lambda: sandbox.set_faults("gentrade", malformed_rate=0.3), {}),
+        (
+            "hostile records",
+            lambda: requests.post(
+                f"{sandbox.base_url}/_sandbox/gentrade", json={"hostile_every": 7}, timeout=5
+            ).raise_for_status(),
+            {},
+        ),
+        ("world clock", lambda: sandbox.state.advance_clock(8 * 24 * 3600), {}),
+    ]
+    for what, change, params in changes:
+        feed(sandbox)  # cache the whole document...
+        poison()  # ...spoil it, then change the world or the query
+        change()
+        got = feed(sandbox, **params).content
+        store.feed_cache = None
+        assert got != b"stale" and got == feed(sandbox, **params).content, what
+    # A read with a running clock is never kept (no two reads share an instant).
+    sandbox.state.freeze_clock(False)
+    store.feed_cache = None
+    feed(sandbox)
+    assert store.feed_cache is None
 
 
 def test_plan_slices_full_and_incremental(
