@@ -5,7 +5,7 @@ from __future__ import annotations
 import code
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -335,6 +335,23 @@ def collect(
         _collect_start(target, account, "incremental" if incremental else "full", wait, timeout)
 
 
+def _release_result(result: Any) -> None:
+    """Drop the result backend's pub/sub subscriptions for ``result`` and the results it
+    spawned (a collect's chord) now. Publishing a task subscribes to its result, and reading
+    its state subscribes to its children; left to ``AsyncResult.__del__`` at interpreter exit,
+    the unsubscribe reconnects to Redis while Python shuts down and prints a traceback."""
+    from celery.result import ResultSet
+
+    pending = [result]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ResultSet):
+            pending.extend(node.results)
+            continue
+        node.backend.remove_pending_result(node)
+        pending.extend(node.children or [])
+
+
 def _collect_start(
     supplier: str, account: str | None, mode: str, wait: bool, timeout: float
 ) -> None:
@@ -353,24 +370,23 @@ def _collect_start(
     result = collect_supplier.delay(supplier, account, mode)
     console.print(f"collect {supplier} ({mode}) enqueued: task {result.id}")
     if not wait:
+        _release_result(result)
         return
-    import gc
     import time
 
-    from celery.exceptions import TimeoutError as CeleryTimeout
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dropship.catalog.services import get_run
 
-    try:
-        opened = result.get(timeout=min(timeout, 600))
-    except CeleryTimeout:
-        raise _fail("no worker opened the run in time (is a worker consuming `low`?)") from None
-    run_id = int(opened["run_id"])
-    # Release the result's pub/sub subscription now: left to AsyncResult.__del__ at interpreter
-    # exit, it reconnects to Redis while Python is shutting down and prints a traceback.
-    del result
-    gc.collect()
+    opened_by = time.monotonic() + min(timeout, 600)
+    while not result.ready():
+        if time.monotonic() > opened_by:
+            raise _fail("no worker opened the run in time (is a worker consuming `low`?)")
+        time.sleep(0.2)
+    if result.failed():
+        raise _fail(f"collect {supplier} could not start: {result.result}")
+    run_id = int(result.result["run_id"])
+    _release_result(result)
     deadline = time.monotonic() + timeout
     columns = (
         TextColumn("run {task.fields[run]} [bold]{task.fields[state]}[/]"),

@@ -35,6 +35,10 @@ def test_collect_wait_runs_and_rejects(
     waited = dropship("collect", "gentrade", "--wait")
     assert waited.returncode == 0, waited.stdout + waited.stderr + collect_worker.log()[-2000:]
     assert "enqueued" in waited.stdout and "succeeded" in waited.stdout
+    # Nothing after a clean run: no result-subscription clean-up failing at interpreter exit.
+    assert "Traceback" not in waited.stderr and "Exception ignored" not in waited.stderr, (
+        waited.stderr
+    )
     with committed_db.connect() as conn:
         run_id, rejected, records = conn.execute(
             text("SELECT id, rejected, records FROM collect_runs")
