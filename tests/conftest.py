@@ -235,6 +235,7 @@ def start_worker(
     concurrency: int = 2,
     name: str = "test",
     env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> WorkerProcess:
     log_path = tmp_path / f"worker-{name}.log"
     hostname = f"{name}-{uuid.uuid4().hex[:6]}@%h"
@@ -256,6 +257,7 @@ def start_worker(
             "INFO",
             "--without-gossip",
             "--without-mingle",
+            *extra_args,
         ],
         cwd=PROJECT_DIR,
         env={**os.environ, **(env or {})},

@@ -13,9 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +28,7 @@ from dropship.celery_app import app
 from dropship.embedded.redis import EmbeddedRedis
 from dropship.embedded.system import free_port
 from dropship.errors import RetriesExhaustedError
-from tests.conftest import PROJECT_DIR, WorkerProcess, stop_worker
+from tests.conftest import WorkerProcess, start_worker, stop_worker
 from tests.own_redis import kill, own_redis_server
 
 pytestmark = pytest.mark.worker
@@ -39,25 +36,13 @@ pytestmark = pytest.mark.worker
 
 def start_test_worker(tmp_path: Path, name: str = "retries") -> WorkerProcess:
     """A real ``celery worker`` (one slot) that also loads ``tests.retry_tasks``."""
-    log_path = tmp_path / f"worker-{name}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "dropship.celery_app", "worker",
-         "--include", "tests.retry_tasks", "-Q", "high,medium,low", "-c", "1",
-         "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO",
-         "--without-gossip", "--without-mingle"],
-        cwd=PROJECT_DIR, env=dict(os.environ), stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )  # fmt: skip
-    worker = WorkerProcess(proc, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited early:\n{worker.log()[-3000:]}")
-        if " ready." in worker.log():
-            return worker
-        time.sleep(0.2)
-    stop_worker(worker)
-    raise RuntimeError(f"worker not ready in 60 s:\n{worker.log()[-3000:]}")
+    return start_worker(
+        tmp_path,
+        queues="high,medium,low",
+        concurrency=1,
+        name=name,
+        extra_args=("--include", "tests.retry_tasks"),
+    )
 
 
 @pytest.fixture

@@ -55,8 +55,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-import requests
-
 from dropship.errors import ConfigurationError, PermanentError, TransientError
 from dropship.platforms._supplier_common import SupplierConnectorBase
 from dropship.platforms.cache import ResponseCache
@@ -147,9 +145,6 @@ class DomeggookConnector(SupplierConnectorBase):
         try:
             response = self.http.get(API_PATH, params=query)
             body = response.json()
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
-            # The body was cut or garbled in transit: the same call may well succeed.
-            raise TransientError(f"domeggook {mode}: response body cut off in transit") from None
         except ValueError:
             raise TransientError(f"domeggook {mode}: response is not JSON") from None
         if not isinstance(body, dict):

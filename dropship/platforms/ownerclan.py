@@ -53,7 +53,6 @@ from itertools import pairwise
 from typing import Any
 
 import jwt
-import requests
 
 from dropship.errors import (
     ConfigurationError,
@@ -273,13 +272,6 @@ class OwnerClanConnector(SupplierConnectorBase):
                 if attempt == 2:
                     raise
                 log.info("ownerclan %s: token rejected, logging in again", operation)
-            except (
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError,
-            ):
-                # The body was cut (or garbled) mid-response: nothing to parse, worth another
-                # try. Mapped here because the shared HTTP layer passes these through as they are.
-                raise TransientError(f"ownerclan {operation}: response body cut off") from None
         try:
             body = response.json()
         except ValueError:
