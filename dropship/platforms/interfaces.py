@@ -285,6 +285,36 @@ class MarketListingResult:
     status: str | None = None
 
 
+ListingSaleState = Literal["on_sale", "suspended", "pending", "refused", "deleted"]
+LISTING_SALE_STATES: tuple[str, ...] = ("on_sale", "suspended", "pending", "refused", "deleted")
+
+
+@dataclass(frozen=True)
+class MarketListingState:
+    """What the market shows for one of our listings, read back from the market (never our own
+    belief): the sync flow confirms a suspension with it, reconciliation compares it with ours.
+
+    ``sale_state`` is normalised: ``on_sale`` (buyable), ``suspended`` (sale stopped / out of
+    stock on the market), ``pending`` (under review), ``refused`` (review rejected), ``deleted``.
+    ``stock`` is the total sellable quantity over the listing's items/options.
+    """
+
+    market_product_id: str
+    external_sku: str | None
+    sale_state: ListingSaleState
+    sale_price: int | None = None
+    stock: int | None = None
+    name: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.sale_state not in LISTING_SALE_STATES:
+            raise ValueError(
+                f"MarketListingState {self.market_product_id}: sale_state must be one of "
+                f"{LISTING_SALE_STATES}, got {self.sale_state!r}"
+            )
+
+
 @dataclass(frozen=True)
 class MarketOrderItem:
     market_item_id: str  # Coupang orderItem / Naver productOrderId
@@ -333,6 +363,15 @@ class MarketConnector(Protocol):
     def update_stock(self, market_product_id: str, stock: int) -> None: ...
 
     def suspend_listing(self, market_product_id: str) -> None: ...
+
+    def get_listing(self, market_product_id: str) -> MarketListingState | None:
+        """The market's current view of one listing (``None`` when the market does not know
+        it): how a suspension or a price/stock update is confirmed."""
+        ...
+
+    def iter_listings(self) -> Iterator[MarketListingState]:
+        """Every listing of this account on the market, following the paging (reconciliation)."""
+        ...
 
     def iter_orders(self, changed_since: datetime, until: datetime) -> Iterator[MarketOrder]:
         """Orders created or changed in ``[changed_since, until)``, following the paging."""
