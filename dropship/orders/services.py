@@ -36,6 +36,7 @@ class IncomingOrder:
     market_order_id: str
     ordered_at: datetime
     raw_status: str
+    market_item_id: str = ""
     quantity: int = 1
     sale_price: int | None = None
     listing_id: int | None = None
@@ -50,12 +51,16 @@ class IncomingOrder:
 
     @property
     def order_key(self) -> str:
-        return order_key(self.market, self.account_id, self.market_order_id)
+        return order_key(self.market, self.account_id, self.market_order_id, self.market_item_id)
 
 
-def order_key(market: str, account_id: int, market_order_id: str) -> str:
-    """Our idempotency key for one marketplace order, sent to the supplier with the purchase."""
-    return f"{market}:{account_id}:{market_order_id}"
+def order_key(market: str, account_id: int, market_order_id: str, market_item_id: str = "") -> str:
+    """Our idempotency key for one marketplace order item, sent to the supplier with its
+    purchase. The item id is left out where it repeats the unit id (Naver product orders)."""
+    key = f"{market}:{account_id}:{market_order_id}"
+    if market_item_id and market_item_id != market_order_id:
+        key += f":{market_item_id}"
+    return key
 
 
 def _is_missing_partition(exc: IntegrityError) -> bool:
@@ -72,6 +77,7 @@ def _insert_new(session: Session, orders: Sequence[IncomingOrder]) -> list[tuple
             "account_id": o.account_id,
             "market": o.market,
             "market_order_id": o.market_order_id,
+            "market_item_id": o.market_item_id,
             "order_key": o.order_key,
             "ordered_at": o.ordered_at,
             "raw_status": o.raw_status,
@@ -89,7 +95,9 @@ def _insert_new(session: Session, orders: Sequence[IncomingOrder]) -> list[tuple
     stmt = (
         insert(Order)
         .values(rows)
-        .on_conflict_do_nothing(index_elements=["account_id", "market_order_id", "ordered_at"])
+        .on_conflict_do_nothing(
+            index_elements=["account_id", "market_order_id", "market_item_id", "ordered_at"]
+        )
         .returning(Order.id, Order.ordered_at)
     )
     try:
