@@ -389,9 +389,15 @@ def resolve_all_items(
     limit = _check_first(first)
     start = _decode_cursor("item", after) + 1 if after else 0
     seed = _seed(info)
+    items = (
+        _world(info).items_updated_within(PLATFORM, start, dateFrom, dateTo)
+        if dateFrom is not None or dateTo is not None
+        else _world(info).items(PLATFORM, start)
+    )
     nodes = (
         (item.index, _item_node(item, seed))
-        for item in _world(info).items(PLATFORM, start)
+        for item in items
+        # Checked again on the product itself: the index is a prefilter, this is the rule.
         if _in_range(epoch_ms(item.updated_at), dateFrom, dateTo)
     )
     rows = (

@@ -12,8 +12,10 @@ through ``POST /_sandbox/suppliers`` (catalog size per supplier, tracking delay)
 
 from __future__ import annotations
 
+import math
 import random
 import threading
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +24,13 @@ from typing import Any
 import tornado.web
 
 from dropship.sandbox.core import RouteSpec, SandboxState, _AdminHandler
-from dropship.sandbox.world import CatalogItem, check_ks_x_1001, generate_item, iter_catalog
+from dropship.sandbox.world import (
+    WORLD_EPOCH,
+    CatalogItem,
+    check_ks_x_1001,
+    generate_item,
+    iter_catalog,
+)
 
 SUPPLIERS = ("ownerclan", "domeggook", "gentrade")
 
@@ -67,6 +75,8 @@ class SupplierStore:
     serial: int = 0
     catalog_sizes: dict[str, int] = field(default_factory=dict)
     tracking_delay_s: float | None = None
+    # Per supplier: (inputs, updatedAt in epoch ms of every product), see SupplierWorld.
+    updated_index: dict[str, tuple[tuple[Any, ...], array[int]]] = field(default_factory=dict)
 
 
 class SupplierWorld:
@@ -121,6 +131,61 @@ class SupplierWorld:
             malformed_rate=self.state.faults[supplier].malformed_rate,
             start=start,
         )
+
+    def items_updated_within(
+        self, supplier: str, start: int, low_ms: int | None, high_ms: int | None
+    ) -> Iterator[CatalogItem]:
+        """Products from ``start`` on whose ``updatedAt`` (epoch ms) lies in ``[low, high]``
+        (either bound open when ``None``), at one world instant.
+
+        A real supplier answers a modification-time filter from an index; generating every
+        product to test its timestamp made each time-window query cost the whole catalog (a
+        100,000-product OwnerClan full run is ~50 windows: minutes of sandbox CPU that looked
+        like collect time). The timestamps of the whole catalog are computed once per world
+        hour (a product's ``updatedAt`` moves only at a price-change hour) and kept per state;
+        only the matching products are generated."""
+        now = self.now()
+        config = self.state.config
+        stamps = self._updated_stamps(supplier, now)
+        for index in range(max(0, start), len(stamps)):
+            stamp = stamps[index]
+            if (low_ms is None or stamp >= low_ms) and (high_ms is None or stamp <= high_ms):
+                yield generate_item(
+                    config.seed,
+                    supplier,
+                    index,
+                    now=now,
+                    price_drift=config.price_drift,
+                    soldout_rate=config.soldout_rate,
+                    malformed_rate=self.state.faults[supplier].malformed_rate,
+                )
+
+    def _updated_stamps(self, supplier: str, now: datetime) -> array[int]:
+        config = self.state.config
+        hour = math.floor((now - WORLD_EPOCH).total_seconds() / 3600)
+        # Everything generate_item's updatedAt depends on (the sold-out rate changes how many
+        # random draws come before it).
+        inputs = (config.seed, self.size(supplier), config.soldout_rate, config.price_drift, hour)
+        with self.lock:
+            cached = self.store.updated_index.get(supplier)
+            if cached is not None and cached[0] == inputs:
+                return cached[1]
+            stamps = array(
+                "q",
+                (
+                    int(item.updated_at.timestamp() * 1000)
+                    for item in iter_catalog(
+                        config.seed,
+                        supplier,
+                        inputs[1],
+                        now=now,
+                        price_drift=config.price_drift,
+                        soldout_rate=config.soldout_rate,
+                    )
+                ),
+            )
+            self.store.updated_index[supplier] = (inputs, stamps)
+            return stamps
 
     # ---- orders: recorded as asked, duplicates included, like a real supplier
 

@@ -1,0 +1,41 @@
+"""The supplier sandbox's modification-time index against the rule it stands in for."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from dropship.sandbox.core import SandboxConfig, SandboxState
+from dropship.sandbox.suppliers import SupplierWorld
+
+
+def _brute_force(world: SupplierWorld, start: int, low: int | None, high: int | None) -> list[int]:
+    return [
+        item.index
+        for item in world.items("ownerclan", start)
+        if (low is None or int(item.updated_at.timestamp() * 1000) >= low)
+        and (high is None or int(item.updated_at.timestamp() * 1000) <= high)
+    ]
+
+
+def test_updated_window_matches_filtering_every_product_across_price_change_hours() -> None:
+    state = SandboxState(SandboxConfig(seed=3, catalog_size=600, price_drift=0.3))
+    state.freeze_clock()
+    world = SupplierWorld(state)
+    stamps = sorted(int(i.updated_at.timestamp() * 1000) for i in world.items("ownerclan"))
+    windows = [
+        (None, None),
+        (stamps[100], stamps[400]),
+        (None, stamps[250]),
+        (stamps[500], None),
+        (stamps[-1] + 1, None),
+    ]
+    # Several world instants a few days apart: products' updatedAt move at their price-change
+    # hours, so an index kept from an earlier hour would answer wrongly.
+    for _ in range(4):
+        for low, high in windows:
+            for start in (0, 137):
+                got = [i.index for i in world.items_updated_within("ownerclan", start, low, high)]
+                assert got == _brute_force(world, start, low, high)
+        state.advance_clock(timedelta(days=3, hours=5).total_seconds())
+    moved = [int(i.updated_at.timestamp() * 1000) for i in world.items("ownerclan")]
+    assert sorted(moved) != stamps  # the clock advance did move some products
