@@ -171,7 +171,33 @@ def collect_run(engine_url: str, supplier: str, worker: Worker) -> tuple[float, 
             time.sleep(0.2)
     elapsed = time.perf_counter() - started
     keys = ("status", "inserted", "updated", "unchanged", "rejected", "gone", "records", "error")
-    return elapsed, dict(zip(keys, row, strict=True))
+    return elapsed, {**dict(zip(keys, row, strict=True)), "phases": run_phases(engine_url, run_id)}
+
+
+def run_phases(engine_url: str, run_id: int) -> dict[str, Any]:
+    """Where a run's time went, from its own rows: planning (run opened to the first slice
+    started), the slices (first start to last finish, and the longest slice), and the merge
+    (last slice finished to the run finished)."""
+    with psycopg.connect(engine_url, autocommit=True) as conn:
+        row = conn.execute(
+            """
+            SELECT extract(epoch FROM min(s.started_at) - r.started_at),
+                   extract(epoch FROM max(s.finished_at) - min(s.started_at)),
+                   extract(epoch FROM max(s.finished_at - s.started_at)),
+                   extract(epoch FROM r.finished_at - max(s.finished_at)),
+                   count(*), max(s.records)
+            FROM collect_runs r JOIN collect_run_slices s ON s.run_id = r.id
+            WHERE r.id = %s GROUP BY r.id
+            """,
+            (run_id,),
+        ).fetchone()
+    if row is None:
+        return {}
+    names = ("planning_s", "slices_s", "longest_slice_s", "merge_s", "slices", "largest_slice")
+    return {
+        name: (round(float(v), 2) if v is not None else None)
+        for name, v in zip(names, row, strict=True)
+    }
 
 
 def feed_cache_hits(base_url: str, supplier: str) -> int | None:

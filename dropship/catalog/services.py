@@ -203,7 +203,7 @@ def _refresh_run_counts(session: Session, run_id: int) -> None:
     """Run counts from the slice rows: recomputed, so a slice that runs twice counts once."""
     session.execute(
         text(
-            "UPDATE collect_runs r SET heartbeat_at = now(), slices_done = c.done, "
+            "UPDATE collect_runs r SET heartbeat_at = clock_timestamp(), slices_done = c.done, "
             "records = c.records, rejected = c.rejected FROM ("
             "  SELECT count(*) FILTER (WHERE status = 'done') AS done,"
             "         coalesce(sum(records), 0) AS records, coalesce(sum(rejected), 0) AS rejected"
@@ -276,7 +276,8 @@ def run_slice(
             session.execute(
                 text(
                     "UPDATE collect_run_slices SET status = 'done', records = :n, rejected = :j, "
-                    "error = NULL, finished_at = now() WHERE run_id = :r AND slice_key = :k"
+                    "error = NULL, finished_at = clock_timestamp() "
+                    "WHERE run_id = :r AND slice_key = :k"
                 ),
                 {**params, "n": counts.records, "j": counts.rejected},
             )
@@ -316,7 +317,8 @@ def fail_slice(run_id: int, slice_key: str, reason: str) -> bool:
     with db.session_scope() as session:
         session.execute(
             text(
-                "UPDATE collect_run_slices SET status = 'failed', error = :e, finished_at = now() "
+                "UPDATE collect_run_slices SET status = 'failed', error = :e, "
+                "finished_at = clock_timestamp() "
                 "WHERE run_id = :r AND slice_key = :k AND status <> 'done'"
             ),
             {"r": run_id, "k": slice_key, "e": reason[:ERROR_MAX]},
@@ -340,7 +342,8 @@ def fail_run(run_id: int, reason: str) -> None:
 def _fail_locked(session: Session, run_id: int, reason: str) -> None:
     session.execute(
         text(
-            "UPDATE collect_runs SET status = 'failed', error = :e, finished_at = now() "
+            "UPDATE collect_runs SET status = 'failed', error = :e, "
+            "finished_at = clock_timestamp() "
             "WHERE id = :r AND status IN ('planned', 'running', 'paused')"
         ),
         {"r": run_id, "e": reason[:ERROR_MAX]},
@@ -513,7 +516,8 @@ def merge_run(
         session.execute(
             text(
                 "UPDATE collect_runs SET status = :st, complete = :c, inserted = :i, "
-                "updated = :u, unchanged = :n, gone = :g, error = :e, finished_at = now() "
+                "updated = :u, unchanged = :n, gone = :g, error = :e, "
+                "finished_at = clock_timestamp() "
                 "WHERE id = :r"
             ),
             {

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from dropship.platforms.interfaces import InvalidRecord, SupplierProduct
 from tests.catalog.conftest import (
@@ -41,6 +41,32 @@ def collect(
 
     started = collect_supplier.delay(supplier, f"{supplier}_main", mode).get(timeout=60)
     return wait_for_run(engine, started["run_id"], worker=worker)
+
+
+def assert_times_are_wall_clock(engine: Engine, run_id: int) -> None:
+    """A slice's finish is stamped when it finishes, after the records it stored (not at its
+    transaction's start, which is what ``now()`` gives), and the run finishes after its slices:
+    operators and the bench read durations from these."""
+    with engine.connect() as conn:
+        late = conn.execute(
+            text(
+                "SELECT s.slice_key FROM collect_run_slices s JOIN product_rejects j "
+                "ON j.run_id = s.run_id AND j.slice_key = s.slice_key "
+                "WHERE s.run_id = :r GROUP BY s.slice_key, s.finished_at "
+                "HAVING s.finished_at <= max(j.created_at)"
+            ),
+            {"r": run_id},
+        ).all()
+        order = conn.execute(
+            text(
+                "SELECT bool_and(s.finished_at >= s.started_at AND r.finished_at > s.finished_at) "
+                "FROM collect_run_slices s JOIN collect_runs r ON r.id = s.run_id "
+                "WHERE r.id = :r"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+    assert not late, f"slices stamped finished before their records: {late}"
+    assert order is True
 
 
 def assert_stored(product: dict[str, Any], record: SupplierProduct) -> None:
@@ -102,6 +128,7 @@ def test_full_collect_is_exact_then_idempotent_then_marks_removed_gone(
     )
     assert all(r["reason"] and r["raw"] and r["slice_key"] for r in rejects)
     assert staging_count(committed_db) == 0
+    assert_times_are_wall_clock(committed_db, first["id"])
 
     second = collect(committed_db, collect_worker, supplier)
     assert second["status"] == "succeeded", second
