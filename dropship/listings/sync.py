@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +38,12 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from dropship import db
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.listings import rules
 from dropship.listings.rules import MarketAccount, evaluate_products, load_pricing_rules
 from dropship.listings.services import ERROR_MAX, ConnectorFactory, default_connector
 from dropship.platforms.interfaces import MarketConnector
+from dropship.platforms.ratelimit import LimiterUnavailableError
 
 log = logging.getLogger("dropship.listings.sync")
 
@@ -52,6 +55,8 @@ CONFIRM_DELAY_S = 0.2
 # A ``suspending`` listing untouched this long lost its task (or waits for a retry): the sweep
 # sends it again.
 RESEND_AFTER_S = 30
+# How long a suspension's market call may wait for its rate-limit slot (see ``_patient``).
+SUSPEND_MAX_WAIT_S = 5.0
 # How long a suspension waits for another task holding the listing's lock (an update mid-call).
 LOCK_WAIT_MS = 15_000
 # Reasons sync itself lifts once the product is sellable at a price that keeps the margin;
@@ -222,18 +227,50 @@ def confirm_suspensions(
     resends: int = RESENDS_PER_RUN,
     confirm_delay_s: float = CONFIRM_DELAY_S,
 ) -> dict[str, int]:
+    """Send and confirm each pending suspension. Accounts run side by side (one thread each):
+    every account has its own rate limit, so Naver never waits for Coupang's calls."""
+    by_account: dict[str, list[_Pending]] = {}
+    for item in pending:
+        by_account.setdefault(item.account, []).append(item)
+    # Connectors are made here, one per account, and each used by one thread only.
+    connectors = {account: connector_factory(account) for account in by_account}
+    results: list[tuple[dict[str, int], TransientError | None]]
+    if len(by_account) <= 1:
+        results = [
+            _confirm_account(items, connectors[a], resends, confirm_delay_s)
+            for a, items in by_account.items()
+        ]
+    else:
+        with ThreadPoolExecutor(max_workers=len(by_account)) as pool:
+            futures = [
+                pool.submit(_confirm_account, items, connectors[a], resends, confirm_delay_s)
+                for a, items in by_account.items()
+            ]
+            results = [f.result() for f in futures]
     counts = {"confirmed": 0, "unconfirmed": 0, "failed": 0, "skipped": 0}
-    connectors: dict[str, MarketConnector] = {}
+    first_error: TransientError | None = None
+    for part, error in results:
+        for key, value in part.items():
+            counts[key] += value
+        first_error = first_error or error
+    if counts["unconfirmed"]:
+        raise first_error or TransientError(
+            f"{counts['unconfirmed']} suspension(s) not confirmed by the market yet"
+        )
+    return counts
+
+
+def _confirm_account(
+    items: Sequence[_Pending], connector: MarketConnector, resends: int, confirm_delay_s: float
+) -> tuple[dict[str, int], TransientError | None]:
+    counts = {"confirmed": 0, "unconfirmed": 0, "failed": 0, "skipped": 0}
     first_error: TransientError | None = None
     with db.get_engine().connect() as conn:
-        for item in pending:
+        for item in items:
             if not _lock(conn, item.id, wait=True):
                 counts["unconfirmed"] += 1
                 continue
             try:
-                connector = connectors.get(item.account)
-                if connector is None:
-                    connector = connectors[item.account] = connector_factory(item.account)
                 outcome = _suspend_one(conn, connector, item, resends, confirm_delay_s)
             except TransientError as exc:
                 first_error = first_error or exc
@@ -242,11 +279,7 @@ def confirm_suspensions(
             finally:
                 _unlock(conn, item.id)
             counts[outcome] += 1
-    if counts["unconfirmed"]:
-        raise first_error or TransientError(
-            f"{counts['unconfirmed']} suspension(s) not confirmed by the market yet"
-        )
-    return counts
+    return counts, first_error
 
 
 def _suspend_one(
@@ -274,13 +307,23 @@ def _suspend_one(
         )
         conn.commit()
         try:
-            connector.suspend_listing(item.market_product_id)
+            with _patient(connector):
+                connector.suspend_listing(item.market_product_id)
         except PermanentError as exc:
             _fail(conn, item.id, f"suspension refused: {exc}")
             return "failed"
+        except (RateLimitedError, LimiterUnavailableError):
+            # Not sent: the attempt is given back (only requests the market saw count).
+            conn.execute(
+                text("UPDATE listings SET suspend_attempts = :n WHERE id = :id"),
+                {"id": item.id, "n": attempts - 1},
+            )
+            conn.commit()
+            raise
         if confirm_delay_s:
             time.sleep(confirm_delay_s)
-        state = connector.get_listing(item.market_product_id)
+        with _patient(connector):
+            state = connector.get_listing(item.market_product_id)
         if state is None or state.sale_state in ("suspended", "deleted"):
             final = "deleted" if state is None or state.sale_state == "deleted" else "suspended"
             conn.execute(
@@ -315,6 +358,25 @@ def _suspend_one(
         )
         return "failed"
     return "unconfirmed"
+
+
+@contextmanager
+def _patient(connector: MarketConnector) -> Iterator[None]:
+    """Let the connector's calls wait in the call up to ``SUSPEND_MAX_WAIT_S`` for their
+    rate-limit slot instead of re-scheduling the task after ``max_wait_s`` (1 s): while bulk
+    updates hold the account's limiter the next free slot is often just over a second away, and
+    a re-scheduled suspension loses far more than that. The ``high`` worker runs one task at a
+    time, so the wait holds no one else's slot."""
+    http = getattr(connector, "http", None)
+    before = getattr(http, "max_wait_s", None)
+    if http is None or not isinstance(before, int | float) or before >= SUSPEND_MAX_WAIT_S:
+        yield
+        return
+    http.max_wait_s = SUSPEND_MAX_WAIT_S
+    try:
+        yield
+    finally:
+        http.max_wait_s = before
 
 
 def _fail(conn: Connection, listing_id: int, reason: str) -> None:
