@@ -38,7 +38,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import OperationalError
 
 from dropship import db
-from dropship.errors import PermanentError, RateLimitedError, TransientError
+from dropship.errors import ConfigurationError, PermanentError, RateLimitedError, TransientError
 from dropship.listings import rules
 from dropship.listings.rules import MarketAccount, evaluate_products, load_pricing_rules
 from dropship.listings.services import ERROR_MAX, ConnectorFactory, default_connector
@@ -449,7 +449,7 @@ def update_products(
         decisions: dict[tuple[str, int], rules.Decision] = {}
         pricing: dict[str, dict[str | None, rules.PricingRule]] = {}
         for account, rows in by_account.items():
-            market_account = MarketAccount(name=account, market=rows[0].platform)
+            market_account = _market_account(account, rows[0].platform)
             for d in evaluate_products(
                 session, [r.product_id for r in rows], market_account, record=False
             ):
@@ -481,6 +481,14 @@ def update_products(
     if transient is not None:
         raise transient
     return counts
+
+
+def _market_account(name: str, platform: str) -> MarketAccount:
+    """The account as the rules see it (``allow_adult`` from the settings when configured)."""
+    try:
+        return MarketAccount.from_settings(name)
+    except ConfigurationError:
+        return MarketAccount(name=name, market=platform)
 
 
 def _update_one(

@@ -380,3 +380,52 @@ def test_sync_with_real_workers_from_the_merge_task(
     finally:
         stop_worker(high)
         stop_worker(bulk)
+
+
+def test_suspension_and_its_sweep_are_routed_to_high_updates_to_medium() -> None:
+    from dropship.celery_app import app
+
+    router = app.amqp.router
+    assert router.route({}, "tasks.listings.suspend_listings")["queue"].name == "high"
+    assert router.route({}, "tasks.listings.sync_sweep")["queue"].name == "high"
+    assert router.route({}, "tasks.listings.update_listings")["queue"].name == "medium"
+    assert router.route({}, "tasks.listings.register_batch")["queue"].name == "medium"
+
+
+def test_operator_commands_protect_list_and_retry(
+    listed: dict[str, int],
+    collect_db: Engine,  # noqa: F811
+    redis_url: str,
+) -> None:
+    from typer.testing import CliRunner
+
+    from dropship.cli import cli
+
+    def dropship(*args: str) -> Any:
+        return CliRunner().invoke(cli, list(args), env={"COLUMNS": "250"})
+
+    row = listings_of(collect_db, listed["a"])["coupang_main"]
+    result = dropship("listings", "protect", str(row["id"]), "--field", "price")
+    assert result.exit_code == 0 and "protected price" in result.output, result.output
+    assert listings_of(collect_db, listed["a"])["coupang_main"]["protected_fields"] == ["price"]
+    assert dropship("listings", "protect", str(row["id"]), "--field", "stock").exit_code != 0
+    result = dropship("listings", "unprotect", str(row["id"]), "--field", "price")
+    assert result.exit_code == 0 and "protected (none)" in result.output, result.output
+    assert "every suspension is confirmed" in dropship("listings", "suspensions").output
+    with collect_db.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE listings SET status = 'suspend_failed', suspend_reason = 'soldout', "
+                "error = 'market still shows it' WHERE id = :id"
+            ),
+            {"id": row["id"]},
+        )
+    shown = dropship("listings", "suspensions").output
+    assert "suspend_failed" in shown and "market still shows it" in shown, shown
+    result = dropship("listings", "retry-suspend", str(row["id"]))
+    assert result.exit_code == 0 and "1 product(s)" in result.output, result.output
+    assert listings_of(collect_db, listed["a"])["coupang_main"]["status"] == "suspending"
+    import redis as redis_lib
+
+    queued = redis_lib.Redis.from_url(redis_url).lrange("high", 0, -1)
+    assert any(b"tasks.listings.suspend_listings" in m for m in queued)
