@@ -25,6 +25,14 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 300.0,
         "options": {"expires": 290},
     },
+    # --- listing sync (queue high): publish outbox leftovers, suspend live listings of products
+    # that are not sellable, re-send unconfirmed suspensions. Its interval bounds how late a
+    # sell-out whose publish was lost reaches the markets.
+    "listings-sync-sweep": {
+        "task": "tasks.listings.sync_sweep",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
     # --- collect (queue low). The sweep keeps every run moving: a lost chord body is merged,
     # a stalled run re-published or failed with a reason, a paused run resumed after its reset.
     "collect-sweep-runs": {

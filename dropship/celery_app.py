@@ -47,6 +47,10 @@ QUEUE_NAMES = ("high", "medium", "low")
 TASK_ROUTES: dict[str, dict[str, str]] = {
     "tasks.orders.*": {"queue": "high"},
     "tasks.maintenance.*": {"queue": "high"},
+    # Exact names are matched before patterns: a suspension (sold out, discontinued, gone) and
+    # its sweep never wait behind registrations and updates on medium.
+    "tasks.listings.suspend_listings": {"queue": "high"},
+    "tasks.listings.sync_sweep": {"queue": "high"},
     "tasks.listings.*": {"queue": "medium"},
     "tasks.register.*": {"queue": "medium"},
     "tasks.collect.*": {"queue": "low"},

@@ -783,6 +783,87 @@ def listings_unmapped(
     console.print(table)
 
 
+# --- listing sync: protected fields and suspensions ---------------------------------------
+
+
+ProtectField = Annotated[str, typer.Option("--field", help="name or price.")]
+
+
+@listings_cli.command("protect")
+def listings_protect(
+    listing_id: Annotated[int, typer.Argument(help="Listing id.")], field: ProtectField
+) -> None:
+    """Protect a field an operator set by hand: sync never overwrites it (the margin is still
+    checked: a protected price that falls below the minimum margin suspends the listing)."""
+    from dropship.errors import PermanentError
+    from dropship.listings.sync import protect
+
+    try:
+        fields = protect(listing_id, field, on=True)
+    except PermanentError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"listing {listing_id}: protected {', '.join(fields) or '(none)'}")
+
+
+@listings_cli.command("unprotect")
+def listings_unprotect(
+    listing_id: Annotated[int, typer.Argument(help="Listing id.")], field: ProtectField
+) -> None:
+    """Let sync manage a protected field again (from the next change of the product)."""
+    from dropship.errors import PermanentError
+    from dropship.listings.sync import protect
+
+    try:
+        fields = protect(listing_id, field, on=False)
+    except PermanentError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"listing {listing_id}: protected {', '.join(fields) or '(none)'}")
+
+
+@listings_cli.command("suspensions")
+def listings_suspensions(
+    limit: Annotated[int, typer.Option(help="Rows shown.")] = 50,
+) -> None:
+    """Suspensions not confirmed by the market yet (suspending) or given up (suspend_failed)."""
+    from dropship.listings.sync import suspensions
+
+    rows = suspensions(limit)
+    if not rows:
+        console.print("every suspension is confirmed")
+        return
+    _print_rows(
+        "unconfirmed suspensions",
+        [
+            {
+                "listing": r["id"],
+                "account": r["account"],
+                "product": r["product_id"],
+                "status": r["status"],
+                "reason": r["suspend_reason"],
+                "attempts": r["suspend_attempts"],
+                "error": r["error"] or "",
+            }
+            for r in rows
+        ],
+    )
+
+
+@listings_cli.command("retry-suspend")
+def listings_retry_suspend(
+    listing_ids: Annotated[
+        list[int] | None, typer.Argument(help="Listing ids (default: every suspend_failed).")
+    ] = None,
+) -> None:
+    """Send given-up suspensions again with a fresh attempt budget (queue high)."""
+    from dropship.listings.sync import retry_suspensions
+    from tasks.listings import publish_sync
+
+    products = retry_suspensions(listing_ids or None)
+    if products:
+        publish_sync("suspend", products)
+    console.print(f"re-sent suspensions for {len(products)} product(s)")
+
+
 def main() -> None:
     from dropship.logsafe import configure_logging
 

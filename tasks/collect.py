@@ -89,7 +89,14 @@ def collect_slice(self: DropshipTask, run_id: int, slice_key: str) -> dict[str, 
 @app.task(bind=True, name="tasks.collect.merge_run")
 def merge_run(self: DropshipTask, run_id: int) -> dict[str, Any]:
     """The chord body: merge the run's staging rows into ``products``; returns the counts."""
-    return services.merge_run(run_id)
+    counts = services.merge_run(run_id)
+    if counts.get("sync_changes"):
+        # The merge recorded sync work in its transaction, which has committed: publish it now
+        # (the sync sweep publishes whatever a crash here leaves behind).
+        from tasks.listings import publish_sync_outbox
+
+        counts["sync_published"] = publish_sync_outbox()
+    return counts
 
 
 @app.task(bind=True, name="tasks.collect.sweep_runs")

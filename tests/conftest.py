@@ -175,6 +175,7 @@ DATA_TABLES = (
     "purchase_orders",
     "orders",
     "listings",
+    "sync_outbox",
     "product_rejects",
     "staging_products",
     "collect_runs",

@@ -362,6 +362,11 @@ WITH src AS (
     FROM staging_products
     WHERE run_id = :r
     ORDER BY supplier_sku, id DESC
+), old AS (
+    -- the rows as they were before this statement (every CTE sees the same snapshot), for
+    -- the sync outbox below
+    SELECT p.id, p.price, p.shipping_fee, p.stock, p.status
+    FROM products p JOIN src ON p.supplier = src.supplier AND p.supplier_sku = src.supplier_sku
 ), up AS (
     INSERT INTO products AS p (
         supplier, supplier_sku, name, price, shipping_fee, stock, status, category, images,
@@ -390,12 +395,24 @@ WITH src AS (
     -- one the supplier itself reports gone (OwnerClan discontinued) stays as it is
     WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
        OR (p.status = 'gone' AND EXCLUDED.status <> 'gone')
-    RETURNING (xmax = 0) AS inserted
+    RETURNING (xmax = 0) AS inserted, p.id, p.price, p.shipping_fee, p.stock, p.status
+), sync AS (
+    -- Sync work in the merge's own transaction (published after commit): a listed product
+    -- whose cost, shipping, stock or status changed. Not sellable any more -> suspend (its own
+    -- task, ahead of other listing work); sellable -> price/stock update (or resume).
+    INSERT INTO sync_outbox (product_id, kind)
+    SELECT up.id, CASE WHEN up.status = 'active' AND up.stock > 0 THEN 'update' ELSE 'suspend' END
+    FROM up JOIN old ON old.id = up.id
+    WHERE (old.price, old.shipping_fee, old.stock, old.status)
+          IS DISTINCT FROM (up.price, up.shipping_fee, up.stock, up.status)
+      AND EXISTS (SELECT 1 FROM listings l WHERE l.product_id = up.id)
+    RETURNING kind
 )
 SELECT
     count(*) FILTER (WHERE inserted) AS inserted,
     count(*) FILTER (WHERE NOT inserted) AS updated,
-    (SELECT count(*) FROM src) AS staged
+    (SELECT count(*) FROM src) AS staged,
+    (SELECT count(*) FROM sync) AS sync_changes
 FROM up
 """
 
@@ -415,13 +432,23 @@ RECHECK_SLICE = "recheck"
 
 # Products of the supplier this complete full run did not see, after the recheck. A product
 # rejected in this run was seen (its record is broken, it did not disappear): left as it was.
+# Each listed product marked gone is recorded for suspension in the same statement.
 _MARK_GONE = """
-UPDATE products p SET status = 'gone', updated_at = now()
-WHERE p.supplier = :s AND p.status <> 'gone'
-  AND NOT EXISTS (
-      SELECT 1 FROM staging_products s WHERE s.run_id = :r AND s.supplier_sku = p.supplier_sku)
-  AND NOT EXISTS (
-      SELECT 1 FROM product_rejects j WHERE j.run_id = :r AND j.supplier_sku = p.supplier_sku)
+WITH gone AS (
+    UPDATE products p SET status = 'gone', updated_at = now()
+    WHERE p.supplier = :s AND p.status <> 'gone'
+      AND NOT EXISTS (
+          SELECT 1 FROM staging_products s WHERE s.run_id = :r AND s.supplier_sku = p.supplier_sku)
+      AND NOT EXISTS (
+          SELECT 1 FROM product_rejects j WHERE j.run_id = :r AND j.supplier_sku = p.supplier_sku)
+    RETURNING p.id
+), sync AS (
+    INSERT INTO sync_outbox (product_id, kind)
+    SELECT gone.id, 'suspend' FROM gone
+    WHERE EXISTS (SELECT 1 FROM listings l WHERE l.product_id = gone.id)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone) AS gone, (SELECT count(*) FROM sync) AS sync_changes
 """
 
 
@@ -505,10 +532,12 @@ def merge_run(
             rechecked = _recheck_unseen(session, run, connector_factory)
         merged = session.execute(text(_MERGE), {"r": run_id}).one()
         inserted, updated, staged = int(merged.inserted), int(merged.updated), int(merged.staged)
+        sync_changes = int(merged.sync_changes)
         gone = 0
         if complete and run.mode == "full":
-            marked = session.execute(text(_MARK_GONE), {"r": run_id, "s": run.supplier})
-            gone = int(getattr(marked, "rowcount", 0))
+            marked = session.execute(text(_MARK_GONE), {"r": run_id, "s": run.supplier}).one()
+            gone = int(marked.gone)
+            sync_changes += int(marked.sync_changes)
         session.execute(text("DELETE FROM staging_products WHERE run_id = :r"), {"r": run_id})
         _refresh_run_counts(session, run_id)
         status = "succeeded" if complete else "partial"
@@ -541,7 +570,12 @@ def merge_run(
                 ),
                 {"a": run.account, "s": run.supplier, "w": run.started_at, "r": run_id},
             )
-        counts = {**run_counts(session, run_id), "rechecked": rechecked}
+        counts = {
+            **run_counts(session, run_id),
+            "rechecked": rechecked,
+            # Listed products whose sync work this merge recorded (sync_outbox).
+            "sync_changes": sync_changes,
+        }
     log.info("collect run %s %s: %s", run_id, status, counts)
     return counts
 

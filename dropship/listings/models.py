@@ -18,18 +18,23 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dropship.models import Base
 
 # ``refused``: the market said no (category attributes, name length, price range); its message
 # is in ``error`` and the listing is not retried blindly.
+# ``suspending``: a suspension was sent and is not yet confirmed by reading the listing back;
+# ``suspend_failed``: not confirmed after the bounded re-sends (an operator lists and retries it,
+# ``dropship listings suspensions`` / ``retry-suspend``).
 LISTING_STATUSES = (
     "claimed",
     "registering",
     "active",
+    "suspending",
     "suspended",
+    "suspend_failed",
     "failed",
     "refused",
     "deleted",
@@ -46,6 +51,14 @@ class Listing(Base):
         CheckConstraint(f"status IN {LISTING_STATUSES!r}", name="status_known"),
         Index("ix_listings_status_synced", "status", "last_synced_at"),
         Index("ix_listings_account_status", "account_id", "status"),
+        CheckConstraint(
+            "protected_fields <@ ARRAY['name', 'price']::varchar[]", name="protected_fields_known"
+        ),
+        Index(
+            "ix_listings_suspending",
+            "suspend_requested_at",
+            postgresql_where=text("status = 'suspending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -62,6 +75,19 @@ class Listing(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="claimed")
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    # Fields an operator set by hand that sync never overwrites (``dropship listings protect``).
+    protected_fields: Mapped[list[str]] = mapped_column(
+        ARRAY(String(16)), server_default=text("'{}'::varchar[]")
+    )
+    # Why we suspended the listing (``soldout``, ``gone``, a rule code such as
+    # ``below_min_margin``); ``soldout`` and ``below_min_margin`` are resumed by sync when the
+    # product is sellable again at a price that keeps the margin.
+    suspend_reason: Mapped[str | None] = mapped_column(String(32))
+    suspend_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    suspend_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    suspend_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The stock last sent to the market.
+    stock: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
@@ -85,3 +111,31 @@ class ListingBlock(Base):
     evaluated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+SYNC_KINDS = ("suspend", "update")
+
+
+class SyncOutbox(Base):
+    """Sync work recorded by the collect merge in its own transaction (a product whose cost,
+    shipping, stock or status changed) and published after that transaction commits; a row
+    still unpublished after a crash is published by the sync sweep."""
+
+    __tablename__ = "sync_outbox"
+    __table_args__ = (
+        CheckConstraint(f"kind IN {SYNC_KINDS!r}", name="kind_known"),
+        Index(
+            "ix_sync_outbox_unpublished",
+            "kind",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    product_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()")
+    )
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -52,6 +52,7 @@ from dropship.platforms.interfaces import (
     BuyerInfo,
     MarketListingRequest,
     MarketListingResult,
+    MarketListingState,
     MarketOrder,
     MarketOrderItem,
     TrackingUpload,
@@ -80,6 +81,15 @@ SHIPPED_STATUSES = frozenset({"DEPARTURE", "DELIVERING", "FINAL_DELIVERY", "NONE
 # Per-box invoice result codes that re-sending the same invoice cannot fix, whatever
 # ``retryRequired`` says (Coupang marks a duplicate invoice number "retry required").
 _PERMANENT_INVOICE_CODES = frozenset({"DUPLICATE_INVOICE_NUMBER", "INVALID_INVOICE_NUMBER"})
+
+# Seller-product approval states (statusName) -> sale state; "approved" means the vendor items'
+# own sale state decides. Any other value (심사중, 임시저장, 승인대기중, ...) is pending review.
+_COUPANG_APPROVAL_STATES: dict[str, Any] = {
+    "승인완료": "approved",
+    "부분승인완료": "approved",
+    "승인반려": "refused",
+    "상품삭제": "deleted",
+}
 
 # Fields of an order sheet that are buyer personal data: never kept in ``raw``.
 _PERSONAL_FIELDS = ("orderer", "receiver", "parcelPrintMessage")
@@ -399,6 +409,71 @@ class CoupangConnector:
     def resume_listing(self, market_product_id: str) -> None:
         for vendor_item_id in self._vendor_item_ids(market_product_id):
             self._seller_call("PUT", f"{SELLER_API}/vendor-items/{vendor_item_id}/sales/resume")
+
+    # ------------------------------------------------------------------ read back (sync)
+
+    def get_listing(self, market_product_id: str) -> MarketListingState | None:
+        """What Coupang shows for one seller product, or None when Coupang does not know it.
+
+        ``GET seller-products/{sellerProductId}`` gives the approval state (``statusName``) and
+        the vendor items; each approved item's sale state, stock and price come from
+        ``GET vendor-items/{vendorItemId}/inventories`` (``onSale``, ``amountInStock``,
+        ``salePrice``), the read that shows whether a sale stop really took effect. An approved
+        product is ``on_sale`` when at least one item is on sale with stock, else ``suspended``.
+        """
+        number = common.numeric_id(MARKET, market_product_id)
+        status, body = self._call(
+            "GET", f"{SELLER_API}/seller-products/{number}", ok_statuses=(400, 404)
+        )
+        data = body.get("data")
+        if body.get("code") != "SUCCESS" or not isinstance(data, dict):
+            if status in (400, 404):
+                return None  # "상품이 존재하지 않습니다": not (or no longer) this vendor's
+            raise TransientError(f"coupang seller product {market_product_id}: malformed response")
+        items = [i for i in data.get("items") or [] if isinstance(i, dict)]
+        sku = next((str(i["externalVendorSku"]) for i in items if i.get("externalVendorSku")), None)
+        name = common.str_or_none(data.get("sellerProductName"))
+        approval = str(data.get("statusName") or "")
+        state = _COUPANG_APPROVAL_STATES.get(approval, "pending")
+        item_ids = [int(i["vendorItemId"]) for i in items if i.get("vendorItemId")]
+        if state != "approved" or not item_ids:
+            # Not approved (yet): no vendor items to read; the product shows nothing on sale.
+            prices = [int(i["salePrice"]) for i in items if i.get("salePrice") is not None]
+            return MarketListingState(
+                market_product_id=str(number),
+                external_sku=sku,
+                sale_state="pending" if state == "approved" else state,
+                sale_price=min(prices) if prices else None,
+                stock=None,
+                name=name,
+                raw={"statusName": approval},
+            )
+        self._remember_items(str(number), tuple(item_ids))
+        on_sale = False
+        stock = 0
+        prices = []
+        for vendor_item_id in item_ids:
+            inventory = self._seller_call(
+                "GET", f"{SELLER_API}/vendor-items/{vendor_item_id}/inventories"
+            )
+            if not isinstance(inventory, dict):
+                raise TransientError(
+                    f"coupang vendor item {vendor_item_id}: malformed inventory response"
+                )
+            amount = int(inventory.get("amountInStock") or 0)
+            stock += amount
+            if inventory.get("salePrice") is not None:
+                prices.append(int(inventory["salePrice"]))
+            on_sale = on_sale or (inventory.get("onSale") is True and amount > 0)
+        return MarketListingState(
+            market_product_id=str(number),
+            external_sku=sku,
+            sale_state="on_sale" if on_sale else "suspended",
+            sale_price=min(prices) if prices else None,
+            stock=stock,
+            name=name,
+            raw={"statusName": approval},
+        )
 
     # ------------------------------------------------------------------ orders
 

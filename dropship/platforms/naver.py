@@ -44,8 +44,10 @@ from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import AuthRejectedError, PlatformHttp
 from dropship.platforms.interfaces import (
     BuyerInfo,
+    ListingSaleState,
     MarketListingRequest,
     MarketListingResult,
+    MarketListingState,
     MarketOrder,
     MarketOrderItem,
     TrackingUpload,
@@ -65,6 +67,19 @@ MAX_PAGES_PER_WINDOW = 2_000
 MAX_OPTIONAL_IMAGES = 9
 # A seller management code normally matches one listing; a page this size also shows duplicates.
 SKU_SEARCH_PAGE_SIZE = 100
+
+# Origin product statusType -> normalised sale state (see NaverConnector.get_listing).
+_NAVER_SALE_STATES: dict[str, ListingSaleState] = {
+    "SALE": "on_sale",
+    "OUTOFSTOCK": "suspended",
+    "SUSPENSION": "suspended",
+    "CLOSE": "suspended",
+    "WAIT": "pending",
+    "PROHIBITION": "refused",
+    "UNADMISSION": "refused",
+    "REJECTION": "refused",
+    "DELETE": "deleted",
+}
 
 # lastChangedTo is inclusive (file id 46062719477); asking up to 1 ms before the end keeps our
 # windows half-open (Naver's times carry milliseconds), so a change at a window's end is read by
@@ -399,6 +414,50 @@ class NaverConnector:
     def _change_status(self, market_product_id: str, change: dict[str, Any]) -> None:
         path = f"{_origin_product_path(market_product_id, api='v1')}/change-status"
         self._call("PUT", path, json=change)
+
+    # ------------------------------------------------------------------ read back (sync)
+
+    def get_listing(self, market_product_id: str) -> MarketListingState | None:
+        """What Naver shows for one origin product (``GET /external/v2/products/origin-products/
+        {no}``), or None when Naver does not know it (404). ``statusType`` SALE is ``on_sale``
+        (``suspended`` when its stock is 0 or the channel product's display is off), OUTOFSTOCK,
+        SUSPENSION and CLOSE are ``suspended``, WAIT ``pending``, PROHIBITION / UNADMISSION /
+        REJECTION ``refused``, DELETE ``deleted``."""
+        status, body = self._call(
+            "GET", _origin_product_path(market_product_id), ok_statuses=(404,)
+        )
+        if status == 404:
+            return None
+        origin = body.get("originProduct")
+        if not isinstance(origin, dict):
+            raise TransientError(f"naver origin product {market_product_id}: malformed response")
+        status_type = str(origin.get("statusType") or "")
+        found = _NAVER_SALE_STATES.get(status_type)
+        if found is None:
+            raise TransientError(
+                f"naver origin product {market_product_id}: unknown statusType {status_type!r}"
+            )
+        stock = origin.get("stockQuantity")
+        stock = int(stock) if isinstance(stock, int | float) else None
+        channel = body.get("smartstoreChannelProduct")
+        display = (channel or {}).get("channelProductDisplayStatusType")
+        state: ListingSaleState = found
+        if state == "on_sale" and (stock == 0 or display == "SUSPENSION"):
+            state = "suspended"
+        detail = origin.get("detailAttribute") or {}
+        code = ((detail.get("sellerCodeInfo") or {}) if isinstance(detail, dict) else {}).get(
+            "sellerManagementCode"
+        )
+        price = origin.get("salePrice")
+        return MarketListingState(
+            market_product_id=common.numeric_id(MARKET, market_product_id),
+            external_sku=common.str_or_none(code),
+            sale_state=state,
+            sale_price=int(price) if isinstance(price, int | float) else None,
+            stock=stock,
+            name=common.str_or_none(origin.get("name")),
+            raw={"statusType": status_type},
+        )
 
     # ------------------------------------------------------------------ orders
 

@@ -173,6 +173,10 @@ class FaultConfig:
     # or "mixed" (one of the three per request, from the seeded generator).
     lost_response_rate: float = 0.0
     lost_response_mode: str = "mixed"
+    # Markets (coupang, naver): the next N suspension / stock-zero requests are answered 200 as
+    # usual and silently not applied (counter ``dropped_suspensions``). Each dropped request
+    # lowers it by one. The overselling bug a client must catch by reading the listing back.
+    drop_suspensions: int = 0
 
     RATE_FIELDS: ClassVar[tuple[str, ...]] = (
         "error_rate",
@@ -192,6 +196,8 @@ class FaultConfig:
             raise ValueError("fault error_rate + timeout_rate must not exceed 1")
         if self.slow_ms < 0 or self.timeout_s < 0:
             raise ValueError("fault slow_ms and timeout_s must not be negative")
+        if self.drop_suspensions < 0:
+            raise ValueError("fault drop_suspensions must not be negative")
         if self.lost_response_mode not in self.LOST_RESPONSE_MODES:
             raise ValueError(
                 f"fault lost_response_mode must be one of {self.LOST_RESPONSE_MODES}, "
@@ -408,6 +414,17 @@ class SandboxState:
         with self.lock:
             rate = getattr(self.faults[platform], rate_name)
             return rate > 0 and self._fault_rngs[platform].random() < rate
+
+    def drop_suspension(self, platform: str) -> bool:
+        """True when this suspension / stock-zero request must be accepted and not applied (the
+        ``drop_suspensions`` fault); spends one from the fault's count and counts it."""
+        with self.lock:
+            faults = self.faults[platform]
+            if faults.drop_suspensions <= 0:
+                return False
+            self.faults[platform] = replace(faults, drop_suspensions=faults.drop_suspensions - 1)
+            self.counters["dropped_suspensions"][platform] += 1
+            return True
 
     @staticmethod
     def _check_platform(platform: str) -> None:

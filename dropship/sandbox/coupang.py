@@ -11,7 +11,8 @@ Faithful to the real gateway where it matters to a client:
   (The world clock offset that tests add is business time, not transport time.)
 * **Products** (``/v2/providers/seller_api/apis/api/v1/marketplace``): ``seller-products``
   create / get, lookup by ``external-vendor-sku-codes/{code}``, and per vendor item
-  ``prices/{price}``, ``quantities/{qty}``, ``sales/stop`` / ``sales/resume``.
+  ``prices/{price}``, ``quantities/{qty}``, ``sales/stop`` / ``sales/resume``, ``inventories``
+  (read: ``amountInStock``, ``salePrice``, ``onSale``).
   Like the real API, a second product carrying an ``externalVendorSku`` the vendor already uses
   is created all the same (a duplicate listing); the lookup then answers every product with
   that key, oldest first. ``counts.listings`` counts products per key, so a client that
@@ -32,7 +33,9 @@ Faithful to the real gateway where it matters to a client:
 Orders arrive by themselves at ``SandboxConfig.order_rate_per_min`` (deterministic Poisson
 arrivals from the seed, for products the vendor has listed), and tests create them on demand with
 ``POST /_sandbox/coupang/orders``. Faults: ``duplicate_order_rate`` re-delivers the last order of
-a page at the start of the next one; ``malformed_rate`` drops a required field from an order.
+a page at the start of the next one; ``malformed_rate`` drops a required field from an order;
+``drop_suspensions`` (a count) answers that many ``sales/stop`` or ``quantities/0`` requests as
+done without applying them.
 """
 
 from __future__ import annotations
@@ -732,8 +735,10 @@ class VendorItemQuantityHandler(CoupangHandler):
         qty = _int_arg(quantity, "quantity")
         if qty < 0:
             return self.seller_error(400, f"quantity must not be negative, got {quantity}")
-        with self.state.lock:
-            item.quantity = qty
+        # The drop_suspensions fault: a stock-zero request answered as done and not applied.
+        if not (qty == 0 and self.state.drop_suspension(PLATFORM)):
+            with self.state.lock:
+                item.quantity = qty
         self.seller_ok(None, "재고 변경을 완료했습니다.")
 
 
@@ -744,9 +749,32 @@ class VendorItemSalesHandler(CoupangHandler):
         item = self.vendor_item_or_error(vendor_item_id)
         if item is None:
             return
-        with self.state.lock:
-            item.on_sale = action == "resume"
+        # The drop_suspensions fault: a sale stop answered as done and not applied.
+        if not (action == "stop" and self.state.drop_suspension(PLATFORM)):
+            with self.state.lock:
+                item.on_sale = action == "resume"
         self.seller_ok(None, "판매 재개 완료" if action == "resume" else "판매 중지 완료")
+
+
+class VendorItemInventoryHandler(CoupangHandler):
+    """``GET vendor-items/{vendorItemId}/inventories`` (아이템별 수량/가격/상태 조회): the item's
+    stock, price and whether it is on sale, ``{sellerItemId, amountInStock, salePrice, onSale}``."""
+
+    endpoint = "vendor-items.inventories"
+
+    def get(self, vendor_item_id: str) -> None:
+        item = self.vendor_item_or_error(vendor_item_id)
+        if item is None:
+            return
+        with self.state.lock:
+            self.seller_ok(
+                {
+                    "sellerItemId": item.seller_product_item_id,
+                    "amountInStock": item.quantity,
+                    "salePrice": item.sale_price,
+                    "onSale": item.on_sale,
+                }
+            )
 
 
 def _parse_window(
@@ -1099,6 +1127,11 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     yield (
         rf"{p}{SELLER_API}/vendor-items/([0-9]+)/sales/(stop|resume)",
         VendorItemSalesHandler,
+        kw,
+    )
+    yield (
+        rf"{p}{SELLER_API}/vendor-items/([0-9]+)/inventories",
+        VendorItemInventoryHandler,
         kw,
     )
     yield (rf"{p}{OPENAPI_V4}/([^/]+)/ordersheets", OrderSheetsHandler, kw)

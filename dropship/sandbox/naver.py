@@ -27,7 +27,9 @@
   orders per call; carrier codes from Naver's table only, ``LOTTE`` is a ``TypeMismatch``).
 
 Faults: ``duplicate_order_rate`` makes the next page start with this page's last change again;
-``malformed_rate`` drops ``productOrder`` from a ``query`` result.
+``malformed_rate`` drops ``productOrder`` from a ``query`` result; ``drop_suspensions`` (a count)
+answers that many ``SUSPENSION``/``OUTOFSTOCK``/zero-stock writes (change-status or the origin
+product ``PUT``) as done without applying them.
 """
 
 from __future__ import annotations
@@ -612,6 +614,16 @@ class OriginProductHandler(NaverHandler):
         problem = _validate_origin(origin) or _validate_channel(channel)
         if problem:
             return self.bad_input(*problem)
+        # The drop_suspensions fault: a stock-zero or SUSPENSION write answered and not applied.
+        if (
+            int(origin["stockQuantity"]) == 0 or origin.get("statusType") == "SUSPENSION"
+        ) and self.state.drop_suspension(PLATFORM):
+            return self.write_json(
+                {
+                    "originProductNo": product.origin_product_no,
+                    "smartstoreChannelProductNo": product.channel_product_no,
+                }
+            )
         with self.state.lock:
             if int(origin["stockQuantity"]) == 0:
                 origin["statusType"] = "OUTOFSTOCK"
@@ -641,6 +653,13 @@ class ChangeStatusHandler(NaverHandler):
         stock = body.get("stockQuantity")
         if stock is not None and (not isinstance(stock, int) or stock < 0):
             return self.bad_input("stockQuantity", "stockQuantity는 0 이상이어야 합니다.")
+        if (target in ("SUSPENSION", "OUTOFSTOCK") or stock == 0) and self.state.drop_suspension(
+            PLATFORM
+        ):
+            # The drop_suspensions fault: answered as done, not applied.
+            return self.write_json(
+                {"originProductNo": product.origin_product_no, "statusType": target}
+            )
         with self.state.lock:
             current = product.status
             if target == "SALE" and current in ("OUTOFSTOCK", "SUSPENSION") and not stock:
