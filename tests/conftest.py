@@ -175,6 +175,8 @@ DATA_TABLES = (
     "purchase_orders",
     "orders",
     "listings",
+    "image_uploads",
+    "images",
     "product_rejects",
     "staging_products",
     "collect_runs",

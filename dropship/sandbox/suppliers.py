@@ -106,6 +106,7 @@ class SupplierWorld:
             price_drift=config.price_drift,
             soldout_rate=config.soldout_rate,
             malformed_rate=self.state.faults[supplier].malformed_rate,
+            image_base=self.state.image_base,
         )
 
     def items(self, supplier: str, start: int = 0) -> Iterator[CatalogItem]:
@@ -120,6 +121,7 @@ class SupplierWorld:
             soldout_rate=config.soldout_rate,
             malformed_rate=self.state.faults[supplier].malformed_rate,
             start=start,
+            image_base=self.state.image_base,
         )
 
     # ---- orders: recorded as asked, duplicates included, like a real supplier
