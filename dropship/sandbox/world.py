@@ -204,9 +204,7 @@ def generate_item(
                 )
             )
     stock = 0 if soldout else (sum(o.stock for o in options) or rng.randrange(1, 500))
-    images = tuple(
-        f"{image_base}/{supplier}/{index}/{n}.jpg" for n in range(rng.randint(1, 3))
-    )
+    images = tuple(f"{image_base}/{supplier}/{index}/{n}.jpg" for n in range(rng.randint(1, 3)))
     # Last touched at some point in the 30 days before the world epoch...
     updated_at = WORLD_EPOCH - timedelta(seconds=rng.randrange(60, 30 * 86_400))
     price = base_price
