@@ -19,7 +19,9 @@ class ImageSettings(BaseModel):
         "default: the stack's image server, or the bucket's endpoint URL",
     )
     server_host: str = "127.0.0.1"
-    server_port: int = Field(8090, ge=0, le=65535, description="the stack's image server")
+    server_port: int = Field(
+        0, ge=0, le=65535, description="the stack's image server; 0 picks a free port"
+    )
     s3_bucket: str = "dropship-images"
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"

@@ -78,14 +78,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
 
     async def serve() -> None:
-        app = build_app(args.dir)
-        app.listen(args.port, address=args.host)
-        print(f"image server on http://{args.host}:{args.port} serving {args.dir}", flush=True)
+        sockets = tornado.netutil.bind_sockets(args.port, address=args.host, family=socket.AF_INET)
+        server = tornado.httpserver.HTTPServer(build_app(args.dir))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        # The stack reads this line for the URL it gives the workers.
+        print(f"image server listening on http://{args.host}:{port} for {args.dir}", flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(serve())

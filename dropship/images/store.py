@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from dropship.errors import PermanentError
 from dropship.images.config import ImageSettings
 
 CONTENT_TYPES = {"jpg": "image/jpeg", "webp": "image/webp"}
@@ -143,5 +144,10 @@ def open_store(settings: ImageSettings | None = None) -> ImageStore:
     settings = settings or root.images
     if settings.store == "s3":
         return S3Store(settings)
-    base = settings.public_base_url or f"http://{settings.server_host}:{settings.server_port}"
-    return LocalStore(local_dir(settings, root.data_dir), base)
+    if not settings.public_base_url:
+        # `dropship up` sets it to its image server; without it markets could fetch nothing.
+        raise PermanentError(
+            "images: DROPSHIP_IMAGES__PUBLIC_BASE_URL is not set (start the stack with "
+            "`dropship up`, or point it at the server that serves DROPSHIP_IMAGES__LOCAL_DIR)"
+        )
+    return LocalStore(local_dir(settings, root.data_dir), settings.public_base_url)
