@@ -238,6 +238,9 @@ def process_products(
                     except ImageRefused as refused:
                         _fail(url, refused)
                         outcome = "failed"
+                    except Exception as exc:  # e.g. a URL requests cannot even parse
+                        _fail(url, ImageRefused(f"download failed: {type(exc).__name__}"))
+                        outcome = "failed"
                     counts[outcome] += 1
                     if progress is not None:
                         progress(url, outcome)
