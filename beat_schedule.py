@@ -18,6 +18,13 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute=7, hour=3),
         "options": {"expires": 6 * 3600},
     },
+    # --- images (queue low): fetch, check and store new products' images ahead of the
+    # register sweep (which lists only products with a usable image).
+    "images-process-sweep": {
+        "task": "tasks.images.process_sweep",
+        "schedule": 240.0,
+        "options": {"expires": 230},
+    },
     # --- listings (queue medium): claim and publish registrations of sellable products not
     # yet listed on each market account; also re-publishes claims whose message was lost.
     "listings-register-sweep": {

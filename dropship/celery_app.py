@@ -54,11 +54,18 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     "tasks.listings.*": {"queue": "medium"},
     "tasks.register.*": {"queue": "medium"},
     "tasks.collect.*": {"queue": "low"},
+    "tasks.images.*": {"queue": "low"},
     "tasks.reports.*": {"queue": "low"},
     "tasks.diagnostics.*": {"queue": "low"},
 }
 
-TASK_MODULES = ["tasks.maintenance", "tasks.diagnostics", "tasks.collect", "tasks.listings"]
+TASK_MODULES = [
+    "tasks.maintenance",
+    "tasks.diagnostics",
+    "tasks.collect",
+    "tasks.listings",
+    "tasks.images",
+]
 
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 600.0

@@ -229,6 +229,24 @@ def status() -> None:
     for worker, queues in sorted(replies.items()):
         workers.add_row(worker, ", ".join(q["name"] for q in queues))
     console.print(workers if replies else "[yellow]no workers answered[/]")
+    _status_images()
+
+
+def _status_images() -> None:
+    """Image counts (stored, refused, waiting products); skipped without a database."""
+    from dropship.images.services import image_counts
+
+    try:
+        counts = image_counts()
+    except Exception as exc:  # status still shows queues and workers
+        if _unavailable(exc) is None:
+            raise
+        console.print("[yellow]images: database unavailable[/]")
+        return
+    console.print(
+        "images: {ok} stored, {failed} refused, {pending} pending, {processing} processing; "
+        "{products_waiting} products waiting for a usable image".format(**counts)
+    )
 
 
 @cli.command()
@@ -844,6 +862,105 @@ def listings_suspensions(
                 "error": r["error"] or "",
             }
             for r in rows
+        ],
+    )
+
+
+# --- images -----------------------------------------------------------------------------------
+
+images_cli = typer.Typer(
+    help="Product images: fetch, check, normalise, store.", no_args_is_help=True
+)
+cli.add_typer(images_cli, name="images")
+
+
+@images_cli.command("process")
+def images_process(
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show a progress bar until every image is settled.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="At most this many products.")] = 100_000,
+    timeout: Annotated[float, typer.Option(help="--wait gives up after this many seconds.")] = 3600,
+) -> None:
+    """Publish image batches (queue low) for active products with unprocessed images."""
+    import time
+    from datetime import UTC, datetime
+
+    from dropship.images import services
+    from dropship.runtime import resolved_redis_url
+
+    if not resolved_redis_url():
+        raise _fail("no broker: start the stack with `dropship up`, or set DROPSHIP_REDIS_URL")
+    from tasks.images import publish_batches
+
+    started = datetime.now(UTC)
+    ids = services.pending_product_ids(limit)
+    if not ids:
+        console.print("every product's images are processed")
+        return
+    batches = publish_batches(ids)
+    console.print(f"{len(ids)} products with unprocessed images: {batches} batches enqueued")
+    if not wait:
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + timeout
+    columns = (
+        TextColumn("images"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("ok {task.fields[ok]:,}  failed {task.fields[failed]:,}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("images", total=None, ok=0, failed=0)
+        while True:
+            state = services.batch_progress(ids, started)
+            progress.update(
+                bar,
+                total=state["total"],
+                completed=state["done"],
+                ok=state["ok"],
+                failed=state["failed"],
+            )
+            if state["done"] >= state["total"]:
+                break
+            if time.monotonic() > deadline:
+                raise _fail(
+                    f"{state['total'] - state['done']} images unsettled after {timeout:.0f} s"
+                )
+            time.sleep(0.5)
+    if state["failed"]:
+        console.print("refused images and the products waiting for them: dropship images failed")
+
+
+@images_cli.command("failed")
+def images_failed(limit: Annotated[int, typer.Option(help="Rows shown.")] = 20) -> None:
+    """Refused images with their reasons, and the products waiting for a usable image."""
+    from dropship.images import services
+
+    failed = services.failed_images(limit)
+    waiting = services.waiting_products(limit)
+    if not failed and not waiting:
+        console.print("no refused images, no product waiting for images")
+        return
+    _print_rows(
+        "refused images",
+        [
+            {
+                "url": r["source_url"],
+                "reason": r["reason"],
+                "retry": "next run" if r["transient"] else "after 24 h",
+                "products": r["products"],
+            }
+            for r in failed
+        ],
+    )
+    _print_rows(
+        "products waiting for images",
+        [
+            {"product": r["product_id"], "account": r["account"], "reason": r["reason"]}
+            for r in waiting
         ],
     )
 

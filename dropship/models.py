@@ -22,6 +22,7 @@ def load_all_models() -> MetaData:
     """Import every models module so ``Base.metadata`` knows all tables."""
     from dropship.accounts import models as _accounts  # noqa: F401
     from dropship.catalog import models as _catalog  # noqa: F401
+    from dropship.images import models as _images  # noqa: F401
     from dropship.listings import models as _listings  # noqa: F401
     from dropship.orders import models as _orders  # noqa: F401
 

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dropship.images.config import ImageSettings
 from dropship.platforms.config import PlatformSettings
 
 ENV_PREFIX = "DROPSHIP_"
@@ -138,6 +139,8 @@ class Settings(BaseSettings):
     collect: CollectSettings = CollectSettings()
     # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
     platforms: PlatformSettings = PlatformSettings()
+    # Image download limits, processing and the store: see docs/ARCHITECTURE.md "Images".
+    images: ImageSettings = ImageSettings()
 
     @field_validator("database_url")
     @classmethod

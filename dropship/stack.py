@@ -110,6 +110,8 @@ class Stack:
     database_url: str = ""
     redis_url: str = ""
     sandbox_url: str | None = None
+    # DROPSHIP_IMAGES__* for the children, once the image server is up.
+    image_env: dict[str, str] = field(default_factory=dict)
     server_pids: dict[str, int] = field(default_factory=dict)
     _children_run_as: RunAs | None = None
     _stopping: bool = False
@@ -165,6 +167,7 @@ class Stack:
                     "no platform accounts configured: connectors use the sandbox accounts "
                     "(<platform>_main, coupang_second, naver_second)"
                 )
+        self._start_image_server()
         self._start_celery()
         self._wait_ready(started)
         self._print_summary(time.monotonic() - started)
@@ -278,6 +281,7 @@ class Stack:
             env["DROPSHIP_PLATFORMS__ACCOUNTS"] = json.dumps(
                 sandbox_account_config(self.sandbox_url)
             )
+        env.update(self.image_env)  # where workers store images and the URL markets fetch
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -320,6 +324,47 @@ class Stack:
                 raise StackError(f"sandbox exited early; see {child.log}")
             time.sleep(0.1)
         raise StackError(f"sandbox did not start in 30 s; see {child.log}")
+
+    def _start_image_server(self) -> None:
+        """The local image store over HTTP (markets download our vendorPath URLs from it);
+        not needed when images go to S3 or another server is configured."""
+        images = self.settings.images
+        if images.store != "local" or images.public_base_url:
+            return
+        root = images.local_dir or (self.data_dir / "images")
+        root.mkdir(parents=True, exist_ok=True)
+        run_as = self.children_run_as()
+        if run_as.is_other and images.local_dir is None:
+            chown(root, run_as)  # workers write the processed images there
+        child = self._spawn(
+            "images",
+            [
+                sys.executable,
+                "-m",
+                "dropship.images.server",
+                "--dir",
+                str(root),
+                "--host",
+                images.server_host,
+                "--port",
+                str(images.server_port),
+            ],
+            where="",
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            match = re.search(r"listening on (http://\S+)", child.log.read_text(errors="replace"))
+            if match:
+                child.where = match.group(1)
+                self.image_env = {
+                    "DROPSHIP_IMAGES__LOCAL_DIR": str(root.resolve()),
+                    "DROPSHIP_IMAGES__PUBLIC_BASE_URL": match.group(1),
+                }
+                return
+            if child.process.poll() is not None:
+                raise StackError(f"image server exited early; see {child.log}")
+            time.sleep(0.1)
+        raise StackError(f"image server did not start in 30 s; see {child.log}")
 
     def _start_celery(self) -> None:
         s = self.settings

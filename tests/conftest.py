@@ -176,6 +176,8 @@ DATA_TABLES = (
     "orders",
     "listings",
     "sync_outbox",
+    "image_uploads",
+    "images",
     "product_rejects",
     "staging_products",
     "collect_runs",

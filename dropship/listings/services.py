@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from dropship import db
 from dropship.errors import PermanentError, TransientError
+from dropship.images.services import gate_decisions, listing_images
 from dropship.listings.rules import Decision, MarketAccount, evaluate_products
 from dropship.platforms.interfaces import MarketConnector, MarketListingRequest, ProductOption
 from dropship.settings import get_settings
@@ -117,6 +119,8 @@ def plan_registrations(
         for start in range(0, len(candidates), EVALUATE_CHUNK):
             chunk = candidates[start : start + EVALUATE_CHUNK]
             decisions = evaluate_products(session, chunk, market_account)
+            # A product without a usable image waits (listing_blocks code "images").
+            decisions = gate_decisions(session, decisions, market_account.name)
             rows = [
                 {
                     "p": d.product_id,
@@ -216,7 +220,7 @@ def _request(row: Any) -> MarketListingRequest:
 
 _LISTING = text(
     """
-    SELECT l.id, l.status, l.external_sku, l.sale_price, l.market_category,
+    SELECT l.id, l.product_id, l.status, l.external_sku, l.sale_price, l.market_category,
            l.options AS listing_options, p.name, p.stock, p.images, p.options AS product_options
     FROM listings l JOIN products p ON p.id = l.product_id
     WHERE l.id = :id AND l.account_id = (SELECT id FROM accounts WHERE name = :account)
@@ -281,7 +285,9 @@ def register_listings(
                 )
                 conn.commit()
                 try:
-                    result = connector.create_listing(_request(row))
+                    # Only images this market accepts, hosted where it wants them.
+                    images = listing_images(account, connector.market, row.product_id, connector)
+                    result = connector.create_listing(replace(_request(row), images=images))
                 except TransientError as exc:
                     transient = transient or exc
                     conn.execute(

@@ -35,6 +35,7 @@ from typing import Any
 
 import bcrypt
 import requests
+from urllib3 import encode_multipart_formdata
 
 from dropship.errors import PermanentError, TransientError
 from dropship.platforms import _market_common as common
@@ -65,6 +66,8 @@ MAX_DISPATCH = 30
 MAX_CONFIRM = 30
 MAX_PAGES_PER_WINDOW = 2_000
 MAX_OPTIONAL_IMAGES = 9
+IMAGE_UPLOAD_PATH = "/external/v1/product-images/upload"
+MAX_UPLOAD_IMAGES = 10  # images per upload call
 # A seller management code normally matches one listing; a page this size also shows duplicates.
 SKU_SEARCH_PAGE_SIZE = 100
 
@@ -186,6 +189,8 @@ class NaverConnector:
         *,
         params: dict[str, Any] | None = None,
         json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
         ok_statuses: tuple[int, ...] = (),
     ) -> tuple[int, dict[str, Any]]:
@@ -205,6 +210,8 @@ class NaverConnector:
                     path,
                     params=params,
                     json=json,
+                    data=data,
+                    headers=headers,
                     auth_hook=bearer,
                     idempotent=idempotent,
                     ok_statuses=ok_statuses,
@@ -216,6 +223,39 @@ class NaverConnector:
                 raise
             return response.status_code, common.json_object(response, MARKET, method, path)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ images
+
+    def upload_images(self, files: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Upload images to Naver's own image host (``POST /external/v1/product-images/upload``,
+        multipart ``imageFiles``, at most :data:`MAX_UPLOAD_IMAGES` per call); returns their
+        Naver URLs in the order sent. Naver refuses product images hosted anywhere else.
+        Repeating an upload only makes a second hosted copy, so it is retried like a read."""
+        if not files:
+            return []
+        if len(files) > MAX_UPLOAD_IMAGES:
+            raise PermanentError(
+                f"naver image upload: {len(files)} images, at most {MAX_UPLOAD_IMAGES} per call"
+            )
+        body, content_type = encode_multipart_formdata(
+            [("imageFiles", (name, data, "image/jpeg")) for name, data in files]
+        )
+        status, answer = self._call(
+            "POST",
+            IMAGE_UPLOAD_PATH,
+            data=body,
+            headers={"Content-Type": content_type},
+            idempotent=True,
+            ok_statuses=(400,),
+        )
+        images = answer.get("images") if status == 200 else None
+        urls = [i.get("url") for i in images or [] if isinstance(i, dict)]
+        if status != 200 or len(urls) != len(files) or not all(urls):
+            raise PermanentError(
+                f"naver image upload -> HTTP {status} {answer.get('code')}: "
+                f"{str(answer.get('message'))[:200]}"
+            )
+        return [str(u) for u in urls]
 
     # ------------------------------------------------------------------ listings
 

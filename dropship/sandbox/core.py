@@ -62,6 +62,7 @@ T = TypeVar("T")
 # runs while they are being written); a module that exists but fails to import is an error.
 PLATFORM_MODULES: tuple[str, ...] = (
     "dropship.sandbox.suppliers",
+    "dropship.sandbox.images",
     "dropship.sandbox.ownerclan",
     "dropship.sandbox.domeggook",
     "dropship.sandbox.gentrade",
@@ -252,6 +253,9 @@ class SandboxState:
         self.lock = threading.RLock()
         self.initial_config = config or SandboxConfig()
         self.mounted_platforms: list[str] = []
+        # Base URL of the catalog images (dropship/sandbox/images.py); the server sets it to its
+        # own address once listening, and reset keeps it.
+        self.image_base = "https://img.sandbox.invalid"
         self._reset_locked(self.initial_config)
 
     # ---- lifecycle
@@ -880,6 +884,7 @@ class SandboxServer:
         server.add_sockets(sockets)
         self._server = server
         self.port = sockets[0].getsockname()[1]
+        self.state.image_base = f"{self.base_url}/images"
 
     def stop(self, timeout_s: float = 10.0) -> None:
         loop, thread = self._loop, self._thread

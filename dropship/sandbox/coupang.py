@@ -26,6 +26,10 @@ Faithful to the real gateway where it matters to a client:
   ``INVALID_STATUS``, ``retryRequired: false``), one result per box. A blind re-send after a lost
   answer is therefore refused, as on Coupang. ``code`` is 200 (number) in lists and "200" elsewhere,
   as the documents' samples show.
+* **Images**: creating a product downloads every ``vendorPath`` (asynchronously, 10 s timeout,
+  5 MB at most) and decodes it in a worker thread; the product is refused when one cannot be
+  fetched or decoded, is not JPG/PNG, is outside 100-5000 px, or a REPRESENTATION image is not
+  square; a vendorPath is at most 150 characters (``counts.coupang_image_fetches`` per URL).
 * **Throttling** per vendor: the core's token bucket answers excess with 429; sustained excess
   blocks the vendor for minutes of world time (:class:`ThrottlePolicy`,
   ``/_sandbox/coupang/throttle``).
@@ -40,6 +44,7 @@ done without applying them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import math
@@ -52,6 +57,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import tornado.httpclient
 import tornado.web
 
 from dropship.sandbox._market_common import (
@@ -63,6 +69,7 @@ from dropship.sandbox._market_common import (
 )
 from dropship.sandbox.core import AdminHandler, RateDecision, RouteSpec, SandboxState
 from dropship.sandbox.credentials import accounts_for
+from dropship.sandbox.images import inspect_image
 
 PLATFORM = "coupang"
 SELLER_API = "/v2/providers/seller_api/apis/api/v1/marketplace"
@@ -648,6 +655,15 @@ def _int_arg(raw: str, name: str) -> int:
         raise tornado.web.HTTPError(400, reason=f"{name} must be a number, got {raw!r}") from None
 
 
+# Image rules (docs/PLATFORMS.md "Images"), kept apart from dropship.images.rules on purpose.
+MAX_ITEM_IMAGES = 10  # one REPRESENTATION + up to 9 DETAIL
+MAX_VENDOR_PATH = 150
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+IMAGE_FORMATS = frozenset({"JPEG", "PNG"})
+MIN_IMAGE_PX = 100
+MAX_IMAGE_PX = 5000
+IMAGE_FETCH_TIMEOUT_S = 10.0
+
 _REQUIRED_PRODUCT_FIELDS = ("displayCategoryCode", "sellerProductName", "vendorId", "items")
 _REQUIRED_ITEM_FIELDS = ("itemName", "salePrice", "maximumBuyCount")
 
@@ -655,7 +671,7 @@ _REQUIRED_ITEM_FIELDS = ("itemName", "salePrice", "maximumBuyCount")
 class SellerProductsHandler(CoupangHandler):
     endpoint = "seller-products.create"
 
-    def post(self) -> None:
+    async def post(self) -> None:
         body = self.body_object()
         missing = [f for f in _REQUIRED_PRODUCT_FIELDS if body.get(f) in (None, "", [])]
         if missing:
@@ -676,11 +692,65 @@ class SellerProductsHandler(CoupangHandler):
                 return self.seller_error(
                     400, f"items[{n}].salePrice must be a positive multiple of 10, got {price!r}"
                 )
+        problem = await self.image_problem(items)
+        if problem:
+            return self.seller_error(400, problem)
         try:
             product = self.world.create_product(self.vendor_id, body)
         except (KeyError, TypeError, ValueError) as exc:
             return self.seller_error(400, f"invalid product: {exc}")
         self.seller_ok(product.seller_product_id, "상품이 등록되었습니다.")
+
+    async def image_problem(self, items: list[dict[str, Any]]) -> str | None:
+        """Coupang downloads every ``vendorPath`` into its CDN and refuses the product when one
+        cannot be fetched or decoded, or breaks its image rules. Fetched asynchronously and
+        decoded in a worker thread, so the IOLoop keeps serving meanwhile."""
+        paths: dict[str, bool] = {}  # url -> is a representative image
+        for n, item in enumerate(items):
+            images = item.get("images")
+            if not isinstance(images, list) or not images:
+                return f"items[{n}].images: 대표이미지는 필수입니다."
+            if len(images) > MAX_ITEM_IMAGES:
+                return f"items[{n}].images: 이미지는 최대 {MAX_ITEM_IMAGES}개입니다."
+            kinds = [i.get("imageType") for i in images if isinstance(i, dict)]
+            if kinds.count("REPRESENTATION") != 1:
+                return f"items[{n}].images: REPRESENTATION 이미지는 1개여야 합니다."
+            for image in images:
+                path = image.get("vendorPath") if isinstance(image, dict) else None
+                if not isinstance(path, str) or not path.startswith(("http://", "https://")):
+                    return f"items[{n}].images: vendorPath가 올바르지 않습니다: {str(path)[:80]}"
+                if len(path) > MAX_VENDOR_PATH:
+                    return f"vendorPath 최대 길이({MAX_VENDOR_PATH})를 넘었습니다: {path[:80]}"
+                paths[path] = paths.get(path, False) or image.get("imageType") == "REPRESENTATION"
+        client = tornado.httpclient.AsyncHTTPClient(
+            force_instance=True, max_body_size=MAX_IMAGE_BYTES + 1
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            for url, representative in paths.items():
+                self.count("coupang_image_fetches", url)
+                try:
+                    response = await client.fetch(
+                        url, request_timeout=IMAGE_FETCH_TIMEOUT_S, raise_error=False
+                    )
+                except Exception as exc:  # too large, connection refused, bad host
+                    return f"이미지를 다운로드할 수 없습니다: {url[:100]} ({type(exc).__name__})"
+                if response.code != 200 or response.body is None:
+                    return f"이미지를 다운로드할 수 없습니다: {url[:100]} (HTTP {response.code})"
+                data = response.body
+                try:
+                    fmt, width, height = await loop.run_in_executor(None, inspect_image, data)
+                except ValueError as exc:
+                    return f"이미지를 읽을 수 없습니다: {url[:100]} ({exc})"
+                if fmt not in IMAGE_FORMATS:
+                    return f"지원하지 않는 이미지 형식입니다: {url[:100]} ({fmt})"
+                if not MIN_IMAGE_PX <= min(width, height) <= max(width, height) <= MAX_IMAGE_PX:
+                    return f"이미지 크기가 규격을 벗어났습니다: {url[:100]} ({width}x{height})"
+                if representative and width != height:
+                    return f"대표이미지는 정사각형이어야 합니다: {url[:100]} ({width}x{height})"
+        finally:
+            client.close()
+        return None
 
 
 class SellerProductHandler(CoupangHandler):

@@ -20,6 +20,10 @@
   second product with a seller management code already in use is created all the same (a
   duplicate listing; the search then finds both). ``counts.listings`` counts products per code,
   so a client that registers twice shows up as 2.
+* **Images**: ``POST /external/v1/product-images/upload`` (multipart ``imageFiles``, 1-10 per
+  call, JPG/GIF/PNG/BMP decoded from the bytes, <= 20 MB, >= 600 px) answers URLs on the
+  sandbox's Naver image host (``/naver/phinf/<no>/<name>``); product create and update refuse
+  any image URL that is not on that host (``counts.naver_image_uploads`` counts uploads).
 * **Orders**: ``GET .../product-orders/last-changed-statuses`` (``lastChangedFrom``/``To`` ISO-8601,
   both inclusive, at most 24 h, ``limitCount`` <= 300, continuation through ``data.more.moreFrom``
   / ``moreSequence``; an empty range is answered without ``data``), ``POST
@@ -57,6 +61,7 @@ from dropship.sandbox._market_common import (
 )
 from dropship.sandbox.core import AdminHandler, RouteSpec, SandboxState
 from dropship.sandbox.credentials import accounts_for
+from dropship.sandbox.images import inspect_image
 
 PLATFORM = "naver"
 EXT = "/external"
@@ -67,6 +72,13 @@ MAX_LIMIT_COUNT = 300
 MAX_QUERY_IDS = 300
 MAX_DISPATCH = 30
 MAX_CONFIRM = 30
+# Image rules (docs/PLATFORMS.md "Images"): the upload API's count, formats and size, and the
+# smallest side shown; kept here, apart from dropship.images.rules, so a mistake there is caught.
+MAX_UPLOAD_IMAGES = 10
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+UPLOAD_FORMATS = frozenset({"JPEG", "GIF", "PNG", "BMP"})
+MIN_IMAGE_PX = 600
+MAX_OPTIONAL_IMAGES = 9
 PRODUCT_STATUSES_SETTABLE = ("SALE", "OUTOFSTOCK", "SUSPENSION")
 # Naver's delivery-company codes (택배사 코드) the sandbox accepts in dispatch and product
 # delivery info: the domestic part of the dispatch page's code table (a copy of
@@ -220,6 +232,8 @@ class NaverStore:
     next_order_no: int = 2025_0000_0001
     seq: int = 0
     arrivals_until: datetime | None = None
+    # Naver's own image host: number -> (file name, bytes) of each uploaded image.
+    images: dict[int, tuple[str, bytes]] = field(default_factory=dict)
 
 
 class NaverWorld:
@@ -456,6 +470,30 @@ class NaverHandler(MarketHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.naver_error(status_code, "BadRequest" if status_code == 400 else "Error", self._reason)
 
+    def image_host(self) -> str:
+        return f"{self.request.protocol}://{self.request.host}/{PLATFORM}/phinf/"
+
+    def foreign_images(self, origin: dict[str, Any]) -> tuple[str, str] | None:
+        """Naver shows only images on its own image host (uploaded through the image API):
+        any other URL in ``images`` is refused."""
+        images = origin.get("images") or {}
+        urls = [("representativeImage", (images.get("representativeImage") or {}).get("url"))]
+        optional = images.get("optionalImages") or []
+        if not isinstance(optional, list) or len(optional) > MAX_OPTIONAL_IMAGES:
+            return "originProduct.images.optionalImages", "추가 이미지는 최대 9개입니다."
+        urls += [(f"optionalImages[{n}]", (o or {}).get("url")) for n, o in enumerate(optional)]
+        host = self.image_host()
+        for name, url in urls:
+            number = str(url or "")[len(host) :].split("/", 1)[0]
+            with self.state.lock:
+                known = number.isdigit() and int(number) in self.world.store.images
+            if not str(url or "").startswith(host) or not known:
+                return (
+                    f"originProduct.images.{name}.url",
+                    "네이버 이미지 서버에 업로드된 이미지만 사용할 수 있습니다.",
+                )
+        return None
+
     def product_order_ids(self, maximum: int) -> list[str] | None:
         """``productOrderIds`` of the body, or None after answering Naver's bad-input error."""
         ids = self.body_object().get("productOrderIds")
@@ -519,6 +557,67 @@ class TokenHandler(NaverHandler):
         return hmac.compare_digest(expected, presented)
 
 
+class ImageUploadHandler(NaverHandler):
+    """``POST /external/v1/product-images/upload``: multipart ``imageFiles`` (1 to 10 per call;
+    JPG, GIF, PNG or BMP, checked from the bytes by a full decode, at most 20 MB each); answers
+    ``{"images": [{"url": ...}]}`` with URLs on Naver's own image host, in the order sent."""
+
+    endpoint = "product-images.upload"
+
+    def post(self) -> None:
+        files = self.request.files.get("imageFiles") or []
+        if not files:
+            return self.bad_input("imageFiles", "imageFiles 항목은 필수입니다.")
+        if len(files) > MAX_UPLOAD_IMAGES:
+            return self.bad_input(
+                "imageFiles", f"이미지는 한 번에 최대 {MAX_UPLOAD_IMAGES}개까지 올릴 수 있습니다."
+            )
+        for n, upload in enumerate(files):
+            problem = _image_problem(upload["body"])
+            if problem:
+                return self.bad_input(f"imageFiles[{n}]", problem)
+        urls = []
+        with self.state.lock:
+            store = self.world.store
+            for upload in files:
+                number = len(store.images) + 1
+                name = str(upload.get("filename") or "image.jpg").rsplit("/", 1)[-1][:80]
+                store.images[number] = (name, upload["body"])
+                urls.append(f"{self.image_host()}{number}/{name}")
+        self.count("naver_image_uploads", amount=len(files))
+        self.write_json({"images": [{"url": u} for u in urls]})
+
+
+def _image_problem(data: bytes) -> str | None:
+    if len(data) > MAX_UPLOAD_BYTES:
+        return f"이미지 용량은 {MAX_UPLOAD_BYTES // (1024 * 1024)}MB 이하여야 합니다."
+    try:
+        fmt, width, height = inspect_image(data)
+    except ValueError as exc:
+        return f"이미지를 읽을 수 없습니다: {exc}"
+    if fmt not in UPLOAD_FORMATS:
+        return f"지원하지 않는 이미지 형식입니다: {fmt} (JPG, GIF, PNG, BMP)"
+    if min(width, height) < MIN_IMAGE_PX:
+        return f"이미지는 {MIN_IMAGE_PX}x{MIN_IMAGE_PX} 이상이어야 합니다: {width}x{height}"
+    return None
+
+
+class HostedImageHandler(tornado.web.RequestHandler):
+    """``GET /naver/phinf/<no>/<name>``: Naver's image host serving what was uploaded."""
+
+    def initialize(self, state: SandboxState) -> None:
+        self.state = state
+
+    def get(self, number: str, name: str) -> None:
+        store = NaverWorld(self.state).store
+        with self.state.lock:
+            found = store.images.get(int(number))
+        if found is None or found[0] != name:
+            raise tornado.web.HTTPError(404)
+        self.set_header("Content-Type", "image/jpeg")
+        self.write(found[1])
+
+
 _REQUIRED_ORIGIN = ("statusType", "leafCategoryId", "name", "images", "salePrice", "stockQuantity")
 
 
@@ -535,7 +634,9 @@ class ProductsHandler(NaverHandler):
             return self.bad_input(
                 "smartstoreChannelProduct", "smartstoreChannelProduct 항목은 필수입니다."
             )
-        problem = _validate_origin(origin) or _validate_channel(channel)
+        problem = (
+            _validate_origin(origin) or self.foreign_images(origin) or _validate_channel(channel)
+        )
         if problem:
             return self.bad_input(*problem)
         product = self.world.create_product(self.client_id, origin, channel)
@@ -611,7 +712,9 @@ class OriginProductHandler(NaverHandler):
             return self.bad_input(
                 "originProduct", "originProduct와 smartstoreChannelProduct는 필수입니다."
             )
-        problem = _validate_origin(origin) or _validate_channel(channel)
+        problem = (
+            _validate_origin(origin) or self.foreign_images(origin) or _validate_channel(channel)
+        )
         if problem:
             return self.bad_input(*problem)
         # The drop_suspensions fault: a stock-zero or SUSPENSION write answered and not applied.
@@ -936,6 +1039,8 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     p = "/" + PLATFORM
     yield (rf"{p}{EXT}/v1/oauth2/token", TokenHandler, kw)
     yield (rf"{p}{EXT}/v2/products", ProductsHandler, kw)
+    yield (rf"{p}{EXT}/v1/product-images/upload", ImageUploadHandler, kw)
+    yield (rf"{p}/phinf/([0-9]+)/([^/]+)", HostedImageHandler, kw)
     yield (rf"{p}{EXT}/v2/products/origin-products/([0-9]+)", OriginProductHandler, kw)
     yield (rf"{p}{EXT}/v1/products/origin-products/([0-9]+)/change-status", ChangeStatusHandler, kw)
     yield (rf"{p}{EXT}/v1/products/search", ProductSearchHandler, kw)

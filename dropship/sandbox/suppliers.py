@@ -116,6 +116,7 @@ class SupplierWorld:
             price_drift=config.price_drift,
             soldout_rate=config.soldout_rate,
             malformed_rate=self.state.faults[supplier].malformed_rate,
+            image_base=self.state.image_base,
         )
 
     def items(self, supplier: str, start: int = 0) -> Iterator[CatalogItem]:
@@ -130,6 +131,7 @@ class SupplierWorld:
             soldout_rate=config.soldout_rate,
             malformed_rate=self.state.faults[supplier].malformed_rate,
             start=start,
+            image_base=self.state.image_base,
         )
 
     def items_updated_within(

@@ -42,6 +42,9 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
 
 # The world's epoch: product timestamps are spread over the 30 days before it.
 WORLD_EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+# Where catalog images are hosted: the sandbox's own image routes once a server is listening
+# (``SandboxState.image_base``), this unreachable host otherwise.
+DEFAULT_IMAGE_BASE = "https://img.sandbox.invalid"
 # order_arrivals generates at most this window (44,640 world minutes) per call.
 MAX_ARRIVAL_WINDOW = timedelta(days=31)
 
@@ -177,6 +180,7 @@ def generate_item(
     price_drift: float,
     soldout_rate: float,
     malformed_rate: float = 0.0,
+    image_base: str = DEFAULT_IMAGE_BASE,
 ) -> CatalogItem:
     # random.Random(str) seeds through SHA-512: stable across processes (no PYTHONHASHSEED).
     rng = random.Random(f"{seed}:{supplier}:item:{index}")
@@ -200,9 +204,7 @@ def generate_item(
                 )
             )
     stock = 0 if soldout else (sum(o.stock for o in options) or rng.randrange(1, 500))
-    images = tuple(
-        f"https://img.sandbox.invalid/{supplier}/{index}/{n}.jpg" for n in range(rng.randint(1, 3))
-    )
+    images = tuple(f"{image_base}/{supplier}/{index}/{n}.jpg" for n in range(rng.randint(1, 3)))
     # Last touched at some point in the 30 days before the world epoch...
     updated_at = WORLD_EPOCH - timedelta(seconds=rng.randrange(60, 30 * 86_400))
     price = base_price
@@ -243,6 +245,7 @@ def iter_catalog(
     soldout_rate: float,
     malformed_rate: float = 0.0,
     start: int = 0,
+    image_base: str = DEFAULT_IMAGE_BASE,
 ) -> Iterator[CatalogItem]:
     """Products ``start..size-1`` of ``supplier`` at world time ``now``, generated one at a time
     (nothing is kept: memory does not grow with ``size``)."""
@@ -259,6 +262,7 @@ def iter_catalog(
             price_drift=price_drift,
             soldout_rate=soldout_rate,
             malformed_rate=malformed_rate,
+            image_base=image_base,
         )
 
 

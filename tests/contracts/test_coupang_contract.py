@@ -30,6 +30,7 @@ from dropship.platforms.coupang import (
 )
 from dropship.platforms.interfaces import MarketListingRequest, TrackingUpload
 from tests.contracts._shapes import fixture, same_shape, shape_gaps
+from tests.platforms.hosted_images import coupang_image_urls
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("frozen_world_clock")]
 
@@ -59,7 +60,7 @@ def add_orders(sandbox: Any, coupang: CoupangConnector, count: int) -> list[int]
                 sale_price=15_900,
                 stock=10,
                 category_id="56137",
-                images=("https://img.example/t.jpg",),
+                images=coupang_image_urls(sandbox, 1),
             )
         )
     body = {

@@ -16,11 +16,13 @@ import pytest
 from sqlalchemy import Engine, text
 
 from dropship.errors import TransientError
+from dropship.images import services as images
 from dropship.listings import services
 from dropship.sandbox.credentials import sandbox_account_config
 from dropship.settings import get_settings
 from tests.catalog.conftest import worker_env
 from tests.conftest import start_worker, stop_worker
+from tests.images.conftest import HostedStore, fixture_url, image_store  # noqa: F401
 from tests.listings.conftest import add_mapping, add_product, add_rule
 from tests.platforms.conftest import (  # noqa: F401  (fixtures)
     SandboxFixture,
@@ -46,8 +48,25 @@ def accounts(sandbox: SandboxFixture, monkeypatch: pytest.MonkeyPatch) -> Iterat
     get_settings.cache_clear()
 
 
+def process_images(engine: Engine, box: SandboxFixture) -> None:
+    """Registration lists only products with a usable image: give every product a sandbox
+    image and process them all first."""
+    photo = fixture_url(box.base_url, "jpeg", "register", w=900, h=700)
+    with engine.begin() as conn:
+        ids = list(conn.execute(text("SELECT id FROM products")).scalars())
+        conn.execute(
+            text("UPDATE products SET images = jsonb_build_array(CAST(:u AS text))"), {"u": photo}
+        )
+    assert images.process_products(ids)["failed"] == 0
+
+
 @pytest.fixture
-def catalog(rules_db: Engine, accounts: None) -> dict[str, list[int]]:
+def catalog(
+    rules_db: Engine,
+    accounts: None,
+    sandbox: SandboxFixture,  # noqa: F811
+    image_store: HostedStore,  # noqa: F811
+) -> dict[str, list[int]]:
     with rules_db.begin() as conn:
         for market, category in (("coupang", "56137"), ("naver", "50000803")):
             add_rule(conn, market=market, margin="0.2", fee="0.1", min_margin=500)
@@ -59,6 +78,7 @@ def catalog(rules_db: Engine, accounts: None) -> dict[str, list[int]]:
             add_product(conn, status="soldout"),
             add_product(conn, open_market_sellable=False),
         ]
+    process_images(rules_db, sandbox)
     return {"sellable": sellable, "unsellable": unsellable}
 
 
@@ -179,11 +199,13 @@ def test_market_refusal_is_kept_with_its_message_and_not_retried(
     rules_db: Engine,
     accounts: None,
     make_connector: Callable[[str], Any],  # noqa: F811
+    image_store: HostedStore,  # noqa: F811
 ) -> None:
     with rules_db.begin() as conn:
         add_rule(conn, margin="0.2", fee="0.1")
         add_mapping(conn, market_category="not-a-category")
         product = add_product(conn)
+    process_images(rules_db, sandbox)
     ids = services.plan_registrations("coupang_main")["publish"]
     assert services.register_listings("coupang_main", ids, make_connector)["refused"] == 1
     row = listing_rows(rules_db, "coupang_main")[product]

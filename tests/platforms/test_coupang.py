@@ -36,6 +36,7 @@ from dropship.platforms.interfaces import (
 )
 from dropship.platforms.registry import build_connector
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
+from tests.platforms.hosted_images import coupang_image_urls
 
 KST = timezone(timedelta(hours=9))
 WINDOW_START = datetime(2024, 3, 1, 9, 0, tzinfo=KST)
@@ -49,6 +50,16 @@ VENDOR = CREDS["vendor_id"]
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("frozen_world_clock")]
 
 
+# Real, square, decodable images: the sandbox downloads every vendorPath (set per test).
+IMAGES: tuple[str, ...] = ()
+
+
+@pytest.fixture(autouse=True)
+def _listing_images(sandbox: Any) -> None:
+    global IMAGES
+    IMAGES = coupang_image_urls(sandbox)
+
+
 def listing(sku: str = "dsk-coupang-1", **kw: Any) -> MarketListingRequest:
     fields: dict[str, Any] = {
         "external_sku": sku,
@@ -56,7 +67,7 @@ def listing(sku: str = "dsk-coupang-1", **kw: Any) -> MarketListingRequest:
         "sale_price": 15_900,
         "stock": 7,
         "category_id": "56137",
-        "images": ("https://img.example/1.jpg", "https://img.example/2.jpg"),
+        "images": IMAGES,
     }
     fields.update(kw)
     return MarketListingRequest(**fields)

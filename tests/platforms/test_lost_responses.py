@@ -41,6 +41,7 @@ from dropship.platforms.naver import NaverConnector
 from dropship.platforms.ownerclan import OwnerClanConnector
 from dropship.platforms.registry import connector_for
 from dropship.sandbox.suppliers import SupplierWorld
+from tests.platforms.hosted_images import market_image_urls
 
 # World time stands still: no order arrival or price step lands between a create and its retry.
 pytestmark = [pytest.mark.usefixtures("frozen_world_clock"), pytest.mark.timeout(120)]
@@ -203,14 +204,14 @@ def test_control_ownerclan_create_without_lookup_buys_twice(
 # ----------------------------------------------------------------------------- markets
 
 
-def listing(sku: str) -> MarketListingRequest:
+def listing(sku: str, sandbox: Any, market: str) -> MarketListingRequest:
     return MarketListingRequest(
         external_sku=sku,
         name="접이식 캠핑의자",
         sale_price=32_000,
         stock=9,
         category_id="50000156",
-        images=("https://img.example/a.jpg",),
+        images=market_image_urls(sandbox, market),
         shipping_fee=3_000,
     )
 
@@ -236,7 +237,7 @@ def test_retried_create_listing_lists_once_when_every_answer_is_lost(
     conn = market(make_fast_connector, name)
     if name == "naver":
         conn.find_listing_by_external_sku("warm-up")  # token first (never lost: not a change)
-    request = listing(f"lost-{name}-{mode}")
+    request = listing(f"lost-{name}-{mode}", sandbox, name)
     lose_answers(sandbox, name, 1.0, mode)
 
     result, failures = like_celery_retries(conn.create_listing, request)
@@ -258,7 +259,7 @@ def test_many_listings_at_a_high_lost_rate_each_list_once(
     skus = [f"lost-many-{name}-{n}" for n in range(8)]
     total_failures = 0
     for sku in skus:
-        result, failures = like_celery_retries(conn.create_listing, listing(sku))
+        result, failures = like_celery_retries(conn.create_listing, listing(sku, sandbox, name))
         total_failures += failures
         assert result.already_existed == (failures > 0)
     counts = sandbox.counts()
@@ -271,7 +272,7 @@ def test_control_create_without_lookup_lists_twice(
     sandbox: Any, make_fast_connector: Callable[[str], Any], name: str
 ) -> None:
     conn = market(make_fast_connector, name)
-    request = listing(f"lost-control-{name}")
+    request = listing(f"lost-control-{name}", sandbox, name)
     body = conn._product_body(request)
     lose_answers(sandbox, name, 1.0, "5xx")
     assert attempts_failing(2, conn._create_product, request, body) == 2

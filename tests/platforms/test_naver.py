@@ -27,6 +27,7 @@ from dropship.platforms.ratelimit import DEFAULT_RATE_LIMITS
 from dropship.platforms.registry import build_connector
 from dropship.sandbox.core import DEFAULT_SANDBOX_RATE_LIMITS, SandboxRateLimit
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS, SANDBOX_SECOND_ACCOUNTS
+from tests.platforms.hosted_images import naver_hosted_urls
 
 KST = timezone(timedelta(hours=9))
 WINDOW_START = datetime(2024, 3, 1, 9, 0, tzinfo=KST)
@@ -39,6 +40,16 @@ CREDS = SANDBOX_CREDENTIALS["naver"]
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("frozen_world_clock")]
 
 
+# Images on the sandbox's Naver image host: Naver refuses any other URL (set per test).
+IMAGES: tuple[str, ...] = ()
+
+
+@pytest.fixture(autouse=True)
+def _listing_images(sandbox: Any) -> None:
+    global IMAGES
+    IMAGES = naver_hosted_urls(sandbox)
+
+
 def listing(sku: str = "dsk-naver-1", **kw: Any) -> MarketListingRequest:
     fields: dict[str, Any] = {
         "external_sku": sku,
@@ -46,7 +57,7 @@ def listing(sku: str = "dsk-naver-1", **kw: Any) -> MarketListingRequest:
         "sale_price": 32_000,
         "stock": 9,
         "category_id": "50000156",
-        "images": ("https://img.example/a.jpg",),
+        "images": IMAGES,
         "shipping_fee": 3_000,
     }
     fields.update(kw)
