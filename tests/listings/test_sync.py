@@ -23,7 +23,9 @@ from dropship.settings import get_settings
 from tests.catalog.conftest import collect_db, worker_env  # noqa: F401  (fixture)
 from tests.catalog.test_services import FakeConnector, product
 from tests.conftest import start_worker, stop_worker
+from tests.images.conftest import HostedStore, image_store  # noqa: F401  (fixture)
 from tests.listings.conftest import add_mapping, add_rule
+from tests.listings.test_register import process_images
 from tests.platforms.conftest import (  # noqa: F401  (fixtures)
     SandboxFixture,
     connector_settings,
@@ -76,6 +78,8 @@ def listed(
     collect_db: Engine,  # noqa: F811
     accounts: None,
     make_connector: Callable[[str], Any],  # noqa: F811
+    sandbox: SandboxFixture,  # noqa: F811
+    image_store: HostedStore,  # noqa: F811
 ) -> dict[str, int]:
     """Five products collected and listed on both market accounts; sku -> product id."""
     with collect_db.begin() as conn:
@@ -83,6 +87,8 @@ def listed(
             add_rule(conn, market=market, margin="0.2", fee="0.1", min_margin=500)
             add_mapping(conn, market=market, market_category=category)
     collect_run([item(sku, cost) for sku, cost in BASE.items()])
+    # Registration lists only products with a usable, processed image.
+    process_images(collect_db, sandbox)
     for account in ACCOUNTS:
         planned = services.plan_registrations(account)
         assert services.register_listings(account, planned["publish"], make_connector)[
