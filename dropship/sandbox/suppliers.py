@@ -160,6 +160,7 @@ class SupplierWorld:
                     price_drift=config.price_drift,
                     soldout_rate=config.soldout_rate,
                     malformed_rate=self.state.faults[supplier].malformed_rate,
+                    image_base=self.state.image_base,
                 )
 
     def _updated_stamps(self, supplier: str, now: datetime) -> array[int]:

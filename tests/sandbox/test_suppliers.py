@@ -19,6 +19,7 @@ def _brute_force(world: SupplierWorld, start: int, low: int | None, high: int | 
 
 def test_updated_window_matches_filtering_every_product_across_price_change_hours() -> None:
     state = SandboxState(SandboxConfig(seed=3, catalog_size=600, price_drift=0.3))
+    state.image_base = "http://127.0.0.1:1/images"  # as a running server sets it
     state.freeze_clock()
     world = SupplierWorld(state)
     stamps = sorted(int(i.updated_at.timestamp() * 1000) for i in world.items("ownerclan"))
@@ -34,8 +35,10 @@ def test_updated_window_matches_filtering_every_product_across_price_change_hour
     for _ in range(4):
         for low, high in windows:
             for start in (0, 137):
-                got = [i.index for i in world.items_updated_within("ownerclan", start, low, high)]
-                assert got == _brute_force(world, start, low, high)
+                got = list(world.items_updated_within("ownerclan", start, low, high))
+                assert [i.index for i in got] == _brute_force(world, start, low, high)
+                # The very products the unfiltered path gives (images, prices, stock...).
+                assert got == [world.item("ownerclan", i.index) for i in got]
         state.advance_clock(timedelta(days=3, hours=5).total_seconds())
     moved = [int(i.updated_at.timestamp() * 1000) for i in world.items("ownerclan")]
     assert sorted(moved) != stamps  # the clock advance did move some products
