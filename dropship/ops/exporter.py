@@ -149,6 +149,15 @@ def metrics_from(snap: dict[str, Any]) -> list[Metric]:
         limited.add_metric(label, row.get("rate_limited_s") or 0)
     out += [used, limit, limited]
 
+    last = _gauge(
+        "dropship_task_last_success_timestamp_seconds",
+        "when the task last succeeded (epoch seconds)",
+        ["task"],
+    )
+    for task, at in sorted((snap.get("last_success") or {}).items()):
+        last.add_metric([task], at)
+    out.append(last)
+
     alerts = _gauge(
         "dropship_alert_active", "alerts fired within their cooldown", ["rule", "subject"]
     )
