@@ -275,13 +275,20 @@ def _env_name(loc: tuple[int | str, ...]) -> str:
 def load_settings() -> Settings:
     """Read settings, turning pydantic's error into one naming each bad variable."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             name = _env_name(err["loc"]) if err["loc"] else ENV_PREFIX + "*"
             lines.append(f"{name}: {err['msg']}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    # DROPSHIP_MEMORY_BUDGET sizes pools, recycle limit, watermarks and chunks (dropship/ops).
+    from dropship.ops.memory import MemoryBudgetError, apply_memory_budget
+
+    try:
+        return apply_memory_budget(settings)
+    except (MemoryBudgetError, ValidationError) as exc:
+        raise SettingsError(f"invalid configuration:\n  DROPSHIP_MEMORY_BUDGET: {exc}") from None
 
 
 @lru_cache(maxsize=1)
