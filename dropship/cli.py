@@ -252,7 +252,14 @@ def status(
 
     from rich.live import Live
 
-    with Live(render(snapshot.take(client)), console=console, screen=False) as live:
+    if not console.is_terminal:  # piped to a file or a log: one screen after another
+        try:
+            while True:
+                console.print(render(snapshot.take(client)))
+                time.sleep(max(0.2, interval))
+        except KeyboardInterrupt:
+            return
+    with Live(render(snapshot.take(client)), console=console, screen=True) as live:
         try:
             while True:
                 time.sleep(max(0.2, interval))

@@ -34,6 +34,14 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _side_by_side(left: RenderableType, right: RenderableType) -> RenderableType:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column()
+    grid.add_column()
+    grid.add_row(left, right)
+    return grid
+
+
 def render(snap: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = []
     mem = snap.get("memory") or {}
@@ -72,7 +80,7 @@ def render(snap: dict[str, Any]) -> RenderableType:
         )
     if not snap.get("workers"):
         workers.add_row("[yellow]no workers reporting[/]", "", "", "", "", "")
-    parts.append(Group(queues, workers))
+    parts.append(_side_by_side(queues, workers))
 
     tasks = Table(title=f"tasks, last {STATUS_WINDOW} min")
     for column in ("task", "runs", "/min", "ok", "p95 run", "p99 run", "p95 wait", "retried"):
@@ -125,7 +133,7 @@ def render(snap: dict[str, Any]) -> RenderableType:
             if row.get("blocked")
             else (f"{row['rate_limited_s']:.0f} s" if row.get("rate_limited_s") else "no"),
         )
-    parts.append(Group(figures, accounts))
+    parts.append(_side_by_side(figures, accounts))
 
     alerts = snap.get("alerts") or []
     if alerts:

@@ -401,3 +401,17 @@ def install_worker_reporter(app: Any) -> None:
                 logger.debug("worker report removal failed", exc_info=True)
 
     app.steps["worker"].add(MemoryReporter)
+
+    from celery.signals import worker_ready
+
+    def _ready(sender: Any = None, **_: Any) -> None:
+        # Once the consumer is up, so the first report already names the consumed queues.
+        try:
+            client = _client()
+            worker = getattr(sender, "controller", None)
+            if client is not None and worker is not None:
+                report_worker(client, worker)
+        except Exception:
+            logger.debug("worker report failed", exc_info=True)
+
+    worker_ready.connect(_ready, weak=False)
