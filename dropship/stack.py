@@ -33,6 +33,7 @@ from dropship.embedded.system import (
     RunAs,
     can_reach,
     chown,
+    free_port,
     popen_as,
     port_open,
     private_tmp_dir,
@@ -201,11 +202,7 @@ class Stack:
                 f"port {self.settings.flower_port} on {self.settings.flower_host} is in use; "
                 "set DROPSHIP_FLOWER_PORT to a free port"
             )
-        if port_open(self.settings.metrics_host, self.settings.metrics_port):
-            raise StackError(
-                f"port {self.settings.metrics_port} on {self.settings.metrics_host} is in use; "
-                "set DROPSHIP_METRICS_PORT to a free port"
-            )
+        self._choose_metrics_port()
         flower_command(self.settings)  # refuses an unauthenticated Flower beyond loopback
         started = time.monotonic()
         self._start_servers()
@@ -222,6 +219,21 @@ class Stack:
         self._start_celery()
         self._wait_ready(started)
         self._print_summary(time.monotonic() - started)
+
+    def _choose_metrics_port(self) -> None:
+        """The exporter's port: DROPSHIP_METRICS_PORT when set (an error if taken); the default
+        9808, or a free port (with a note) when another stack or exporter already has it."""
+        s = self.settings
+        port = s.metrics_port
+        if port_open(s.metrics_host, port):
+            if "metrics_port" in s.model_fields_set:
+                raise StackError(
+                    f"port {port} on {s.metrics_host} is in use; set DROPSHIP_METRICS_PORT to a "
+                    "free port"
+                )
+            port = free_port(s.metrics_host)
+            self.notes.append(f"metrics port {s.metrics_port} is in use: exporter on {port}")
+        self.settings = s.model_copy(update={"metrics_port": port})
 
     def _publish_state(self) -> None:
         write_stack_state(
