@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--budget", default="1GB")
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--suppliers", default="gentrade,ownerclan")
+    parser.add_argument("--cases", default="sized,sequential", help="sized, sequential or both")
     args = parser.parse_args()
 
     admin_url, url = fresh_database(args.database_url)
@@ -153,10 +154,9 @@ def main() -> None:
     try:
         import redis
 
-        for label, extra in (
-            ("sized", {}),
-            ("sequential", {"DROPSHIP_CELERY__AUTOSCALE_MAX": "1"}),
-        ):
+        cases = {"sized": {}, "sequential": {"DROPSHIP_CELERY__AUTOSCALE_MAX": "1"}}
+        for label in args.cases.split(","):
+            extra = cases[label]
             redis.Redis.from_url(args.redis_url).flushdb()
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute(

@@ -103,3 +103,28 @@ def test_deploy_rules_and_dashboard_use_served_metrics(exporter: str) -> None:
     assert jobs["dropship-exporter"]["static_configs"][0]["targets"] == ["127.0.0.1:9808"]
     assert scrape["rule_files"] == ["alerts.yml"]
     assert "password_file" in jobs["flower"]["basic_auth"]  # no password in the file
+
+
+def test_up_moves_the_exporter_off_a_taken_default_port(tmp_path: Path) -> None:
+    import socket
+
+    from rich.console import Console
+
+    from dropship.settings import Settings
+    from dropship.stack import Stack, StackError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        default = Settings(data_dir=tmp_path)
+        # The default port (not set by the operator) taken: another free port, with a note.
+        stack = Stack(default.model_copy(update={"metrics_port": port}), Console(record=True))
+        stack.settings.model_fields_set.discard("metrics_port")
+        stack._choose_metrics_port()
+        assert stack.settings.metrics_port != port
+        assert any(f"metrics port {port} is in use" in n for n in stack.notes)
+        # Set explicitly: an error naming the variable.
+        explicit = Stack(Settings(data_dir=tmp_path, metrics_port=port), Console(record=True))
+        with pytest.raises(StackError, match="DROPSHIP_METRICS_PORT"):
+            explicit._choose_metrics_port()

@@ -104,6 +104,10 @@ def test_flower_task_api_holds_no_customer_data_or_credentials(
                 response = requests.get(f"{base}{path}", auth=AUTH, timeout=5)
                 assert response.status_code == 200, (path, response.text)
                 scanned.append(_text(response))
+            # The task's HTML page too (what an operator sees in the dashboard).
+            page = requests.get(f"{base}/task/{task_id}", auth=AUTH, timeout=5)
+            assert page.status_code == 200 and task_id in page.text
+            scanned.append(page.text)
         everything = "\n".join(scanned)
         for value in forbidden:
             assert value not in everything, value
