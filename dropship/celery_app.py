@@ -164,9 +164,7 @@ class DropshipTask(Task):
             self._session = None
         raise self._reschedule(failure)
 
-    def apply_async(
-        self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any
-    ) -> Any:
+    def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         # Flower shows argsrepr/kwargsrepr (and the task-sent event's copy of them): ids and
         # counts only, never a secret or customer data.
         options.setdefault("argsrepr", safe_repr(tuple(args or ())))
