@@ -87,4 +87,10 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "kwargs": {"mode": "full"},
         "options": {"expires": 6 * 3600},
     },
+    # --- operations (queue high): alert rules, each at most once per cooldown.
+    "ops-evaluate-alerts": {
+        "task": "tasks.ops.evaluate_alerts",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
 }

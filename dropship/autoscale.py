@@ -172,11 +172,24 @@ class MemoryAwareAutoscaler(Autoscaler):
         self.high_watermark_pct = cfg.memory_high_watermark_pct
         self.low_watermark_pct = cfg.memory_low_watermark_pct
         self.reading_file: Path | None = cfg.memory_reading_file
+        budget = get_settings().memory_budget
+        self.memory_budget: int | None = int(budget) if budget else None
         self._reading: float | None = None
         self._read_at = 0.0
         self._reading_source = "psutil"
         self._override_warned = False
         self._last_reason: str | None = None
+        if self.memory_budget is not None:
+            logger.info(
+                "autoscale: memory budget %d MB: bounds %d-%d, watermarks low %.1f%% / high "
+                "%.1f%% of the budget free, max memory per child %d KB",
+                self.memory_budget // 1_000_000,
+                self.min_concurrency,
+                self.max_concurrency,
+                self.low_watermark_pct,
+                self.high_watermark_pct,
+                cfg.worker_max_memory_per_child_kb,
+            )
         if self.reading_file is not None:
             logger.warning(
                 "autoscale: memory reading taken from %s instead of psutil "
@@ -199,8 +212,33 @@ class MemoryAwareAutoscaler(Autoscaler):
                 in_cgroup = cgroup_available_pct()
                 if in_cgroup is not None and in_cgroup < self._reading:
                     self._reading, self._reading_source = in_cgroup, "cgroup limit"
+                in_budget = self.budget_available_pct()
+                if in_budget is not None and in_budget < self._reading:
+                    self._reading, self._reading_source = in_budget, "memory budget"
             self._read_at = now
         return self._reading
+
+    def budget_available_pct(self) -> float | None:
+        """Free share of DROPSHIP_MEMORY_BUDGET: the budget minus this worker's tree (PSS, RSS
+        where PSS is unreadable) and the trees other workers on this host last reported
+        (dropship/ops/taskmetrics.py). None without a budget."""
+        if self.memory_budget is None:
+            return None
+        import socket
+
+        from dropship.ops import taskmetrics
+
+        own = taskmetrics.tree_memory()
+        used = own.pss if own.pss is not None else own.rss
+        me = getattr(self.worker, "hostname", None)
+        try:
+            client = taskmetrics._client()
+            for report in taskmetrics.read_workers(client) if client is not None else []:
+                if report.get("host") == socket.gethostname() and report.get("hostname") != me:
+                    used += int(report.get("pss") or report.get("rss") or 0)
+        except Exception:  # Redis down: own tree only, never a failed check
+            logger.debug("autoscale: other workers' memory unknown", exc_info=True)
+        return max(0.0, (self.memory_budget - used) * 100.0 / self.memory_budget)
 
     def _read_override(self) -> float | None:
         if self.reading_file is None:

@@ -33,6 +33,7 @@ from dropship.errors import (
     TransientError,
 )
 from dropship.logsafe import connect_celery_signals
+from dropship.ops.tasksafe import connect_publish_signal, safe_repr, safe_result
 from dropship.runtime import (
     UNCONFIGURED_BROKER_URL,
     resolved_redis_url,
@@ -51,6 +52,8 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     # its sweep never wait behind registrations and updates on medium.
     "tasks.listings.suspend_listings": {"queue": "high"},
     "tasks.listings.sync_sweep": {"queue": "high"},
+    # The alert evaluator: small, and must run while the bulk queues are backlogged.
+    "tasks.ops.*": {"queue": "high"},
     "tasks.listings.*": {"queue": "medium"},
     "tasks.register.*": {"queue": "medium"},
     "tasks.collect.*": {"queue": "low"},
@@ -65,6 +68,7 @@ TASK_MODULES = [
     "tasks.collect",
     "tasks.listings",
     "tasks.images",
+    "tasks.ops",
 ]
 
 BACKOFF_BASE_SECONDS = 2.0
@@ -155,7 +159,9 @@ class DropshipTask(Task):
         try:
             with db.session_scope() as session:
                 self._session = session
-                return self.run(*args, **kwargs)
+                result = self.run(*args, **kwargs)
+            # What the backend stores and Flower shows: ids and counts (dropship/ops/tasksafe.py).
+            return safe_result(result)
         except PermanentError:
             raise
         except TransientError as exc:  # incl. RateLimitedError, BudgetExhaustedError
@@ -168,6 +174,13 @@ class DropshipTask(Task):
         finally:
             self._session = None
         raise self._reschedule(failure)
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
+        # Flower shows argsrepr/kwargsrepr (and the task-sent event's copy of them): ids and
+        # counts only, never a secret or customer data.
+        options.setdefault("argsrepr", safe_repr(tuple(args or ())))
+        options.setdefault("kwargsrepr", safe_repr(dict(kwargs or {})))
+        return super().apply_async(args, kwargs, *rest, **options)
 
     # ---- retry budgets
 
@@ -293,6 +306,7 @@ except SettingsError as exc:
         raise SystemExit(2) from None
     raise
 connect_celery_signals()
+connect_publish_signal()
 
 
 @worker_init.connect
@@ -315,3 +329,10 @@ def _fresh_engine_after_fork(**_: Any) -> None:
 
 task_logger = get_task_logger("dropship.tasks")
 logging.getLogger("dropship").setLevel(get_settings().log_level)
+
+
+# Task metrics and worker memory reports (dropship/ops/taskmetrics.py).
+from dropship.ops.taskmetrics import connect_task_metrics, install_worker_reporter  # noqa: E402
+
+connect_task_metrics()
+install_worker_reporter(app)

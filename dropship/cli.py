@@ -37,11 +37,27 @@ def up(
     sandbox: Annotated[
         bool, typer.Option(help="Start the platform sandbox and point connectors at it.")
     ] = True,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-budget",
+            help="Memory the worker tree must stay under, e.g. 1GB (DROPSHIP_MEMORY_BUDGET).",
+        ),
+    ] = None,
 ) -> None:
     """Start everything: PostgreSQL and Redis (embedded unless URLs are configured), migrations,
-    sandbox, workers, beat and Flower. Ctrl-C or SIGTERM stops all of it."""
+    sandbox, workers, beat, Flower and the metrics exporter. Ctrl-C or SIGTERM stops all of it."""
     from dropship.embedded.postgres import EmbeddedServerError
     from dropship.stack import Stack, StackError
+
+    if memory_budget is not None:
+        # Through the environment, so every child (workers, beat, exporter) sizes itself alike.
+        os.environ["DROPSHIP_MEMORY_BUDGET"] = memory_budget
+        get_settings.cache_clear()
+        try:
+            get_settings()
+        except SettingsError as exc:
+            raise _fail(str(exc), code=2) from None
 
     stack = Stack(get_settings(), console, with_sandbox=sandbox)
     try:
@@ -202,51 +218,67 @@ def sandbox(
 
 
 @cli.command()
-def status() -> None:
+def status(
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between --watch refreshes.")] = 2.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON document, for scripts.")
+    ] = False,
+) -> None:
     """Queue depths (messages waiting in high, medium, low) and the queues each running worker
-    consumes, from the stack's broker."""
-    from rich.table import Table
+    consumes with its pool size and memory; task rates, success and p95/p99 times over 5 min;
+    memory against DROPSHIP_MEMORY_BUDGET; business figures; platform accounts; active alerts.
+    """
+    import json
 
-    from dropship.celery_app import QUEUE_NAMES, app
+    from dropship.ops import snapshot
+    from dropship.ops.status_view import render
+    from dropship.platforms.registry import redis_client_for
     from dropship.runtime import resolved_redis_url
 
     url = resolved_redis_url()
     if not url:
         raise _fail("no broker configured and no running stack found (dropship up)")
-    import redis
-
-    client = redis.Redis.from_url(url)
-    table = Table(title="queues")
-    table.add_column("queue")
-    table.add_column("waiting", justify="right")
-    for name in QUEUE_NAMES:
-        table.add_row(name, str(client.llen(name)))
-    console.print(table)
-    replies = app.control.inspect(timeout=2).active_queues() or {}
-    workers = Table(title="workers")
-    workers.add_column("worker")
-    workers.add_column("queues")
-    for worker, queues in sorted(replies.items()):
-        workers.add_row(worker, ", ".join(q["name"] for q in queues))
-    console.print(workers if replies else "[yellow]no workers answered[/]")
-    _status_images()
-
-
-def _status_images() -> None:
-    """Image counts (stored, refused, waiting products); skipped without a database."""
-    from dropship.images.services import image_counts
-
-    try:
-        counts = image_counts()
-    except Exception as exc:  # status still shows queues and workers
-        if _unavailable(exc) is None:
-            raise
-        console.print("[yellow]images: database unavailable[/]")
+    _use_stack_sandbox_accounts()
+    client = redis_client_for(url)
+    client.ping()  # an unreachable Redis is one error line (main), not a screen of blanks
+    if as_json:
+        console.print_json(json.dumps(snapshot.take(client), default=str))
         return
-    console.print(
-        "images: {ok} stored, {failed} refused, {pending} pending, {processing} processing; "
-        "{products_waiting} products waiting for a usable image".format(**counts)
-    )
+    if not watch:
+        console.print(render(snapshot.take(client)))
+        return
+    import time
+
+    from rich.live import Live
+
+    if not console.is_terminal:  # piped to a file or a log: one screen after another
+        try:
+            while True:
+                console.print(render(snapshot.take(client)))
+                time.sleep(max(0.2, interval))
+        except KeyboardInterrupt:
+            return
+    with Live(render(snapshot.take(client)), console=console, screen=True) as live:
+        try:
+            while True:
+                time.sleep(max(0.2, interval))
+                live.update(render(snapshot.take(client)))
+        except KeyboardInterrupt:
+            pass
+
+
+@cli.command()
+def exporter(
+    host: Annotated[str | None, typer.Option(help="Bind address (DROPSHIP_METRICS_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (DROPSHIP_METRICS_PORT).")] = None,
+) -> None:
+    """Serve Prometheus metrics at /metrics (queues, tasks, workers, business, alerts)."""
+    from dropship.ops.exporter import serve
+
+    settings = get_settings()
+    _use_stack_sandbox_accounts()
+    serve(host or settings.metrics_host, settings.metrics_port if port is None else port)
 
 
 @cli.command()

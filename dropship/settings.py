@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import (
     BaseModel,
+    ByteSize,
     Field,
     SecretStr,
     ValidationError,
@@ -104,6 +105,35 @@ class CollectSettings(BaseModel):
     )
 
 
+class AlertSettings(BaseModel):
+    """Alert rules evaluated by the beat task ``tasks.ops.evaluate_alerts`` (docs/OPERATIONS.md).
+    Defaults for the system rules come from the performance notes."""
+
+    cooldown_s: int = Field(300, ge=1, description="one alert per rule (and subject) per period")
+    cpu_pct: float = Field(80.0, gt=0, le=100, description="host CPU use above this %")
+    memory_pct: float = Field(
+        85.0, gt=0, le=100, description="memory used above this % (of the budget when one is set)"
+    )
+    queue_backlog: int = Field(1000, ge=1, description="messages waiting in any one queue")
+    error_rate_pct: float = Field(0.1, ge=0, le=100, description="failed share of finished tasks")
+    error_rate_window_minutes: int = Field(5, ge=1, le=60)
+    error_rate_min_tasks: int = Field(
+        10, ge=1, description="finished tasks in the window before the error rate counts"
+    )
+    order_forward_minutes: int = Field(30, ge=1, description="an order not forwarded after this")
+    order_sweep_minutes: int = Field(15, ge=1, description="no successful order sweep for this")
+    order_sweep_task: str = Field(
+        "tasks.orders.sweep_orders", description="the order sweep's task name"
+    )
+    soldout_live_minutes: int = Field(
+        60, ge=1, description="a sold-out product still live on a market after this"
+    )
+    webhook_url: SecretStr | None = Field(
+        None, description="POST each alert as JSON here (optional; the log always gets it)"
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -130,6 +160,14 @@ class Settings(BaseSettings):
         None, description="user:password; required by deployments, optional locally"
     )
 
+    # The exporter (dropship/ops/exporter.py) serving Prometheus' /metrics, beside Flower.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9808, ge=1, le=65535)
+    # One figure sizing the worker tree (dropship/ops/memory.py): "1GB", "512MiB"...
+    memory_budget: ByteSize | None = Field(
+        None, description="memory the whole worker tree must stay under; sizes pools and chunks"
+    )
+
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     sandbox_seed: int = 42
@@ -137,6 +175,7 @@ class Settings(BaseSettings):
     partitions: PartitionSettings = PartitionSettings()
     celery: CelerySettings = CelerySettings()
     collect: CollectSettings = CollectSettings()
+    alerts: AlertSettings = AlertSettings()
     # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
     platforms: PlatformSettings = PlatformSettings()
     # Image download limits, processing and the store: see docs/ARCHITECTURE.md "Images".
@@ -239,13 +278,20 @@ def _env_name(loc: tuple[int | str, ...]) -> str:
 def load_settings() -> Settings:
     """Read settings, turning pydantic's error into one naming each bad variable."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             name = _env_name(err["loc"]) if err["loc"] else ENV_PREFIX + "*"
             lines.append(f"{name}: {err['msg']}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    # DROPSHIP_MEMORY_BUDGET sizes pools, recycle limit, watermarks and chunks (dropship/ops).
+    from dropship.ops.memory import MemoryBudgetError, apply_memory_budget
+
+    try:
+        return apply_memory_budget(settings)
+    except (MemoryBudgetError, ValidationError) as exc:
+        raise SettingsError(f"invalid configuration:\n  DROPSHIP_MEMORY_BUDGET: {exc}") from None
 
 
 @lru_cache(maxsize=1)

@@ -33,6 +33,7 @@ from dropship.embedded.system import (
     RunAs,
     can_reach,
     chown,
+    free_port,
     popen_as,
     port_open,
     private_tmp_dir,
@@ -86,6 +87,54 @@ def worker_commands(settings: Settings, python: str = sys.executable) -> list[Wo
             where="queue high only (orders never wait behind bulk work)",
         ),
     ]
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class FlowerCommand:
+    name: str
+    args: list[str]
+    where: str
+    env: dict[str, str]
+
+
+def flower_command(settings: Settings, python: str = sys.executable) -> FlowerCommand:
+    """Flower with the project's app (its argsrepr/kwargsrepr and results are the safe ones of
+    dropship/ops/tasksafe.py), basic auth from ``DROPSHIP_FLOWER_BASIC_AUTH``. Listening beyond
+    loopback without basic auth is refused: that is a deployment, and it must have auth."""
+    host, port = settings.flower_host, settings.flower_port
+    if host not in LOOPBACK_HOSTS and settings.flower_basic_auth is None:
+        raise StackError(
+            f"Flower would listen on {host} without authentication: set "
+            "DROPSHIP_FLOWER_BASIC_AUTH=user:password (or DROPSHIP_FLOWER_HOST=127.0.0.1)"
+        )
+    env = {}
+    if settings.flower_basic_auth is not None:
+        env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    args = [
+        python,
+        "-m",
+        "celery",
+        "-A",
+        "dropship.celery_app",
+        "flower",
+        f"--address={host}",
+        f"--port={port}",
+        "--persistent=False",
+    ]
+    return FlowerCommand("flower", args, f"http://{host}:{port}", env)
+
+
+def exporter_command(settings: Settings, python: str = sys.executable) -> WorkerCommand:
+    """The Prometheus exporter (``dropship exporter``), beside Flower."""
+    host, port = settings.metrics_host, settings.metrics_port
+    return WorkerCommand(
+        "exporter",
+        [python, "-m", "dropship.ops.exporter", "--host", host, "--port", str(port)],
+        where=f"http://{host}:{port}/metrics",
+    )
 
 
 @dataclass
@@ -155,6 +204,8 @@ class Stack:
                 f"port {self.settings.flower_port} on {self.settings.flower_host} is in use; "
                 "set DROPSHIP_FLOWER_PORT to a free port"
             )
+        self._choose_metrics_port()
+        flower_command(self.settings)  # refuses an unauthenticated Flower beyond loopback
         started = time.monotonic()
         self._start_servers()
         self._publish_state()
@@ -172,6 +223,21 @@ class Stack:
         self._wait_ready(started)
         self._print_summary(time.monotonic() - started)
 
+    def _choose_metrics_port(self) -> None:
+        """The exporter's port: DROPSHIP_METRICS_PORT when set (an error if taken); the default
+        9808, or a free port (with a note) when another stack or exporter already has it."""
+        s = self.settings
+        port = s.metrics_port
+        if port_open(s.metrics_host, port):
+            if "metrics_port" in s.model_fields_set:
+                raise StackError(
+                    f"port {port} on {s.metrics_host} is in use; set DROPSHIP_METRICS_PORT to a "
+                    "free port"
+                )
+            port = free_port(s.metrics_host)
+            self.notes.append(f"metrics port {s.metrics_port} is in use: exporter on {port}")
+        self.settings = s.model_copy(update={"metrics_port": port})
+
     def _publish_state(self) -> None:
         write_stack_state(
             {
@@ -179,6 +245,7 @@ class Stack:
                 "redis_url": self.redis_url,
                 "sandbox_url": self.sandbox_url,
                 "flower": f"http://{self.settings.flower_host}:{self.settings.flower_port}",
+                "metrics": f"http://{self.settings.metrics_host}:{self.settings.metrics_port}",
             }
         )
 
@@ -387,17 +454,13 @@ class Stack:
             ],
             where="schedule from beat_schedule.py",
         )
-        flower_args = [
-            *celery,
-            "flower",
-            f"--address={s.flower_host}",
-            f"--port={s.flower_port}",
-            "--persistent=False",
-        ]
-        if s.flower_basic_auth:
+        flower = flower_command(s)
+        if flower.env:
             # Flower reads FLOWER_BASIC_AUTH from its environment: keeps it off the command line.
-            os.environ["FLOWER_BASIC_AUTH"] = s.flower_basic_auth.get_secret_value()
-        self._spawn("flower", flower_args, where=f"http://{s.flower_host}:{s.flower_port}")
+            os.environ.update(flower.env)
+        self._spawn(flower.name, flower.args, where=flower.where)
+        exporter = exporter_command(s)
+        self._spawn(exporter.name, exporter.args, where=exporter.where)
 
     def _wait_ready(self, started: float) -> None:
         from dropship.celery_app import app
@@ -406,7 +469,7 @@ class Stack:
         app.conf.result_backend = self.redis_url
         deadline = started + READY_TIMEOUT_SECONDS
         want_workers = {"main", "high"}
-        flower_up = False
+        flower_up = exporter_up = False
         seen: set[str] = set()
         while time.monotonic() < deadline:
             self.check_children()
@@ -415,10 +478,16 @@ class Stack:
                 seen = {name.split("@", 1)[0] for reply in replies for name in reply}
             if not flower_up:
                 flower_up = port_open(self.settings.flower_host, self.settings.flower_port)
-            if want_workers <= seen and flower_up:
+            if not exporter_up:
+                exporter_up = port_open(self.settings.metrics_host, self.settings.metrics_port)
+            if want_workers <= seen and flower_up and exporter_up:
                 return
             time.sleep(0.5)
-        missing = sorted(want_workers - seen) + ([] if flower_up else ["flower"])
+        missing = (
+            sorted(want_workers - seen)
+            + ([] if flower_up else ["flower"])
+            + ([] if exporter_up else ["exporter"])
+        )
         raise StackError(f"not ready after {READY_TIMEOUT_SECONDS:.0f} s: {', '.join(missing)}")
 
     def _print_summary(self, elapsed: float) -> None:
