@@ -47,6 +47,7 @@ QUEUE_NAMES = ("high", "medium", "low")
 TASK_ROUTES: dict[str, dict[str, str]] = {
     "tasks.orders.*": {"queue": "high"},
     "tasks.maintenance.*": {"queue": "high"},
+    "tasks.fulfilment.*": {"queue": "high"},
     "tasks.listings.*": {"queue": "medium"},
     "tasks.register.*": {"queue": "medium"},
     "tasks.collect.*": {"queue": "low"},
@@ -55,6 +56,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
 }
 
 TASK_MODULES = ["tasks.maintenance", "tasks.diagnostics", "tasks.collect", "tasks.listings"]
+TASK_MODULES += ["tasks.fulfilment"]
 
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 600.0

@@ -103,6 +103,19 @@ class CollectSettings(BaseModel):
     )
 
 
+class FulfilmentSettings(BaseModel):
+    """Purchase-order sheets and the order-operation sweeps (tracking, claims, sheets)."""
+
+    # Suppliers without an ordering API: their purchase orders go out on a sheet. Domeggook
+    # orders need its Private API (approval), which this project does not use.
+    sheet_suppliers: list[str] = ["gentrade", "domeggook"]
+    sheet_format: Literal["xlsx", "csv"] = "xlsx"
+    sheet_dir: Path | None = Field(
+        None, description="where sheets are written; default <data_dir>/purchase-order-sheets"
+    )
+    sheet_max_rows: int = Field(500, ge=1, le=10_000, description="purchase orders per sheet")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -136,6 +149,7 @@ class Settings(BaseSettings):
     partitions: PartitionSettings = PartitionSettings()
     celery: CelerySettings = CelerySettings()
     collect: CollectSettings = CollectSettings()
+    fulfilment: FulfilmentSettings = FulfilmentSettings()
     # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
     platforms: PlatformSettings = PlatformSettings()
 

@@ -172,6 +172,10 @@ class ProductOrder:
     receiver: dict[str, Any]
     orderer_name: str
     delivery: dict[str, Any] | None = None
+    # Claim of the product order (claimType CANCEL/RETURN, claimStatus CANCEL_REQUEST...).
+    claim_type: str | None = None
+    claim_status: str | None = None
+    claim_requested_at: datetime | None = None
 
     def change(self) -> dict[str, Any]:
         return {
@@ -201,8 +205,27 @@ class ProductOrder:
                 **self.product,
                 "shippingAddress": dict(self.receiver),
                 "shippingMemo": "부재 시 경비실에 맡겨주세요",
+                "claimType": self.claim_type,
+                "claimStatus": self.claim_status,
             },
             "delivery": dict(self.delivery) if self.delivery else None,
+            **self._claim_detail(),
+        }
+
+    def _claim_detail(self) -> dict[str, Any]:
+        """The ``cancel`` / ``return`` object of the product order detail, when claimed."""
+        if self.claim_type is None or self.claim_requested_at is None:
+            return {}
+        return {
+            self.claim_type.lower(): {
+                "claimId": self.product_order_id,
+                "claimStatus": self.claim_status,
+                "claimRequestDate": naver_time(self.claim_requested_at),
+                "requestChannel": "구매자",
+                "cancelReason" if self.claim_type == "CANCEL" else "returnReason": (
+                    "INTENT_CHANGED"
+                ),
+            }
         }
 
 
@@ -396,6 +419,20 @@ class NaverWorld:
         with self.state.lock:
             po = self.store.product_orders.get(product_order_id)
         return po if po is not None and po.client_id == client_id else None
+
+    def request_claim(self, product_order_id: str) -> ProductOrder:
+        """The buyer asks to cancel: a CANCEL_REQUEST before dispatch, a RETURN_REQUEST after
+        (change type CLAIM_REQUESTED either way)."""
+        with self.state.lock:
+            po = self.store.product_orders.get(product_order_id)
+            if po is None or po.claim_status is not None or po.status == "CANCELED":
+                raise ValueError(f"no claimable product order {product_order_id}")
+            before = po.status == "PAYED"
+            po.claim_type = "CANCEL" if before else "RETURN"
+            po.claim_status = "CANCEL_REQUEST" if before else "RETURN_REQUEST"
+            po.claim_requested_at = self.state.now()
+            self._bump(po, "CLAIM_REQUESTED")
+            return po
 
 
 # --------------------------------------------------------------------------- handlers
@@ -850,7 +887,7 @@ class DispatchHandler(NaverHandler):
                 if po is None:
                     fail.append(_invalid_status(product_order_id, NOT_FOUND_MESSAGE, False))
                     continue
-                if po.status not in ("PAYED", "DELIVERING"):
+                if po.status not in ("PAYED", "DELIVERING") or po.claim_status == "CANCEL_REQUEST":
                     fail.append(_invalid_status(product_order_id, "발송처리할 수 없는 상태입니다."))
                     continue
                 if po.status == "PAYED":
@@ -868,7 +905,41 @@ class DispatchHandler(NaverHandler):
         self.envelope({"successProductOrderIds": success, "failProductOrderInfos": fail})
 
 
+class CancelApproveHandler(NaverHandler):
+    """취소 요청 승인 (``POST .../product-orders/{productOrderId}/claim/cancel/approve``): only
+    for a product order whose claim is CANCEL_REQUEST; it becomes CANCELED / CANCEL_DONE
+    (change type CLAIM_COMPLETED). Anything else is refused with 400, a re-send included."""
+
+    endpoint = "product-orders.claim.cancel.approve"
+
+    def post(self, product_order_id: str) -> None:
+        with self.state.lock:
+            po = self.world.product_order(self.client_id, product_order_id)
+            if po is None:
+                return self.naver_error(404, "104105", NOT_FOUND_MESSAGE)
+            if po.claim_status != "CANCEL_REQUEST":
+                return self.naver_error(400, "104110", "취소 승인할 수 없는 상태입니다.")
+            po.status = "CANCELED"
+            po.claim_status = "CANCEL_DONE"
+            self.world._bump(po, "CLAIM_COMPLETED")
+        self.count("naver_cancels_approved", product_order_id)
+        self.envelope({"productOrderId": product_order_id})
+
+
 # --------------------------------------------------------------------------- admin
+
+
+class NaverCancelAdminHandler(AdminHandler):
+    """``POST /_sandbox/naver/cancel_requests`` ``{"productOrderId": "..."}``: the buyer asks
+    to cancel (CANCEL_REQUEST before dispatch, RETURN_REQUEST after)."""
+
+    def post(self) -> None:
+        body = self._body_dict()
+        try:
+            po = NaverWorld(self.state).request_claim(str(body["productOrderId"]))
+        except (KeyError, ValueError) as exc:
+            raise tornado.web.HTTPError(400, reason=f"invalid cancel request: {exc}") from None
+        self.write_json({"productOrderId": po.product_order_id, "claimType": po.claim_type})
 
 
 class NaverOrdersAdminHandler(AdminHandler):
@@ -924,6 +995,8 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     yield (rf"{p}{PAY_ORDER}/query", QueryHandler, kw)
     yield (rf"{p}{PAY_ORDER}/confirm", ConfirmHandler, kw)
     yield (rf"{p}{PAY_ORDER}/dispatch", DispatchHandler, kw)
+    yield (rf"{p}{PAY_ORDER}/([0-9]+)/claim/cancel/approve", CancelApproveHandler, kw)
+    yield (r"/_sandbox/naver/cancel_requests", NaverCancelAdminHandler, kw)
     yield (r"/_sandbox/naver/orders", NaverOrdersAdminHandler, kw)
 
 

@@ -214,5 +214,209 @@ class SupplierAdminHandler(_AdminHandler):
         self.get()
 
 
+# --------------------------------------------------------------------------- sheet upload
+
+# The upload templates the sandbox suppliers accept (kept apart from the client's copy on
+# purpose: a drift between what we write and what the supplier reads must fail a test).
+SHEET_HEADERS: dict[str, tuple[str, ...]] = {
+    "gentrade": (
+        "개인고유주문번호",
+        "상품번호",
+        "옵션",
+        "수량",
+        "받는사람",
+        "받는사람 전화번호",
+        "받는사람 핸드폰번호",
+        "우편번호",
+        "받는사람 주소",
+        "배송메세지",
+    ),
+    "domeggook": (
+        "판매자주문번호",
+        "상품번호",
+        "옵션",
+        "수량",
+        "수령인",
+        "수령인 연락처",
+        "우편번호",
+        "주소",
+        "배송요청사항",
+    ),
+}
+_SHEET_REQUIRED = {
+    "gentrade": (
+        "개인고유주문번호",
+        "상품번호",
+        "수량",
+        "받는사람",
+        "받는사람 핸드폰번호",
+        "받는사람 주소",
+    ),
+    "domeggook": ("판매자주문번호", "상품번호", "수량", "수령인", "수령인 연락처", "주소"),
+}
+_ITEM_BASE = {"gentrade": 500_000, "domeggook": 30_000_000}
+_ORDER_KEY_FORMAT = {"gentrade": "1{serial:012d}", "domeggook": "D{serial:010d}"}
+MAX_SHEET_ROWS = 10_000
+
+
+def parse_sheet(supplier: str, content: bytes, fmt: str) -> list[dict[str, str]]:
+    """The rows of an uploaded purchase-order sheet, checked strictly: the exact header row,
+    the required cells filled, no order number twice. ValueError naming the first problem."""
+    if fmt == "csv":
+        import csv
+        import io
+
+        try:
+            text_ = content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError("the CSV is not UTF-8") from None
+        table = [row for row in csv.reader(io.StringIO(text_, newline=""))]
+    elif fmt == "xlsx":
+        import io
+        import zipfile
+
+        from openpyxl import load_workbook
+
+        try:
+            book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+        except (zipfile.BadZipFile, KeyError, OSError) as exc:
+            raise ValueError(f"not an xlsx workbook ({type(exc).__name__})") from None
+        sheet = book.worksheets[0]
+        table = [
+            ["" if v is None else str(v) for v in row] for row in sheet.iter_rows(values_only=True)
+        ]
+    else:
+        raise ValueError("format must be csv or xlsx")
+    headers = SHEET_HEADERS[supplier]
+    if not table or tuple(c.strip() for c in table[0]) != headers:
+        raise ValueError(f"the header row must be exactly {', '.join(headers)}")
+    if len(table) - 1 > MAX_SHEET_ROWS:
+        raise ValueError(f"at most {MAX_SHEET_ROWS} rows per sheet")
+    rows, seen = [], set()
+    for number, raw in enumerate(table[1:], start=2):
+        if not any(c.strip() for c in raw):
+            continue
+        if len(raw) != len(headers):
+            raise ValueError(f"row {number}: {len(raw)} cells, expected {len(headers)}")
+        row = dict(zip(headers, (c.strip() for c in raw), strict=True))
+        for name in _SHEET_REQUIRED[supplier]:
+            if not row[name]:
+                raise ValueError(f"row {number}: {name} is empty")
+        if row[headers[0]] in seen:
+            raise ValueError(f"row {number}: order number {row[headers[0]]} appears twice")
+        seen.add(row[headers[0]])
+        if not row["수량"].isdigit() or int(row["수량"]) < 1:
+            raise ValueError(f"row {number}: 수량 must be a whole number >= 1")
+        rows.append(row)
+    if not rows:
+        raise ValueError("the sheet has no order rows")
+    return rows
+
+
+class SheetUploadHandler(_AdminHandler):
+    """``POST /_sandbox/<gentrade|domeggook>/sheet_upload?format=csv|xlsx`` with the file as
+    the body: stands in for uploading a purchase-order sheet on the supplier's site. The whole
+    file is refused (400, the first problem named) unless every row is valid: the template's
+    header row, known item numbers, an option the item has (by label or option code), a
+    quantity. Each row becomes one supplier order under its order number, counted in
+    ``purchase_orders`` like an API purchase (a sheet uploaded twice buys twice, as it would).
+    Answers ``{"orders": [{"order_key", "supplier_order_id"}]}``."""
+
+    def initialize(self, state: SandboxState, supplier: str) -> None:  # type: ignore[override]
+        super().initialize(state=state)
+        self.supplier = supplier
+
+    def post(self) -> None:
+        fmt = self.get_query_argument("format", "")
+        world = SupplierWorld(self.state)
+        try:
+            rows = parse_sheet(self.supplier, self.request.body, fmt)
+            prepared = []
+            for number, row in enumerate(rows, start=2):
+                key = row[SHEET_HEADERS[self.supplier][0]]
+                code = row["상품번호"]
+                index = int(code) - _ITEM_BASE[self.supplier] if code.isdigit() else -1
+                item = world.item(self.supplier, index)
+                if item is None:
+                    raise ValueError(f"row {number}: unknown item number {code}")
+                option = row["옵션"] or None
+                chosen = None
+                if item.options:
+                    chosen = next(
+                        (
+                            o
+                            for n, o in enumerate(item.options)
+                            if option in (o.value, o.code, f"{n:02d}", f"{o.name}:{o.value}")
+                        ),
+                        None,
+                    )
+                    if chosen is None:
+                        raise ValueError(f"row {number}: item {code} has no option {option!r}")
+                elif option:
+                    raise ValueError(f"row {number}: item {code} has no options")
+                line = SupplierOrderLine(
+                    item.index,
+                    int(row["수량"]),
+                    chosen.value if chosen else None,
+                    item.price + (chosen.price_delta if chosen else 0),
+                )
+                prepared.append((key, line, row))
+        except ValueError as exc:
+            raise tornado.web.HTTPError(400, reason=str(exc)[:300]) from None
+        created = []
+        for key, line, row in prepared:
+            recipient = {
+                "name": row[SHEET_HEADERS[self.supplier][4]],
+                "address": row["주소" if self.supplier == "domeggook" else "받는사람 주소"],
+            }
+            order = world.create_order(
+                self.supplier, key, [line], recipient, _ORDER_KEY_FORMAT[self.supplier]
+            )
+            world.record_purchase(key)
+            created.append({"order_key": key, "supplier_order_id": order.key})
+        self.write_json({"orders": created})
+
+
+class SupplierOrdersAdminHandler(_AdminHandler):
+    """``GET /_sandbox/suppliers/orders?supplier=domeggook``: every order the supplier holds,
+    with its shipping state (what an operator would download from the supplier's site; no
+    receiver data)."""
+
+    def get(self) -> None:
+        supplier = self.get_query_argument("supplier", "")
+        if supplier not in SUPPLIERS:
+            raise tornado.web.HTTPError(400, reason=f"supplier must be one of {SUPPLIERS}")
+        world = SupplierWorld(self.state)
+        now, delay = world.now(), world.tracking_delay_s
+        self.write_json(
+            {
+                "orders": [
+                    {
+                        "order_key": o.note,
+                        "supplier_order_id": o.key,
+                        "cancelled": o.cancelled,
+                        "shipped": o.shipped(now, delay),
+                        "carrier": o.carrier if o.shipped(now, delay) else None,
+                        "tracking_number": o.tracking_number if o.shipped(now, delay) else None,
+                    }
+                    for o in world.orders(supplier)
+                ]
+            }
+        )
+
+
 def routes(state: SandboxState) -> list[RouteSpec]:
-    return [(r"/_sandbox/suppliers", SupplierAdminHandler, {"state": state})]
+    return [
+        (r"/_sandbox/suppliers", SupplierAdminHandler, {"state": state}),
+        (r"/_sandbox/suppliers/orders", SupplierOrdersAdminHandler, {"state": state}),
+        (
+            r"/_sandbox/gentrade/sheet_upload",
+            SheetUploadHandler,
+            {"state": state, "supplier": "gentrade"},
+        ),
+        (
+            r"/_sandbox/domeggook/sheet_upload",
+            SheetUploadHandler,
+            {"state": state, "supplier": "domeggook"},
+        ),
+    ]
