@@ -165,9 +165,9 @@ def sandbox_get(box: SandboxFixture, name: str) -> Any:
 @pytest.fixture
 def high_worker(
     tmp_path: Path,
-    sandbox: SandboxFixture,
+    sandbox: SandboxFixture,  # noqa: F811
     redis_url: str,
-    ops_db: Engine,  # noqa: F811
+    ops_db: Engine,
 ) -> Iterator[WorkerProcess]:
     """A real worker consuming ``high``, its connectors pointed at the sandbox."""
     worker = start_worker(
