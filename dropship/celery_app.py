@@ -54,7 +54,13 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     "tasks.diagnostics.*": {"queue": "low"},
 }
 
-TASK_MODULES = ["tasks.maintenance", "tasks.diagnostics", "tasks.collect", "tasks.listings"]
+TASK_MODULES = [
+    "tasks.maintenance",
+    "tasks.diagnostics",
+    "tasks.collect",
+    "tasks.listings",
+    "tasks.orders",
+]
 
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 600.0
