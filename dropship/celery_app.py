@@ -55,7 +55,13 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     "tasks.diagnostics.*": {"queue": "low"},
 }
 
-TASK_MODULES = ["tasks.maintenance", "tasks.diagnostics", "tasks.collect", "tasks.listings"]
+TASK_MODULES = [
+    "tasks.maintenance",
+    "tasks.diagnostics",
+    "tasks.collect",
+    "tasks.listings",
+    "tasks.orders",
+]
 TASK_MODULES += ["tasks.fulfilment"]
 
 BACKOFF_BASE_SECONDS = 2.0

@@ -104,16 +104,41 @@ class CollectSettings(BaseModel):
 
 
 class FulfilmentSettings(BaseModel):
-    """Purchase-order sheets and the order-operation sweeps (tracking, claims, sheets)."""
+    """Purchase-order sheets (which suppliers get them: ``orders.sheet_suppliers``)."""
 
-    # Suppliers without an ordering API: their purchase orders go out on a sheet. Domeggook
-    # orders need its Private API (approval), which this project does not use.
-    sheet_suppliers: list[str] = ["gentrade", "domeggook"]
     sheet_format: Literal["xlsx", "csv"] = "xlsx"
     sheet_dir: Path | None = Field(
         None, description="where sheets are written; default <data_dir>/purchase-order-sheets"
     )
     sheet_max_rows: int = Field(500, ge=1, le=10_000, description="purchase orders per sheet")
+
+
+class OrderSettings(BaseModel):
+    """The order flow (docs/ARCHITECTURE.md "Orders"); env ``DROPSHIP_ORDERS__<FIELD>``."""
+
+    sweep_overlap_s: int = Field(
+        600, ge=0, description="each order sweep re-reads this much before the watermark"
+    )
+    initial_lookback_s: int = Field(
+        3 * 86_400, ge=60, description="first sweep of an account reads this far back"
+    )
+    forward_batch_size: int = Field(20, ge=1, le=500, description="order items per forward task")
+    stale_after_s: int = Field(
+        600, ge=10, description="a claimed order untouched this long is re-published by the sweep"
+    )
+    price_check: bool = Field(
+        True, description="read the supplier's current price and stock before buying"
+    )
+    price_tolerance_pct: float = Field(
+        5.0, ge=0, le=100, description="refuse to buy when the supplier's cost rose more than this"
+    )
+    sheet_suppliers: tuple[str, ...] = Field(
+        ("gentrade", "domeggook"),
+        description="suppliers whose purchase orders go out on purchase-order sheets",
+    )
+    pii_retention_days: int = Field(
+        90, ge=1, description="receiver name/phone/address are erased after this many days"
+    )
 
 
 class Settings(BaseSettings):
@@ -149,6 +174,7 @@ class Settings(BaseSettings):
     partitions: PartitionSettings = PartitionSettings()
     celery: CelerySettings = CelerySettings()
     collect: CollectSettings = CollectSettings()
+    orders: OrderSettings = OrderSettings()
     fulfilment: FulfilmentSettings = FulfilmentSettings()
     # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
     platforms: PlatformSettings = PlatformSettings()

@@ -324,6 +324,9 @@ class MarketOrderItem:
     quantity: int
     unit_price: int
     option: str | None = None
+    # The seller's own code of the chosen option where the market echoes it (Naver
+    # ``optionManageCode`` = the ``sellerManagerCode`` we registered: our supplier option code).
+    option_code: str | None = None
 
 
 @dataclass(frozen=True)

@@ -600,6 +600,7 @@ def _parse_product_order(record: Any, changes: dict[str, dict[str, Any]]) -> Mar
             quantity=int(po["quantity"]),
             unit_price=int(po["unitPrice"]),
             option=common.str_or_none(po.get("productOption")),
+            option_code=common.str_or_none(po.get("optionManageCode")),
         )
         change = changes.get(product_order_id) or {}
         changed_at = (

@@ -229,6 +229,19 @@ class ProductOrder:
         }
 
 
+def _order_option(origin: dict[str, Any], rng: random.Random) -> tuple[str, str | None, int] | None:
+    """A buyer's pick among a product's usable option combinations: its ``productOption`` text,
+    ``optionManageCode`` and price difference; None for a product without options."""
+    info = (origin.get("detailAttribute") or {}).get("optionInfo") or {}
+    combos = [c for c in info.get("optionCombinations") or [] if c.get("usable", True)]
+    if not combos:
+        return None
+    combo = combos[rng.randrange(len(combos))]
+    group = (info.get("optionCombinationGroupNames") or {}).get("optionGroupName1") or "옵션"
+    code = combo.get("sellerManagerCode") or None
+    return f"{group}: {combo.get('optionName1')}", code, int(combo.get("price") or 0)
+
+
 @dataclass
 class NaverStore:
     created_at: datetime
@@ -353,6 +366,12 @@ class NaverWorld:
                         "productName": o.get("name"),
                         "sellerProductCode": product.seller_management_code,
                     }
+                    option = _order_option(o, rng)
+                    if option is not None:
+                        # Naver names the option "group: value" and echoes its seller code.
+                        unit_price += int(option[2])
+                        product_info["productOption"] = option[0]
+                        product_info["optionManageCode"] = option[1]
                 else:
                     unit_price = rng.randrange(1_000, 90_000, 10)
                     product_info = {
@@ -361,8 +380,8 @@ class NaverWorld:
                         "productName": "외부 등록 상품",
                         "sellerProductCode": None,
                     }
+                product_info.setdefault("productOption", None)
                 product_info |= {
-                    "productOption": None,
                     "quantity": quantity,
                     "unitPrice": unit_price,
                     "totalPaymentAmount": unit_price * quantity,
