@@ -205,11 +205,21 @@ def process_cancellations(
     with db.session_scope() as session:
         rows = session.execute(
             text(
-                "SELECT id, ordered_at FROM orders WHERE account_id = :a "
-                "AND status = 'cancel_requested' AND status_reason IS NULL "
+                "SELECT id, ordered_at FROM orders WHERE account_id = :a AND ("
+                "(status = 'cancel_requested' AND (status_reason IS NULL "
+                "OR status_reason NOT LIKE :op)) "
+                # A forward that finished after the claim may have moved the item on again:
+                # its open cancellation still applies.
+                "OR (status IN ('forwarding', 'forwarded', 'awaiting_placement') "
+                "AND market_claim = ANY(:claims))) "
                 "ORDER BY updated_at LIMIT :n"
             ),
-            {"a": account_id, "n": CANCEL_BATCH},
+            {
+                "a": account_id,
+                "n": CANCEL_BATCH,
+                "op": OPERATOR + "%",
+                "claims": list(OPEN_CANCEL_CLAIMS),
+            },
         ).all()
     counts = {"cancelled": 0, "cancel_waiting": 0, "cancel_errors": 0}
     market = make(account) if rows else None
@@ -222,6 +232,17 @@ def process_cancellations(
             continue
         counts["cancelled" if outcome == "cancelled" else "cancel_waiting"] += 1
     return counts
+
+
+OPERATOR = "operator: "
+# Claim labels (ours "kind:status", the order sweep's raw claim status) that ask us not to ship.
+OPEN_CANCEL_CLAIMS = (
+    "cancel:RELEASE_STOP_UNCHECKED",
+    "cancel:CANCEL_REQUEST",
+    "CANCEL_REQUEST",
+    "CANCELING",
+    "CANCEL_HOLD",
+)
 
 
 def _wait_for_operator(
@@ -237,7 +258,7 @@ def _wait_for_operator(
                 "UPDATE orders SET status_reason = :r, updated_at = now() "
                 "WHERE id = :id AND ordered_at = :at AND status = 'cancel_requested'"
             ),
-            {"r": reason, "id": order_id, "at": ordered_at},
+            {"r": OPERATOR + reason, "id": order_id, "at": ordered_at},
         )
         if po_status:
             session.execute(
@@ -266,20 +287,74 @@ def cancel_one(
     task_id: str | None,
     factory: ConnectorFactory,
 ) -> str:
-    """Cancel one ``cancel_requested`` item: the purchase first, then at the market.
-    Returns ``cancelled``, ``waiting`` (an operator must act; the reason is stored) or
-    ``busy`` (another worker holds the row)."""
+    """Cancel one item the market asked to cancel: the purchase first, then at the market.
+    Returns ``cancelled``, ``waiting`` (an operator must act, the reason is stored; or the
+    market's claim id is not known yet) or ``busy`` (forwarding or another worker holds it).
+
+    Holds the forwarding flow's advisory lock on the order key throughout, so a purchase being
+    placed right now finishes first and is then cancelled, never placed after the cancel."""
+    with db.session_scope() as session:
+        key = session.execute(
+            text("SELECT order_key FROM orders WHERE id = :id AND ordered_at = :at"),
+            {"id": order_id, "at": ordered_at},
+        ).scalar()
+    if key is None:
+        return "busy"
+    lock = f"dropship.forward:{key}"
+    with db.get_engine().connect() as conn:
+        got = conn.execute(
+            text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"), {"k": lock}
+        ).scalar_one()
+        conn.commit()
+        if not got:
+            return "busy"
+        try:
+            return _cancel_locked(order_id, ordered_at, market, task_id, factory)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": lock})
+            conn.commit()
+
+
+def _cancel_locked(
+    order_id: int,
+    ordered_at: datetime,
+    market: Any,
+    task_id: str | None,
+    factory: ConnectorFactory,
+) -> str:
     with db.session_scope() as session:
         order = session.execute(
             text(
-                "SELECT id, order_key, market_order_id, market_item_id, market_claim_id, "
+                "SELECT id, order_key, market, market_order_id, market_item_id, market_claim_id, "
                 "quantity, status FROM orders WHERE id = :id AND ordered_at = :at "
                 "FOR UPDATE SKIP LOCKED"
             ),
             {"id": order_id, "at": ordered_at},
         ).first()
-        if order is None or order.status != "cancel_requested":
+        if order is None or order.status not in (
+            "cancel_requested",
+            "forwarding",
+            "forwarded",
+            "awaiting_placement",
+        ):
             return "busy"
+        if order.status != "cancel_requested":
+            session.execute(
+                text(
+                    "UPDATE orders SET status = 'cancel_requested', status_reason = NULL, "
+                    "updated_at = now() WHERE id = :id AND ordered_at = :at"
+                ),
+                {"id": order_id, "at": ordered_at},
+            )
+            record_events(
+                session,
+                [(order_id, ordered_at)],
+                "cancel_requested",
+                order.status,
+                "cancel_requested",
+                task_id,
+                {"after": "forwarding finished"},
+            )
         po = session.execute(
             text(
                 "SELECT id, supplier, status, sheet_id FROM purchase_orders "
@@ -347,6 +422,8 @@ def cancel_one(
                 task_id,
                 {"supplier": po.supplier},
             )
+    if order.market == "coupang" and not order.market_claim_id:
+        return "waiting"  # the receipt id comes with the next claims read; confirm then
     claim = MarketClaim(
         market=getattr(market, "market", ""),
         kind="cancel",

@@ -156,9 +156,10 @@ def _write_file(path: Path, content: bytes) -> None:
 
 
 def write_sheets(task_id: str | None = None) -> int:
-    cfg = get_settings().fulfilment
+    settings = get_settings()
+    cfg = settings.fulfilment
     written = 0
-    for supplier in cfg.sheet_suppliers:
+    for supplier in settings.orders.sheet_suppliers:
         if supplier not in LAYOUTS:
             raise PermanentError(f"no purchase-order sheet layout for supplier {supplier!r}")
         while True:

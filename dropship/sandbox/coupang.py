@@ -208,6 +208,9 @@ class OrderSheet:
     delivery_company_code: str | None = None
     invoice_number: str | None = None
     invoice_uploaded_at: datetime | None = None
+    # Items held by a buyer's cancel request (출고중지요청) and items cancelled.
+    hold_for_cancel: int = 0
+    cancelled_count: int = 0
 
     def render(self) -> dict[str, Any]:
         return {
@@ -261,8 +264,8 @@ def _render_line(line: dict[str, Any], sheet: OrderSheet) -> dict[str, Any]:
         "etcInfoValue": None,
         "etcInfoValues": [],
         "firstSellerProductItemName": line["sellerProductItemName"],
-        "cancelCount": 0,
-        "holdCountForCancel": 0,
+        "cancelCount": sheet.cancelled_count,
+        "holdCountForCancel": sheet.hold_for_cancel,
         "estimatedShippingDate": (sheet.ordered_at + timedelta(days=2))
         .astimezone(KST)
         .strftime("%Y-%m-%d"),
@@ -273,7 +276,7 @@ def _render_line(line: dict[str, Any], sheet: OrderSheet) -> dict[str, Any]:
         "usedProduct": False,
         "confirmDate": None,
         "deliveryChargeTypeName": "무료" if sheet.shipping_price == 0 else "유료",
-        "canceled": False,
+        "canceled": sheet.status == "CANCELED",
     }
 
 
@@ -582,6 +585,8 @@ class CoupangWorld:
             )
             self.store.next_receipt_id += 1
             self.store.receipts[receipt.receipt_id] = receipt
+            if not shipped:
+                sheet.hold_for_cancel = receipt.count
             return receipt
 
     def receipts_between(
@@ -1164,6 +1169,7 @@ class StoppedShipmentHandler(CoupangHandler):
             if sheet.status not in ("ACCEPT", "INSTRUCT"):
                 return self.v4_error(400, "이미 출고된 주문입니다.")
             sheet.status = "CANCELED"
+            sheet.cancelled_count, sheet.hold_for_cancel = sheet.hold_for_cancel, 0
             receipt.status = "CANCEL_DONE"
             receipt.modified_at = self.state.now()
         self.count("coupang_cancels_confirmed", str(receipt.shipment_box_id))
