@@ -362,7 +362,9 @@ class SheetUploadHandler(_AdminHandler):
                 )
                 prepared.append((key, line, row))
         except ValueError as exc:
-            raise tornado.web.HTTPError(400, reason=str(exc)[:300]) from None
+            # In the body, not the reason phrase: the message names Korean column headers.
+            self.write_json({"error": str(exc)[:300]}, status=400)
+            return
         created = []
         for key, line, row in prepared:
             recipient = {
