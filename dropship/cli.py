@@ -783,6 +783,151 @@ def listings_unmapped(
     console.print(table)
 
 
+# --------------------------------------------------------------------------- orders
+
+orders_cli = typer.Typer(
+    help="Marketplace orders: sweep, list, show, unmatched, failed, retry. Never prints "
+    "receivers' personal data.",
+    no_args_is_help=True,
+)
+cli.add_typer(orders_cli, name="orders")
+
+_ORDER_COLUMNS = ("id", "account", "market_order_id", "status", "supplier", "qty", "reason")
+
+
+def _print_orders(title: str, rows: list[dict[str, Any]], empty: str) -> None:
+    if not rows:
+        console.print(empty)
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in _ORDER_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["account"]),
+            str(r["market_order_id"]),
+            str(r["status"]),
+            str(r["supplier"] or "-"),
+            str(r["quantity"]),
+            str(r["status_reason"] or ""),
+        )
+    console.print(table)
+
+
+def _orders_of(status: str | None, account: str | None, limit: int) -> list[dict[str, Any]]:
+    from dropship.db import session_scope
+    from dropship.orders.queries import list_orders
+
+    with session_scope() as session:
+        return list_orders(session, status=status, account=account, limit=limit)
+
+
+OrderAccountOpt = Annotated[str | None, typer.Option(help="Only this market account.")]
+OrderLimitOpt = Annotated[int, typer.Option(help="Rows shown (newest first).")]
+
+
+@orders_cli.command("list")
+def orders_list(
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    account: OrderAccountOpt = None,
+    limit: OrderLimitOpt = 50,
+) -> None:
+    """Order items per account and status, then the latest ones."""
+    from dropship.db import session_scope
+    from dropship.orders.models import ORDER_STATUSES
+    from dropship.orders.queries import status_counts
+
+    if status is not None and status not in ORDER_STATUSES:
+        raise _fail(f"unknown status {status!r}: one of {', '.join(ORDER_STATUSES)}")
+    with session_scope() as session:
+        counts = status_counts(session)
+    _print_rows("order items by status", counts)
+    _print_orders("latest order items", _orders_of(status, account, limit), "no orders")
+
+
+@orders_cli.command("unmatched")
+def orders_unmatched(account: OrderAccountOpt = None, limit: OrderLimitOpt = 50) -> None:
+    """Items no listing/product/option could be found for, with the reason."""
+    _print_orders("unmatched order items", _orders_of("unmatched", account, limit), "none")
+
+
+@orders_cli.command("failed")
+def orders_failed(account: OrderAccountOpt = None, limit: OrderLimitOpt = 50) -> None:
+    """Items the supplier refused (or whose retries ran out), with the reason."""
+    _print_orders("failed order items", _orders_of("failed", account, limit), "none")
+
+
+@orders_cli.command("show")
+def orders_show(order_id: Annotated[int, typer.Argument(help="Order item id.")]) -> None:
+    """One item: its facts, purchase order and events (no personal data)."""
+    from dropship.db import session_scope
+    from dropship.orders.queries import order_detail
+
+    with session_scope() as session:
+        detail = order_detail(session, order_id)
+    if detail is None:
+        raise _fail(f"no order {order_id}")
+    events = detail.pop("events")
+    purchase = detail.pop("purchase_order")
+    stored = detail.pop("receiver_stored")
+    detail["receiver"] = (
+        f"erased at {detail['pii_erased_at']}"
+        if detail["pii_erased_at"]
+        else ("stored (not shown)" if stored else "none")
+    )
+    for key, value in detail.items():
+        console.print(f"{key}: {value}", soft_wrap=True)
+    console.print(f"purchase_order: {purchase}", soft_wrap=True)
+    _print_rows("events", events)
+
+
+@orders_cli.command("retry")
+def orders_retry(
+    order_id: Annotated[int, typer.Argument(help="A failed or unmatched order item id.")],
+    here: Annotated[
+        bool, typer.Option("--here", help="Forward in this process instead of via a worker.")
+    ] = False,
+) -> None:
+    """Retry a failed item (it is looked up at the supplier by its key before anything is
+    bought) or re-match an unmatched one, then forward it."""
+    from dropship.errors import PermanentError
+    from dropship.orders import forwarding
+
+    try:
+        result = forwarding.retry_order(order_id)
+    except PermanentError as exc:
+        raise _fail(str(exc)) from None
+    if not result["forward"]:
+        console.print(f"order {order_id}: {result['status']} (nothing to forward)")
+        return
+    if here:
+        counts = forwarding.forward_orders([order_id])
+        console.print(f"order {order_id}: {counts}")
+        return
+    from tasks.orders import forward_order
+
+    _release_result(forward_order.delay([order_id]))
+    console.print(f"order {order_id}: {result['status']}, forward_order published")
+
+
+@orders_cli.command("sweep")
+def orders_sweep(
+    account: Annotated[str | None, typer.Argument(help="A market account (default: all).")] = None,
+) -> None:
+    """Sweep orders now through a worker (what beat does every minute) and show the counts."""
+    from tasks.orders import sweep_orders
+
+    result = sweep_orders.delay(account)
+    try:
+        rows = result.get(timeout=300)
+    finally:
+        _release_result(result)
+    _print_rows("order sweep", rows)
+
+
 def main() -> None:
     from dropship.logsafe import configure_logging
 

@@ -346,7 +346,14 @@ def _forward_one(
             )
         return "awaiting_placement"
     except PermanentError as exc:
-        return _refuse(row, str(exc), task_id)
+        reason, kind = str(exc), refusal_kind(str(exc))
+        if kind == "other":
+            # Some refusals carry no reason (OwnerClan's createOrder errors are reduced to
+            # their codes, since their text may echo the receiver): the product tells why.
+            found = _diagnose(connector, row, cfg.price_tolerance_pct)
+            if found is not None:
+                kind, reason = found[0], f"{reason}; the supplier's product now: {found[1]}"
+        return _refuse(row, reason, task_id, kind)
     except TransientError as exc:
         with db.session_scope() as session:
             session.execute(
@@ -414,7 +421,14 @@ def _check_supplier_product(
     connector: SupplierConnector, row: Any, tolerance_pct: float
 ) -> tuple[str, str] | None:
     """(kind, reason) when the supplier's live product says the purchase would be refused or
-    cost more than the tolerance over ``unit_cost``; None when it may go ahead."""
+    cost more than the tolerance over ``unit_cost``; None when it may go ahead. Read live:
+    the connector's cached copy (product detail, minutes old) is dropped first, because a
+    purchase is decided on it."""
+    cache = getattr(connector, "cache", None)
+    if cache is not None:
+        from dropship.platforms._supplier_common import PRODUCT_DETAIL
+
+        cache.invalidate(PRODUCT_DETAIL, row.supplier_sku)
     product = connector.get_product(row.supplier_sku)
     if product is None:
         return "gone", f"supplier no longer offers {row.supplier_sku}"
@@ -445,6 +459,16 @@ def _check_supplier_product(
             f"(more than {tolerance_pct:g}% tolerance)"
         )
     return None
+
+
+def _diagnose(
+    connector: SupplierConnector, row: Any, tolerance_pct: float
+) -> tuple[str, str] | None:
+    try:
+        return _check_supplier_product(connector, row, tolerance_pct)
+    except Exception as exc:  # the refusal stands on its own; the diagnosis is a courtesy
+        log.info("order %s: could not read the product after a refusal: %s", row.order_key, exc)
+        return None
 
 
 def _refuse(row: Any, reason: str, task_id: str | None, kind: str | None = None) -> str:
