@@ -928,6 +928,100 @@ def orders_sweep(
     _print_rows("order sweep", rows)
 
 
+# --------------------------------------------------------------------------- order operations
+# (tracking, claims, purchase-order sheets: dropship.orders.tracking / claims / sheets)
+
+
+@orders_cli.command("sheets")
+def orders_sheets(limit: OrderLimitOpt = 50) -> None:
+    """Purchase-order sheets: file, supplier, rows, and how many still wait for the supplier."""
+    from dropship.orders.sheets import list_sheets
+
+    rows = list_sheets(limit)
+    if not rows:
+        console.print("no purchase-order sheets")
+        return
+    _print_rows(
+        "purchase-order sheets (upload each file at its supplier)",
+        [
+            {
+                "id": r["id"],
+                "supplier": r["supplier"],
+                "status": r["status"],
+                "rows": r["order_count"],
+                "waiting": r["waiting"],
+                "placed": r["placed"],
+                "cancelled": r["cancelled"],
+                "file": r["path"] + ("" if r["file_exists"] else " (missing: sweep restores it)"),
+            }
+            for r in rows
+        ],
+    )
+
+
+@orders_cli.command("sheet-placed")
+def orders_sheet_placed(
+    sheet_id: Annotated[int, typer.Argument(help="A sheet uploaded at a supplier without lookup.")],
+) -> None:
+    """Confirm that a sheet was uploaded at a supplier that cannot be looked up (Domeggook
+    without Private API): its waiting rows become placed."""
+    from dropship.orders.sheets import mark_sheet_placed
+
+    console.print(f"sheet {sheet_id}: {mark_sheet_placed(sheet_id)} purchase orders placed")
+
+
+@orders_cli.command("tracking-import")
+def orders_tracking_import(
+    path: Annotated[
+        str, typer.Argument(help="CSV with columns order_key,carrier,tracking_number.")
+    ],
+) -> None:
+    """Tracking numbers from a supplier without a lookup API; the tracking sweep dispatches
+    them to the markets."""
+    import csv
+
+    from dropship.orders.sheets import import_tracking
+
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"order_key", "carrier", "tracking_number"} - set(reader.fieldnames or ())
+        if missing:
+            raise _fail(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        rows = [(r["order_key"], r["carrier"], r["tracking_number"]) for r in reader]
+    console.print(f"{import_tracking(rows)} of {len(rows)} order items shipped")
+
+
+@orders_cli.command("claims")
+def orders_claims(account: OrderAccountOpt = None, limit: OrderLimitOpt = 50) -> None:
+    """Items an operator must act on: claims after shipment (returns), cancellations the
+    supplier was too late for or that cannot be cancelled by API, tracking uploads refused."""
+    from dropship.db import session_scope
+    from dropship.orders.queries import list_orders
+
+    with session_scope() as session:
+        rows = [
+            r
+            for status in ("cancel_requested", "shipped", "dispatched")
+            for r in list_orders(session, status=status, account=account, limit=limit)
+            if r["status_reason"]
+        ]
+    _print_orders("order items waiting for an operator", rows, "none")
+
+
+@orders_cli.command("track")
+def orders_track() -> None:
+    """Run the tracking and claims sweeps now through a worker and show the counts."""
+    from tasks.fulfilment import claims_sweep, sheets_sweep, tracking_sweep
+
+    for task in (sheets_sweep, tracking_sweep, claims_sweep):
+        result = task.delay()
+        try:
+            value = result.get(timeout=300)
+        finally:
+            _release_result(result)
+        _print_rows(task.name, value if isinstance(value, list) else [value])
+
+
 def main() -> None:
     from dropship.logsafe import configure_logging
 
