@@ -5,6 +5,7 @@ from __future__ import annotations
 import code
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -1020,6 +1021,66 @@ def orders_track() -> None:
         finally:
             _release_result(result)
         _print_rows(task.name, value if isinstance(value, list) else [value])
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@cli.command()
+def demo(
+    catalog: Annotated[int, typer.Option(help="Products per supplier in the sandbox.")] = 30,
+    rate: Annotated[float, typer.Option(help="Orders arriving per second.")] = 2.0,
+    duration: Annotated[float, typer.Option(help="Seconds during which orders arrive.")] = 20.0,
+    cancel_share: Annotated[
+        float, typer.Option(help="Share of orders the buyer cancels (0..1).")
+    ] = 0.1,
+    sold_out: Annotated[int, typer.Option(help="Listed products that sell out.")] = 2,
+    tracking_delay: Annotated[
+        float, typer.Option(help="Seconds from purchase to tracking number (sandbox).")
+    ] = 4.0,
+    drain: Annotated[float, typer.Option(help="Seconds to let every order settle.")] = 120.0,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Data folder (default: a fresh temporary one).")
+    ] = None,
+) -> None:
+    """Run the whole business against the sandbox on the embedded stack: collect, register,
+    orders arriving, forward, sheets, ship, track, cancellations, sold-out; live progress and
+    a summary. Exit 1 when the sandbox saw a duplicate or an order has no visible next step."""
+    from dropship import db
+    from dropship import demo as business
+    from dropship.embedded.postgres import EmbeddedServerError
+    from dropship.stack import Stack, StackError
+
+    if not (0.0 <= cancel_share <= 1.0) or rate <= 0 or catalog < 1:
+        raise _fail("--cancel-share must be within 0..1, --rate > 0, --catalog >= 1")
+    business.prepare_environment(Path(data_dir) if data_dir else None)
+    get_settings.cache_clear()
+    db.reset_engine()
+    options = business.DemoOptions(
+        catalog=catalog,
+        rate=rate,
+        duration=duration,
+        cancel_share=cancel_share,
+        sold_out=sold_out,
+        tracking_delay=tracking_delay,
+        drain=drain,
+    )
+    stack = Stack(get_settings(), console, with_sandbox=True)
+    exit_code = 1
+    try:
+        stack.start()
+        assert stack.sandbox_url is not None
+        exit_code = business.run_business(business.Sandbox(stack.sandbox_url), options, console)
+    except (StackError, EmbeddedServerError, RuntimeError) as exc:
+        err_console.print(f"[bold red]demo failed:[/] {exc}")
+    except KeyboardInterrupt:
+        console.print("\n[dim]interrupted: stopping...[/]")
+    except Exception as exc:
+        err_console.print(f"[bold red]demo failed:[/] {type(exc).__name__}: {str(exc)[:500]}")
+    finally:
+        db.reset_engine()
+        stack.stop()
+    raise typer.Exit(exit_code)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +67,8 @@ class SupplierStore:
     serial: int = 0
     catalog_sizes: dict[str, int] = field(default_factory=dict)
     tracking_delay_s: float | None = None
+    # Items an admin call sold out (a product selling out after it was listed).
+    sold_out: dict[str, set[int]] = field(default_factory=dict)
 
 
 class SupplierWorld:
@@ -98,20 +100,30 @@ class SupplierWorld:
         if not 0 <= index < self.size(supplier):
             return None
         config = self.state.config
-        return generate_item(
-            config.seed,
-            supplier,
-            index,
-            now=self.now(),
-            price_drift=config.price_drift,
-            soldout_rate=config.soldout_rate,
-            malformed_rate=self.state.faults[supplier].malformed_rate,
+        return self._sold_out(
+            generate_item(
+                config.seed,
+                supplier,
+                index,
+                now=self.now(),
+                price_drift=config.price_drift,
+                soldout_rate=config.soldout_rate,
+                malformed_rate=self.state.faults[supplier].malformed_rate,
+            )
         )
+
+    def _sold_out(self, item: CatalogItem) -> CatalogItem:
+        with self.lock:
+            forced = item.index in self.store.sold_out.get(item.supplier, ())
+        if not forced:
+            return item
+        options = tuple(replace(o, stock=0) for o in item.options)
+        return replace(item, soldout=True, stock=0, options=options)
 
     def items(self, supplier: str, start: int = 0) -> Iterator[CatalogItem]:
         """Every product from ``start`` on, generated one at a time at one world instant."""
         config = self.state.config
-        return iter_catalog(
+        items = iter_catalog(
             config.seed,
             supplier,
             self.size(supplier),
@@ -121,6 +133,9 @@ class SupplierWorld:
             malformed_rate=self.state.faults[supplier].malformed_rate,
             start=start,
         )
+        with self.lock:
+            forced = bool(self.store.sold_out.get(supplier))
+        return (self._sold_out(item) for item in items) if forced else items
 
     # ---- orders: recorded as asked, duplicates included, like a real supplier
 
@@ -178,7 +193,8 @@ class SupplierWorld:
 
 class SupplierAdminHandler(_AdminHandler):
     """``POST /_sandbox/suppliers`` with e.g.
-    ``{"catalog_sizes": {"domeggook": 400}, "tracking_delay_s": 60}``; GET shows the settings.
+    ``{"catalog_sizes": {"domeggook": 400}, "tracking_delay_s": 60, "sold_out": {"ownerclan":
+    [3]}}`` (``sold_out``: those item indexes sell out from now on); GET shows the settings.
     Not counted, not rate limited (like the other ``/_sandbox`` endpoints); undone by reset."""
 
     def get(self) -> None:
@@ -205,10 +221,18 @@ class SupplierAdminHandler(_AdminHandler):
             delay = body.get("tracking_delay_s")
             if delay is not None and (not isinstance(delay, int | float) or delay < 0):
                 raise ValueError("tracking_delay_s must be a number >= 0")
+            sold_out = body.get("sold_out", {})
+            if not isinstance(sold_out, dict) or not all(
+                s in SUPPLIERS and isinstance(v, list) and all(isinstance(i, int) for i in v)
+                for s, v in sold_out.items()
+            ):
+                raise ValueError("sold_out must be an object {supplier: [item index, ...]}")
         except ValueError as exc:
             raise tornado.web.HTTPError(400, reason=str(exc)) from None
         with self.state.lock:
             world.store.catalog_sizes.update(sizes)
+            for supplier, indexes in sold_out.items():
+                world.store.sold_out.setdefault(supplier, set()).update(indexes)
             if delay is not None:
                 world.store.tracking_delay_s = float(delay)
         self.get()
