@@ -1039,6 +1039,7 @@ def demo(
         float, typer.Option(help="Seconds from purchase to tracking number (sandbox).")
     ] = 4.0,
     drain: Annotated[float, typer.Option(help="Seconds to let every order settle.")] = 120.0,
+    tick: Annotated[float, typer.Option(help="Seconds between two rounds of sweeps.")] = 2.0,
     data_dir: Annotated[
         str | None, typer.Option(help="Data folder (default: a fresh temporary one).")
     ] = None,
@@ -1064,6 +1065,7 @@ def demo(
         sold_out=sold_out,
         tracking_delay=tracking_delay,
         drain=drain,
+        tick=tick,
     )
     stack = Stack(get_settings(), console, with_sandbox=True)
     exit_code = 1
