@@ -916,7 +916,9 @@ def orders_retry(
 
 @orders_cli.command("sweep")
 def orders_sweep(
-    account: Annotated[str | None, typer.Argument(help="A market account (default: all).")] = None,
+    account: Annotated[
+        str | None, typer.Argument(metavar="ACCOUNT", help="A market account (default: all).")
+    ] = None,
 ) -> None:
     """Sweep orders now through a worker (what beat does every minute) and show the counts."""
     from tasks.orders import sweep_orders

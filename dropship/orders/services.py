@@ -1,4 +1,21 @@
-"""Order ingestion: idempotent upsert of marketplace orders into the partitioned ``orders`` table.
+"""Order ingestion: the order sweep per market account, idempotent storage of order items in the
+partitioned ``orders`` table, and acknowledgement at the market.
+
+Public API (stable; ``tasks/orders.py``, the CLI and other order flows call these):
+
+* :func:`sweep_account` ``(account, connector_factory=..., now=None) -> SweepResult`` — pull,
+  store, match; ``SweepResult.forward`` / ``.acknowledge`` are the ids to publish after it
+  returns (everything is committed by then). See its docstring for locking and the watermark.
+* :func:`acknowledge_orders` ``(account, order_ids, ...) -> counts`` — repeatable.
+* :func:`market_meaning` ``(market, raw_status, claim)`` — what a market status means for us.
+* :func:`record_event` — one ``order_events`` row (ids and reasons only in ``detail``).
+* :func:`forwardable_order_ids`, :func:`unacknowledged_order_ids` — what the sweep re-publishes.
+* :func:`order_key` — our idempotency key per item; :func:`store_orders` — the plain upsert of
+  already-normalised orders (:class:`IncomingOrder`).
+
+Statuses the sweep sets and who acts next are listed above :data:`FORWARDABLE_RAW_STATUSES`;
+``cancel_requested`` is for the cancellation flow. Matching is :mod:`dropship.orders.matching`,
+forwarding :mod:`dropship.orders.forwarding`, retention :mod:`dropship.orders.retention`.
 
 An order whose month has no partition is not lost: the insert fails with a clear
 ``MissingPartitionError``, the partitions for those months are created, and the insert is retried
