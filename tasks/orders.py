@@ -22,6 +22,8 @@ from dropship.celery_app import DropshipTask, app
 from dropship.orders import forwarding, retention, services
 from dropship.settings import get_settings
 
+ACK_BATCH = 300  # ids per acknowledgement task (the connectors split by the market's own limit)
+
 
 def _market_accounts() -> list[str]:
     from dropship.listings.services import market_accounts
@@ -53,8 +55,8 @@ def sweep_orders(self: DropshipTask, account: str | None = None) -> list[dict[st
             continue
         summary = result.as_dict()
         summary["forward_tasks"] = publish_forwards(result.forward)
-        if result.acknowledge:
-            acknowledge_orders.delay(name, result.acknowledge)
+        for start in range(0, len(result.acknowledge), ACK_BATCH):
+            acknowledge_orders.delay(name, result.acknowledge[start : start + ACK_BATCH])
         results.append(summary)
     if first_error is not None:
         raise first_error

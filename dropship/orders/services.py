@@ -502,7 +502,7 @@ def _apply_market_change(
             "UPDATE orders SET raw_status = :raw, market_claim = :claim, status = :status, "
             "status_reason = CASE WHEN :changed THEN :reason "
             "WHEN status = 'new' AND :open THEN NULL ELSE status_reason END, "
-            "closed_at = CASE WHEN :status = 'cancelled' THEN now() ELSE closed_at END, "
+            "closed_at = CASE WHEN :closing THEN now() ELSE closed_at END, "
             "updated_at = now() WHERE id = :id AND ordered_at = :t"
         ),
         {
@@ -510,6 +510,7 @@ def _apply_market_change(
             "claim": row["market_claim"],
             "status": status,
             "changed": status != existing.status,
+            "closing": status == "cancelled" and existing.status != "cancelled",
             "open": meaning == "open",
             "reason": reason,
             "id": existing.id,
@@ -528,8 +529,10 @@ def _apply_market_change(
     result.updated += 1
     if status == "cancel_requested" and existing.status != status:
         result.cancel_requested += 1
-    if status == "new" and meaning == "open" and existing.status == "new":
-        result.forward.append(int(existing.id))
+    was_forwardable = existing.raw_status in FORWARDABLE_RAW_STATUSES.get(row["market"], ())
+    if status == "new" and meaning == "open" and existing.status == "new" and not was_forwardable:
+        result.forward.append(int(existing.id))  # e.g. paid now: its forward starts
+        result.acknowledge.append(int(existing.id))
 
 
 def _store_chunk(
@@ -742,8 +745,9 @@ def acknowledge_orders(
     """Tell the market we accepted these items (Coupang acknowledgement, Naver confirmation) and
     set ``acknowledged_at``. Safe to repeat: items acknowledged already are skipped, and the
     connectors treat a unit already past the acknowledged state as done. A transient failure
-    propagates (the task retries); a refusal is recorded per item as an ``acknowledge_failed``
-    event and raised as PermanentError (the next sweep offers the items again)."""
+    propagates (the task retries). When the market refuses a batch, each unit is sent alone so
+    the others still go through; refused ones get an ``acknowledge_failed`` event and are named
+    in the PermanentError raised at the end (the next sweep offers them again)."""
     with db.session_scope() as session:
         rows = session.execute(
             text(
@@ -758,11 +762,23 @@ def acknowledge_orders(
         return {"acknowledged": 0, "skipped": len(order_ids)}
     units = list(dict.fromkeys(str(r.market_order_id) for r in rows))
     connector = connector_factory(account)
+    refused: dict[str, str] = {}
     try:
         connector.acknowledge(units)
     except PermanentError as exc:
-        with db.session_scope() as session:
-            for r in rows:
+        if len(units) == 1:
+            refused[units[0]] = str(exc)
+        else:
+            # One refused unit must not hold back the others: one call each to find it.
+            for unit in units:
+                try:
+                    connector.acknowledge([unit])
+                except PermanentError as one:
+                    refused[unit] = str(one)
+    done = [r for r in rows if str(r.market_order_id) not in refused]
+    with db.session_scope() as session:
+        for r in rows:
+            if str(r.market_order_id) in refused:
                 record_event(
                     session,
                     r.id,
@@ -770,12 +786,10 @@ def acknowledge_orders(
                     "acknowledge_failed",
                     r.status,
                     r.status,
-                    {"error": str(exc)[:500]},
+                    {"error": refused[str(r.market_order_id)][:500]},
                     task_id,
                 )
-        raise
-    with db.session_scope() as session:
-        for r in rows:
+        for r in done:
             session.execute(
                 text(
                     "UPDATE orders SET acknowledged_at = now(), updated_at = now() "
@@ -786,4 +800,10 @@ def acknowledge_orders(
             record_event(
                 session, r.id, r.ordered_at, "acknowledged", r.status, r.status, {}, task_id
             )
-    return {"acknowledged": len(rows), "skipped": len(order_ids) - len(rows)}
+    if refused:
+        shown = ", ".join(sorted(refused)[:20])
+        raise PermanentError(
+            f"{account}: the market refused to acknowledge {len(refused)} unit(s): {shown} "
+            f"({len(done)} acknowledged)"
+        )
+    return {"acknowledged": len(done), "skipped": len(order_ids) - len(rows)}

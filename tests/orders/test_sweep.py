@@ -6,6 +6,7 @@ nothing twice; acknowledgement is repeatable."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -170,3 +171,67 @@ def test_failed_sweep_keeps_its_watermark_and_records_the_error(
     assert row.orders_watermark == mark and row.last_error
     sandbox.set_faults("coupang", error_rate=0.0)
     assert services.sweep_account("coupang_main", make_connector).new == 3
+
+
+def test_a_unit_the_market_refuses_to_acknowledge_does_not_hold_back_the_others(
+    sandbox: SandboxFixture,
+    catalog: Catalog,
+    make_connector: Callable[[str], Any],
+    rules_db: Engine,
+) -> None:
+    from dropship.errors import PermanentError
+    from dropship.sandbox.naver import NaverWorld
+
+    units = market_orders(sandbox, "naver_main", catalog.skus[("naver_main", "plain")], count=3)
+    result = services.sweep_account("naver_main", make_connector)
+    # Cancelled at the market between the sweep and the acknowledgement.
+    with sandbox.state.lock:
+        NaverWorld(sandbox.state).store.product_orders[units[1]].status = "CANCELED"
+    with pytest.raises(PermanentError, match=units[1]):
+        services.acknowledge_orders("naver_main", result.acknowledge, make_connector)
+    acked = {r["market_order_id"]: r["acknowledged_at"] for r in order_rows(rules_db)}
+    assert acked[units[1]] is None and acked[units[0]] and acked[units[2]]
+    with rules_db.connect() as conn:
+        kinds = conn.execute(text("SELECT kind FROM order_events")).scalars().all()
+    assert kinds.count("acknowledge_failed") == 1
+    # The next sweep sees the cancellation: nothing was bought, so the item is closed.
+    services.sweep_account("naver_main", make_connector)
+    status = {r["market_order_id"]: r["status"] for r in order_rows(rules_db)}
+    assert status[units[1]] == "cancelled"
+
+
+def test_a_cancel_request_before_shipment_is_marked_for_the_cancellation_flow(
+    sandbox: SandboxFixture,
+    catalog: Catalog,
+    make_connector: Callable[[str], Any],
+    rules_db: Engine,
+) -> None:
+    from dropship.orders import forwarding
+    from dropship.sandbox.naver import NaverWorld
+
+    units = market_orders(sandbox, "naver_main", catalog.skus[("naver_main", "plain")], count=2)
+    ids = services.sweep_account("naver_main", make_connector).forward
+    forwarding.forward_orders(ids, connector_factory=lambda s: make_connector(f"{s}_main"))
+    world = NaverWorld(sandbox.state)
+    with sandbox.state.lock:  # the buyer asks to cancel one of them at the market
+        po = world.store.product_orders[units[0]]
+        po.product["claimType"], po.product["claimStatus"] = "CANCEL", "CANCEL_REQUEST"
+        world._bump(po, "CLAIM_REQUESTED")
+    # Naver's window end is inclusive and we stop 1 ms before ours: a change in that last
+    # millisecond is read by the next sweep's overlap. Step past it so this sweep reads it.
+    time.sleep(0.01)
+    result = services.sweep_account("naver_main", make_connector)
+    assert result.cancel_requested == 1 and result.new == 0
+    rows = {r["market_order_id"]: r for r in order_rows(rules_db)}
+    assert rows[units[0]]["status"] == "cancel_requested"
+    assert rows[units[0]]["market_claim"] == "CANCEL_REQUEST"
+    assert rows[units[1]]["status"] == "forwarded"
+    with rules_db.connect() as conn:
+        event = conn.execute(
+            text(
+                "SELECT from_status, to_status FROM order_events "
+                "WHERE order_id = :o AND kind = 'market_status'"
+            ),
+            {"o": rows[units[0]]["id"]},
+        ).one()
+    assert tuple(event) == ("forwarded", "cancel_requested")
