@@ -439,7 +439,18 @@ def summary(box: Sandbox, console: Console, state: DemoState) -> int:
     failed = sum(dups.values()) > 0 or bool(stuck) or bool(missing)
     if stuck:
         console.print("[red]stuck:[/] " + ", ".join(f"{r.id} ({r.status})" for r in stuck[:20]))
-    console.print(
-        json.dumps({"duplicates": sum(dups.values()), "stuck": len(stuck), "missing": len(missing)})
+    # Plain print: one unwrapped line whatever the terminal width (tests and scripts parse it).
+    print(
+        json.dumps(
+            {
+                "duplicates": sum(dups.values()),
+                "stuck": len(stuck),
+                "missing": len(missing),
+                "arrived": state.arrived,
+                "cancellations_asked": state.cancel_asked,
+                "orders": {r.status: r.n for r in counts()["orders"]},
+            }
+        ),
+        flush=True,
     )
     return 1 if failed else 0

@@ -107,7 +107,7 @@ def sweep_sheets(
 
 _ROWS_SQL = """
     SELECT po.id AS po_id, o.id, o.ordered_at, o.order_key, o.supplier_sku,
-           COALESCE(o.supplier_option_code, o.option_label) AS option, o.quantity,
+           o.supplier_option_code AS option, o.quantity,
            o.receiver_name, o.receiver_phone, o.receiver_zipcode, o.receiver_address,
            o.receiver_message
     FROM purchase_orders po
