@@ -65,6 +65,8 @@ class SupplierStore:
         default_factory=lambda: {s: {} for s in SUPPLIERS}
     )
     serial: int = 0
+    # (supplier, note) -> order keys: lookups by our key stay O(1) with 10,000s of orders.
+    by_note: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     catalog_sizes: dict[str, int] = field(default_factory=dict)
     tracking_delay_s: float | None = None
     # Items an admin call sold out (a product selling out after it was listed).
@@ -162,6 +164,7 @@ class SupplierWorld:
                 recipient=recipient,
             )
             self.store.orders[supplier][order.key] = order
+            self.store.by_note.setdefault((supplier, note), []).append(order.key)
         return order
 
     def record_purchase(self, note: str) -> None:
@@ -175,9 +178,10 @@ class SupplierWorld:
 
     def orders(self, supplier: str, note: str | None = None) -> list[SupplierOrder]:
         with self.lock:
-            return [
-                o for o in self.store.orders[supplier].values() if note is None or o.note == note
-            ]
+            if note is None:
+                return list(self.store.orders[supplier].values())
+            placed = self.store.orders[supplier]
+            return [placed[k] for k in self.store.by_note.get((supplier, note), ())]
 
     def cancel(self, supplier: str, key: str) -> SupplierOrder | None:
         """Cancel unless already shipped; returns the order (None when unknown)."""
