@@ -205,8 +205,9 @@ class ProductOrder:
                 **self.product,
                 "shippingAddress": dict(self.receiver),
                 "shippingMemo": "부재 시 경비실에 맡겨주세요",
-                "claimType": self.claim_type,
-                "claimStatus": self.claim_status,
+                # A claim made through the admin endpoint, else one a test set on the product.
+                "claimType": self.claim_type or self.product.get("claimType"),
+                "claimStatus": self.claim_status or self.product.get("claimStatus"),
             },
             "delivery": dict(self.delivery) if self.delivery else None,
             **self._claim_detail(),
