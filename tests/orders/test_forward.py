@@ -283,6 +283,15 @@ def test_price_rise_beyond_the_tolerance_is_refused(
     if outcome == "failed":
         assert row["status_reason"].startswith("supplier refused (price)")
         assert purchase_counts(sandbox, [row["order_key"]]) == [0]
+        # The catalog catches up with the supplier's price; the operator's retry accepts it.
+        with rules_db.begin() as conn:
+            conn.execute(
+                text("UPDATE products SET price = :p WHERE id = :id"),
+                {"p": item.cost_price, "id": row["product_id"]},
+            )
+        assert forwarding.retry_order(row["id"])["forward"]
+        assert forwarding.forward_orders(ids, connector_factory=suppliers)["placed"] == 1
+        assert purchase_counts(sandbox, [row["order_key"]]) == [1]
     else:
         assert row["status"] == "forwarded"
 
