@@ -31,8 +31,9 @@ Public API (stable; ``tasks/orders.py`` and the CLI call these):
 * :func:`give_up_forwarding` — a spent retry budget: items still ``forwarding`` become ``failed``
   with the reason (the outcome at the supplier is unknown; a retry looks the key up first).
 * :func:`retry_order` ``(order_id) -> {"order_id", "status", "forward"}`` — one-call retry of a
-  ``failed`` item (purchase back to ``pending``, order ``new``) or re-matching of an
-  ``unmatched`` one; the caller publishes ``forward_order`` when ``forward`` is true.
+  ``failed`` item (purchase back to ``pending``, order ``new``, ``unit_cost`` from the product's
+  current cost) or re-matching of an ``unmatched`` one; the caller publishes ``forward_order``
+  when ``forward`` is true.
 * :func:`request_listing_suspension` ``(session, product_id, reason) -> listing ids`` — the one
   place the order flow asks for a product's listings to stop selling.
 """
@@ -547,6 +548,22 @@ def retry_order(order_id: int, task_id: str | None = None) -> dict[str, Any]:
                     "WHERE order_key = :k AND status = 'failed'"
                 ),
                 {"k": row.order_key},
+            )
+            # Priced again at the product's cost now (the catalog follows the supplier): an
+            # operator retrying a "price rose" refusal accepts the new cost once collect saw it.
+            session.execute(
+                text(
+                    """
+                    UPDATE orders o SET unit_cost = p.price + coalesce((
+                        SELECT (opt->>'price_delta')::int FROM jsonb_array_elements(p.options) opt
+                        WHERE opt->>'supplier_option_code' = o.supplier_option_code
+                           OR (opt->>'name') || ':' || (opt->>'value') = o.supplier_option_code
+                        LIMIT 1), 0)
+                    FROM products p
+                    WHERE p.id = o.product_id AND o.id = :id AND o.ordered_at = :t
+                    """
+                ),
+                {"id": row.id, "t": row.ordered_at},
             )
             _set_order(session, row, "new", None, "retry", task_id)
             return {"order_id": order_id, "status": "new", "forward": True}

@@ -35,11 +35,11 @@ from typing import Any
 import psycopg.errors
 from sqlalchemy import Connection, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from dropship import db
-from dropship.errors import MissingPartitionError, PermanentError
+from dropship.errors import MissingPartitionError, PermanentError, TransientError
 from dropship.maintenance.partitions import Month, ensure_partitions
 from dropship.orders.matching import ListingIndex, Match
 from dropship.orders.models import Order, OrderEvent
@@ -675,12 +675,29 @@ def _sweep_locked(
             )
             result.watermark = new_mark.isoformat()
     except Exception as exc:
+        safe = _without_row_data(exc)
         with db.session_scope() as session:
             session.execute(
                 text("UPDATE order_sweeps SET last_error = :e WHERE account_id = :a"),
-                {"a": account_id, "e": f"{type(exc).__name__}: {exc}"[:ERROR_MAX]},
+                {"a": account_id, "e": f"{type(safe).__name__}: {safe}"[:ERROR_MAX]},
             )
-        raise
+        if safe is exc:
+            raise
+        raise safe from None
+
+
+def _without_row_data(exc: Exception) -> Exception:
+    """``exc``, or for a database error one that names only its class and SQLSTATE: a driver's
+    text can quote the failing row ("Failing row contains (...)", receivers' data included) or
+    the server's address, and this message reaches order_sweeps, the task result and Flower."""
+    if not isinstance(exc, DBAPIError):
+        return exc
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or "?"
+    message = f"database error {type(orig).__name__} (SQLSTATE {state}) while storing orders"
+    if isinstance(exc, OperationalError):
+        return TransientError(message)
+    return PermanentError(message)
 
 
 def _forwardable_clause() -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,15 @@ from tests.platforms.conftest import (  # noqa: F401  (fixtures)
 )
 
 MARKETS = {"coupang_main": "56137", "naver_main": "50000803"}
+
+
+@pytest.fixture(autouse=True)
+def no_spontaneous_orders(sandbox: SandboxFixture) -> None:  # noqa: F811
+    """The test sandbox lets orders arrive by themselves for listed products (0.5 a minute per
+    market); these tests count exactly the orders they create, so arrivals are off. (The next
+    test's reset brings the configured rate back.)"""
+    state = sandbox.state
+    state.reset(replace(state.initial_config, order_rate_per_min=0.0))
 
 
 @pytest.fixture

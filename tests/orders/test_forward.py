@@ -150,19 +150,31 @@ def test_same_batch_to_two_workers_at_the_same_instant_buys_once(
         assert conn.execute(text("SELECT count(*) FROM purchase_orders")).scalar_one() == 5
 
 
+# "5xx" and "reset" (the purchase is made, then the answer is a 502/504 or a dropped
+# connection); "timeout" loses the same way but holds each answer past the client's 5 s timeout.
+@pytest.mark.parametrize("mode", ["5xx", "reset"])
 def test_lost_responses_at_the_supplier_still_buy_once(
     sandbox: SandboxFixture,
     catalog: Catalog,
     make_connector: Factory,
     suppliers: Factory,
     rules_db: Engine,
+    mode: str,
 ) -> None:
     ids = swept(sandbox, make_connector, "naver_main", catalog.skus[("naver_main", "plain")], 6)
-    sandbox.set_faults("ownerclan", lost_response_rate=0.6, lost_response_mode="mixed")
+    sandbox.set_faults("ownerclan", lost_response_rate=0.6, lost_response_mode=mode)
     forward_until_done(ids, suppliers)
     assert sandbox.counts()["lost_responses"], "the fault never fired"
     assert purchase_counts(sandbox, keys_of(rules_db, ids)) == [1] * 6
     assert {r["status"] for r in order_rows(rules_db)} == {"forwarded"}
+    with rules_db.connect() as conn:
+        found = conn.execute(
+            text(
+                "SELECT count(*) FROM order_events WHERE kind = 'forwarded' "
+                "AND detail->>'already_existed' = 'true'"
+            )
+        ).scalar_one()
+    assert found >= 1, "no purchase was found by its key after a lost answer"
 
 
 @pytest.fixture
@@ -271,6 +283,15 @@ def test_price_rise_beyond_the_tolerance_is_refused(
     if outcome == "failed":
         assert row["status_reason"].startswith("supplier refused (price)")
         assert purchase_counts(sandbox, [row["order_key"]]) == [0]
+        # The catalog catches up with the supplier's price; the operator's retry accepts it.
+        with rules_db.begin() as conn:
+            conn.execute(
+                text("UPDATE products SET price = :p WHERE id = :id"),
+                {"p": item.cost_price, "id": row["product_id"]},
+            )
+        assert forwarding.retry_order(row["id"])["forward"]
+        assert forwarding.forward_orders(ids, connector_factory=suppliers)["placed"] == 1
+        assert purchase_counts(sandbox, [row["order_key"]]) == [1]
     else:
         assert row["status"] == "forwarded"
 

@@ -235,3 +235,37 @@ def test_a_cancel_request_before_shipment_is_marked_for_the_cancellation_flow(
             {"o": rows[units[0]]["id"]},
         ).one()
     assert tuple(event) == ("forwarded", "cancel_requested")
+
+
+def test_a_database_refusal_of_the_rows_reports_no_receiver_data(
+    sandbox: SandboxFixture,
+    catalog: Catalog,
+    make_connector: Callable[[str], Any],
+    rules_db: Engine,
+) -> None:
+    from dropship.errors import PermanentError
+
+    units = market_orders(sandbox, "coupang_main", catalog.skus[("coupang_main", "plain")], count=1)
+    (sheet,) = [
+        s
+        for s in sandbox._admin("GET", "coupang/orders")["orders"]
+        if str(s["shipmentBoxId"]) == units[0]
+    ]
+    name, phone = sheet["receiver"]["name"], sheet["receiver"]["safeNumber"]
+    services.sweep_account("coupang_main", make_connector)  # creates the month's partition
+    with rules_db.begin() as conn:  # the database refuses the rows next time (SQLAlchemy's
+        # error text would quote the statement's parameters: receivers' names and phones)
+        conn.execute(text("DELETE FROM orders"))
+        conn.execute(text("ALTER TABLE orders ADD CONSTRAINT ck_test_refuse CHECK (quantity < 0)"))
+    try:
+        with pytest.raises(PermanentError) as raised:
+            services.sweep_account("coupang_main", make_connector)
+    finally:
+        with rules_db.begin() as conn:
+            conn.execute(text("ALTER TABLE orders DROP CONSTRAINT ck_test_refuse"))
+    with rules_db.connect() as conn:
+        last_error = conn.execute(text("SELECT last_error FROM order_sweeps")).scalar_one()
+    for shown in (str(raised.value), repr(raised.value), last_error):
+        assert "CheckViolation" in shown
+        assert name not in shown and phone not in shown
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
