@@ -40,6 +40,36 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
+    # --- orders (queue high): pull new and changed orders per market account, store and match
+    # them, then publish forwards and acknowledgements (and re-publish lost forwards).
+    "orders-sweep": {
+        "task": "tasks.orders.sweep_orders",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    # Receivers' personal data past DROPSHIP_ORDERS__PII_RETENTION_DAYS, erased daily.
+    "orders-erase-expired-pii": {
+        "task": "tasks.orders.erase_expired_pii",
+        "schedule": crontab(minute=20, hour=4),
+        "options": {"expires": 6 * 3600},
+    },
+    # --- order operations (queue high): purchase-order sheets written and followed by key,
+    # shipments from the suppliers to the markets, cancellations/claims per market account.
+    "fulfilment-sheets-sweep": {
+        "task": "tasks.fulfilment.sheets_sweep",
+        "schedule": 120.0,
+        "options": {"expires": 110},
+    },
+    "fulfilment-tracking-sweep": {
+        "task": "tasks.fulfilment.tracking_sweep",
+        "schedule": 120.0,
+        "options": {"expires": 110},
+    },
+    "fulfilment-claims-sweep": {
+        "task": "tasks.fulfilment.claims_sweep",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     # --- collect (queue low). The sweep keeps every run moving: a lost chord body is merged,
     # a stalled run re-published or failed with a reason, a paused run resumed after its reset.
     "collect-sweep-runs": {

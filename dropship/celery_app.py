@@ -54,6 +54,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     "tasks.listings.sync_sweep": {"queue": "high"},
     # The alert evaluator: small, and must run while the bulk queues are backlogged.
     "tasks.ops.*": {"queue": "high"},
+    "tasks.fulfilment.*": {"queue": "high"},
     "tasks.listings.*": {"queue": "medium"},
     "tasks.register.*": {"queue": "medium"},
     "tasks.collect.*": {"queue": "low"},
@@ -69,6 +70,8 @@ TASK_MODULES = [
     "tasks.listings",
     "tasks.images",
     "tasks.ops",
+    "tasks.orders",
+    "tasks.fulfilment",
 ]
 
 BACKOFF_BASE_SECONDS = 2.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import code
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -1011,6 +1012,309 @@ def listings_retry_suspend(
     if products:
         publish_sync("suspend", products)
     console.print(f"re-sent suspensions for {len(products)} product(s)")
+
+
+# --------------------------------------------------------------------------- orders
+
+orders_cli = typer.Typer(
+    help="Marketplace orders: sweep, list, show, unmatched, failed, retry. Never prints "
+    "receivers' personal data.",
+    no_args_is_help=True,
+)
+cli.add_typer(orders_cli, name="orders")
+
+_ORDER_COLUMNS = ("id", "account", "market_order_id", "status", "supplier", "qty", "reason")
+
+
+def _print_orders(title: str, rows: list[dict[str, Any]], empty: str) -> None:
+    if not rows:
+        console.print(empty)
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in _ORDER_COLUMNS:
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["account"]),
+            str(r["market_order_id"]),
+            str(r["status"]),
+            str(r["supplier"] or "-"),
+            str(r["quantity"]),
+            str(r["status_reason"] or ""),
+        )
+    console.print(table)
+
+
+def _orders_of(status: str | None, account: str | None, limit: int) -> list[dict[str, Any]]:
+    from dropship.db import session_scope
+    from dropship.orders.queries import list_orders
+
+    with session_scope() as session:
+        return list_orders(session, status=status, account=account, limit=limit)
+
+
+OrderAccountOpt = Annotated[str | None, typer.Option(help="Only this market account.")]
+OrderLimitOpt = Annotated[int, typer.Option(help="Rows shown (newest first).")]
+
+
+@orders_cli.command("list")
+def orders_list(
+    status: Annotated[str | None, typer.Option(help="Only this status.")] = None,
+    account: OrderAccountOpt = None,
+    limit: OrderLimitOpt = 50,
+) -> None:
+    """Order items per account and status, then the latest ones."""
+    from dropship.db import session_scope
+    from dropship.orders.models import ORDER_STATUSES
+    from dropship.orders.queries import status_counts
+
+    if status is not None and status not in ORDER_STATUSES:
+        raise _fail(f"unknown status {status!r}: one of {', '.join(ORDER_STATUSES)}")
+    with session_scope() as session:
+        counts = status_counts(session)
+    _print_rows("order items by status", counts)
+    _print_orders("latest order items", _orders_of(status, account, limit), "no orders")
+
+
+@orders_cli.command("unmatched")
+def orders_unmatched(account: OrderAccountOpt = None, limit: OrderLimitOpt = 50) -> None:
+    """Items no listing/product/option could be found for, with the reason."""
+    _print_orders("unmatched order items", _orders_of("unmatched", account, limit), "none")
+
+
+@orders_cli.command("failed")
+def orders_failed(account: OrderAccountOpt = None, limit: OrderLimitOpt = 50) -> None:
+    """Items the supplier refused (or whose retries ran out), with the reason."""
+    _print_orders("failed order items", _orders_of("failed", account, limit), "none")
+
+
+@orders_cli.command("show")
+def orders_show(order_id: Annotated[int, typer.Argument(help="Order item id.")]) -> None:
+    """One item: its facts, purchase order and events (no personal data)."""
+    from dropship.db import session_scope
+    from dropship.orders.queries import order_detail
+
+    with session_scope() as session:
+        detail = order_detail(session, order_id)
+    if detail is None:
+        raise _fail(f"no order {order_id}")
+    events = detail.pop("events")
+    purchase = detail.pop("purchase_order")
+    stored = detail.pop("receiver_stored")
+    detail["receiver"] = (
+        f"erased at {detail['pii_erased_at']}"
+        if detail["pii_erased_at"]
+        else ("stored (not shown)" if stored else "none")
+    )
+    for key, value in detail.items():
+        console.print(f"{key}: {value}", soft_wrap=True)
+    console.print(f"purchase_order: {purchase}", soft_wrap=True)
+    _print_rows("events", events)
+
+
+@orders_cli.command("retry")
+def orders_retry(
+    order_id: Annotated[int, typer.Argument(help="A failed or unmatched order item id.")],
+    here: Annotated[
+        bool, typer.Option("--here", help="Forward in this process instead of via a worker.")
+    ] = False,
+) -> None:
+    """Retry a failed item (it is looked up at the supplier by its key before anything is
+    bought) or re-match an unmatched one, then forward it."""
+    from dropship.errors import PermanentError
+    from dropship.orders import forwarding
+
+    try:
+        result = forwarding.retry_order(order_id)
+    except PermanentError as exc:
+        raise _fail(str(exc)) from None
+    if not result["forward"]:
+        console.print(f"order {order_id}: {result['status']} (nothing to forward)")
+        return
+    if here:
+        counts = forwarding.forward_orders([order_id])
+        console.print(f"order {order_id}: {counts}")
+        return
+    from tasks.orders import forward_order
+
+    _release_result(forward_order.delay([order_id]))
+    console.print(f"order {order_id}: {result['status']}, forward_order published")
+
+
+@orders_cli.command("sweep")
+def orders_sweep(
+    account: Annotated[
+        str | None, typer.Argument(metavar="ACCOUNT", help="A market account (default: all).")
+    ] = None,
+) -> None:
+    """Sweep orders now through a worker (what beat does every minute) and show the counts."""
+    from tasks.orders import sweep_orders
+
+    result = sweep_orders.delay(account)
+    try:
+        rows = result.get(timeout=300)
+    finally:
+        _release_result(result)
+    _print_rows("order sweep", rows)
+
+
+# --------------------------------------------------------------------------- order operations
+# (tracking, claims, purchase-order sheets: dropship.orders.tracking / claims / sheets)
+
+
+@orders_cli.command("sheets")
+def orders_sheets(limit: OrderLimitOpt = 50) -> None:
+    """Purchase-order sheets: file, supplier, rows, and how many still wait for the supplier."""
+    from dropship.orders.sheets import list_sheets
+
+    rows = list_sheets(limit)
+    if not rows:
+        console.print("no purchase-order sheets")
+        return
+    _print_rows(
+        "purchase-order sheets (upload each file at its supplier)",
+        [
+            {
+                "id": r["id"],
+                "supplier": r["supplier"],
+                "status": r["status"],
+                "rows": r["order_count"],
+                "waiting": r["waiting"],
+                "placed": r["placed"],
+                "cancelled": r["cancelled"],
+                "file": r["path"] + ("" if r["file_exists"] else " (missing: sweep restores it)"),
+            }
+            for r in rows
+        ],
+    )
+
+
+@orders_cli.command("sheet-placed")
+def orders_sheet_placed(
+    sheet_id: Annotated[int, typer.Argument(help="A sheet uploaded at a supplier without lookup.")],
+) -> None:
+    """Confirm that a sheet was uploaded at a supplier that cannot be looked up (Domeggook
+    without Private API): its waiting rows become placed."""
+    from dropship.orders.sheets import mark_sheet_placed
+
+    console.print(f"sheet {sheet_id}: {mark_sheet_placed(sheet_id)} purchase orders placed")
+
+
+@orders_cli.command("tracking-import")
+def orders_tracking_import(
+    path: Annotated[
+        str, typer.Argument(help="CSV with columns order_key,carrier,tracking_number.")
+    ],
+) -> None:
+    """Tracking numbers from a supplier without a lookup API; the tracking sweep dispatches
+    them to the markets."""
+    import csv
+
+    from dropship.orders.sheets import import_tracking
+
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"order_key", "carrier", "tracking_number"} - set(reader.fieldnames or ())
+        if missing:
+            raise _fail(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        rows = [(r["order_key"], r["carrier"], r["tracking_number"]) for r in reader]
+    console.print(f"{import_tracking(rows)} of {len(rows)} order items shipped")
+
+
+@orders_cli.command("claims")
+def orders_claims(account: OrderAccountOpt = None, limit: OrderLimitOpt = 50) -> None:
+    """Items an operator must act on: claims after shipment (returns), cancellations the
+    supplier was too late for or that cannot be cancelled by API, tracking uploads refused."""
+    from dropship.db import session_scope
+    from dropship.orders.queries import list_orders
+
+    with session_scope() as session:
+        rows = [
+            r
+            for status in ("cancel_requested", "shipped", "dispatched")
+            for r in list_orders(session, status=status, account=account, limit=limit)
+            if r["status_reason"]
+        ]
+    _print_orders("order items waiting for an operator", rows, "none")
+
+
+@orders_cli.command("track")
+def orders_track() -> None:
+    """Run the tracking and claims sweeps now through a worker and show the counts."""
+    from tasks.fulfilment import claims_sweep, sheets_sweep, tracking_sweep
+
+    for task in (sheets_sweep, tracking_sweep, claims_sweep):
+        result = task.delay()
+        try:
+            value = result.get(timeout=300)
+        finally:
+            _release_result(result)
+        _print_rows(task.name, value if isinstance(value, list) else [value])
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@cli.command()
+def demo(
+    catalog: Annotated[int, typer.Option(help="Products per supplier in the sandbox.")] = 30,
+    rate: Annotated[float, typer.Option(help="Orders arriving per second.")] = 2.0,
+    duration: Annotated[float, typer.Option(help="Seconds during which orders arrive.")] = 20.0,
+    cancel_share: Annotated[
+        float, typer.Option(help="Share of orders the buyer cancels (0..1).")
+    ] = 0.1,
+    sold_out: Annotated[int, typer.Option(help="Listed products that sell out.")] = 2,
+    tracking_delay: Annotated[
+        float, typer.Option(help="Seconds from purchase to tracking number (sandbox).")
+    ] = 4.0,
+    drain: Annotated[float, typer.Option(help="Seconds to let every order settle.")] = 120.0,
+    tick: Annotated[float, typer.Option(help="Seconds between two rounds of sweeps.")] = 2.0,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Data folder (default: a fresh temporary one).")
+    ] = None,
+) -> None:
+    """Run the whole business against the sandbox on the embedded stack: collect, register,
+    orders arriving, forward, sheets, ship, track, cancellations, sold-out; live progress and
+    a summary. Exit 1 when the sandbox saw a duplicate or an order has no visible next step."""
+    from dropship import db
+    from dropship import demo as business
+    from dropship.embedded.postgres import EmbeddedServerError
+    from dropship.stack import Stack, StackError
+
+    if not (0.0 <= cancel_share <= 1.0) or rate <= 0 or catalog < 1:
+        raise _fail("--cancel-share must be within 0..1, --rate > 0, --catalog >= 1")
+    business.prepare_environment(Path(data_dir) if data_dir else None)
+    get_settings.cache_clear()
+    db.reset_engine()
+    options = business.DemoOptions(
+        catalog=catalog,
+        rate=rate,
+        duration=duration,
+        cancel_share=cancel_share,
+        sold_out=sold_out,
+        tracking_delay=tracking_delay,
+        drain=drain,
+        tick=tick,
+    )
+    stack = Stack(get_settings(), console, with_sandbox=True)
+    exit_code = 1
+    try:
+        stack.start()
+        assert stack.sandbox_url is not None
+        exit_code = business.run_business(business.Sandbox(stack.sandbox_url), options, console)
+    except (StackError, EmbeddedServerError, RuntimeError) as exc:
+        err_console.print(f"[bold red]demo failed:[/] {exc}")
+    except KeyboardInterrupt:
+        console.print("\n[dim]interrupted: stopping...[/]")
+    except Exception as exc:
+        err_console.print(f"[bold red]demo failed:[/] {type(exc).__name__}: {str(exc)[:500]}")
+    finally:
+        db.reset_engine()
+        stack.stop()
+    raise typer.Exit(exit_code)
 
 
 def main() -> None:

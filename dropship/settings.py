@@ -134,6 +134,44 @@ class AlertSettings(BaseModel):
     webhook_timeout_s: float = Field(5.0, gt=0, le=60)
 
 
+class FulfilmentSettings(BaseModel):
+    """Purchase-order sheets (which suppliers get them: ``orders.sheet_suppliers``)."""
+
+    sheet_format: Literal["xlsx", "csv"] = "xlsx"
+    sheet_dir: Path | None = Field(
+        None, description="where sheets are written; default <data_dir>/purchase-order-sheets"
+    )
+    sheet_max_rows: int = Field(500, ge=1, le=10_000, description="purchase orders per sheet")
+
+
+class OrderSettings(BaseModel):
+    """The order flow (docs/ARCHITECTURE.md "Orders"); env ``DROPSHIP_ORDERS__<FIELD>``."""
+
+    sweep_overlap_s: int = Field(
+        600, ge=0, description="each order sweep re-reads this much before the watermark"
+    )
+    initial_lookback_s: int = Field(
+        3 * 86_400, ge=60, description="first sweep of an account reads this far back"
+    )
+    forward_batch_size: int = Field(20, ge=1, le=500, description="order items per forward task")
+    stale_after_s: int = Field(
+        600, ge=10, description="a claimed order untouched this long is re-published by the sweep"
+    )
+    price_check: bool = Field(
+        True, description="read the supplier's current price and stock before buying"
+    )
+    price_tolerance_pct: float = Field(
+        5.0, ge=0, le=100, description="refuse to buy when the supplier's cost rose more than this"
+    )
+    sheet_suppliers: tuple[str, ...] = Field(
+        ("gentrade", "domeggook"),
+        description="suppliers whose purchase orders go out on purchase-order sheets",
+    )
+    pii_retention_days: int = Field(
+        90, ge=1, description="receiver name/phone/address are erased after this many days"
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -176,6 +214,8 @@ class Settings(BaseSettings):
     celery: CelerySettings = CelerySettings()
     collect: CollectSettings = CollectSettings()
     alerts: AlertSettings = AlertSettings()
+    orders: OrderSettings = OrderSettings()
+    fulfilment: FulfilmentSettings = FulfilmentSettings()
     # Accounts, base URLs, credentials, rate limits: see docs/PLATFORMS.md.
     platforms: PlatformSettings = PlatformSettings()
     # Image download limits, processing and the store: see docs/ARCHITECTURE.md "Images".

@@ -102,6 +102,9 @@ class Order(Base):
     status_reason: Mapped[str | None] = mapped_column(Text)
     # A claim (cancel/return/exchange) the market reports for this item.
     market_claim: Mapped[str | None] = mapped_column(String(32))
+    # The market's id of that claim (Coupang receiptId, Naver product order id): what the
+    # cancellation is confirmed with (migration 0010).
+    market_claim_id: Mapped[str | None] = mapped_column(String(64))
     external_sku: Mapped[str | None] = mapped_column(String(64))
     option_label: Mapped[str | None] = mapped_column(Text)
     supplier_sku: Mapped[str | None] = mapped_column(String(64))
@@ -221,3 +224,17 @@ class OrderSweep(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     orders_seen: Mapped[int] = mapped_column(BigInteger, server_default="0")
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+
+class ClaimSweep(Base):
+    """Per market account: how far cancellation/return requests have been read (migration
+    0010). Moved only by a sweep that stored every claim it read."""
+
+    __tablename__ = "claim_sweeps"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    watermark: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -50,6 +50,8 @@ from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import PlatformHttp
 from dropship.platforms.interfaces import (
     BuyerInfo,
+    ClaimKind,
+    MarketClaim,
     MarketListingRequest,
     MarketListingResult,
     MarketListingState,
@@ -686,6 +688,79 @@ class CoupangConnector:
             failures.append(failure)
         return failures
 
+    # ------------------------------------------------------------------ claims
+
+    def iter_claims(self, changed_since: datetime, until: datetime) -> Iterator[MarketClaim]:
+        """Cancellation (``cancelType=CANCEL``) and return (``status=UC``) receipts created in
+        ``[changed_since, until)``: one :class:`MarketClaim` per shipment box and vendor item,
+        in windows of at most 23 hours following ``nextToken``."""
+        common.check_window(MARKET, changed_since, until)
+        window_start = changed_since
+        while window_start < until:
+            window_end = min(until, window_start + ORDER_WINDOW)
+            for query in ({"cancelType": "CANCEL"}, {"cancelType": "RETURN", "status": "UC"}):
+                for record in self._receipt_pages(window_start, window_end, query):
+                    for claim in _parse_receipt(record):
+                        if changed_since <= claim.requested_at < until:
+                            yield claim
+            window_start = window_end
+
+    def _receipt_pages(
+        self, start: datetime, end: datetime, query: dict[str, str]
+    ) -> Iterator[dict[str, Any]]:
+        params: dict[str, Any] = {
+            "searchType": "timeFrame",
+            "createdAtFrom": _minute_floor(start).strftime("%Y-%m-%dT%H:%M"),
+            "createdAtTo": _minute_ceil(end).strftime("%Y-%m-%dT%H:%M"),
+            "maxPerPage": MAX_PER_PAGE,
+            **query,
+        }
+        path = f"{OPENAPI_V4}/{self.vendor_id}/returnRequests"
+        tokens_seen: set[str] = set()
+        for _ in range(MAX_PAGES_PER_WINDOW):
+            status_code, body = self._call("GET", path, params=params)
+            if not response_ok(body):
+                raise PermanentError(
+                    f"coupang returnRequests -> {status_code} code {body.get('code')}: "
+                    f"{_short(body.get('message'))}"
+                )
+            records = body.get("data")
+            if not isinstance(records, list):
+                raise TransientError("coupang returnRequests: 'data' is not a list")
+            yield from records
+            next_token = str(body.get("nextToken") or "")
+            if not next_token:
+                return
+            if next_token in tokens_seen:
+                raise TransientError(f"coupang returnRequests: nextToken {next_token} repeated")
+            tokens_seen.add(next_token)
+            params["nextToken"] = next_token
+        raise TransientError("coupang returnRequests: too many pages")
+
+    def confirm_cancel(self, claim: MarketClaim) -> None:
+        """출고중지완료 (``PATCH returnRequests/{receiptId}/stoppedShipment``) for a cancellation
+        before shipment. Coupang refuses a second one, so a refusal is checked against the box:
+        already CANCELED counts as done (an earlier answer was lost); otherwise PermanentError
+        with Coupang's message."""
+        receipt_id = int(common.numeric_id(MARKET, claim.claim_id))
+        path = f"{OPENAPI_V4}/{self.vendor_id}/returnRequests/{receipt_id}/stoppedShipment"
+        body = {"vendorId": self.vendor_id, "receiptId": receipt_id, "cancelCount": claim.quantity}
+        try:
+            status, answer = self._call(
+                "PATCH", path, json=body, idempotent=False, ok_statuses=(400,)
+            )
+        except TransientError:
+            if self._box_status_or_none(int(claim.market_order_id)) == "CANCELED":
+                return
+            raise
+        if status == 200 and response_ok(answer):
+            return
+        if self._box_status_or_none(int(claim.market_order_id)) == "CANCELED":
+            return
+        raise PermanentError(
+            f"coupang stoppedShipment {receipt_id} -> {status}: {_short(answer.get('message'))}"
+        )
+
     def _send_boxes(self, what: str, values: Sequence[Any]) -> dict[int, _BoxResult]:
         """One acknowledgement (box ids) or invoice (dtos) call; the per-box results. Never
         repeated by the HTTP layer: an unknown outcome raises TransientError to the caller,
@@ -772,6 +847,40 @@ def _parse_order_sheet(record: Any) -> MarketOrder:
         raise TransientError(
             f"coupang ordersheets: malformed order sheet (shipmentBoxId={box}): "
             f"{type(exc).__name__} {exc if isinstance(exc, KeyError) else ''}".rstrip()
+        ) from None
+
+
+_OPEN_RECEIPT_STATUSES = frozenset({"RELEASE_STOP_UNCHECKED", "RETURNS_UNCHECKED"})
+
+
+def _parse_receipt(record: Any) -> list[MarketClaim]:
+    """One returnRequests receipt -> a claim per returned item; TransientError when malformed."""
+    receipt = record.get("receiptId") if isinstance(record, dict) else None
+    try:
+        if not isinstance(record, dict):
+            raise TypeError("receipt is not an object")
+        created = datetime.fromisoformat(str(record["createdAt"]))
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=KST)
+        kind: ClaimKind = "cancel" if record["receiptType"] == "CANCEL" else "return"
+        status = str(record["receiptStatus"])
+        return [
+            MarketClaim(
+                market=MARKET,
+                kind=kind,
+                claim_id=str(record["receiptId"]),
+                market_order_id=str(item["shipmentBoxId"]),
+                market_item_id=str(item["vendorItemId"]),
+                status=status,
+                requested_at=created,
+                quantity=int(item.get("cancelCount") or 1),
+                open=status in _OPEN_RECEIPT_STATUSES,
+            )
+            for item in record["returnItems"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TransientError(
+            f"coupang returnRequests: malformed receipt (receiptId={receipt}): {type(exc).__name__}"
         ) from None
 
 

@@ -324,6 +324,9 @@ class MarketOrderItem:
     quantity: int
     unit_price: int
     option: str | None = None
+    # The seller's own code of the chosen option where the market echoes it (Naver
+    # ``optionManageCode`` = the ``sellerManagerCode`` we registered: our supplier option code).
+    option_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -346,6 +349,31 @@ class TrackingUpload:
     market_item_ids: tuple[str, ...]
     carrier: str
     tracking_number: str
+
+
+ClaimKind = Literal["cancel", "return", "exchange"]
+
+
+@dataclass(frozen=True)
+class MarketClaim:
+    """A buyer's cancellation/return/exchange request for one of our order units, as the market
+    reports it (Coupang ``returnRequests`` receipt, Naver product order claim).
+
+    ``market_order_id``/``market_item_id`` locate our order item (Coupang shipment box + vendor
+    item; Naver product order twice). ``claim_id`` is what confirming it needs (Coupang
+    ``receiptId``; Naver: the product order id). ``status`` is the market's claim status
+    (``RELEASE_STOP_UNCHECKED``, ``CANCEL_REQUEST``, ``RETURN_REQUEST``...); ``open`` is True
+    while the market waits for the seller."""
+
+    market: str
+    kind: ClaimKind
+    claim_id: str
+    market_order_id: str
+    market_item_id: str
+    status: str
+    requested_at: datetime
+    quantity: int = 1
+    open: bool = True
 
 
 @runtime_checkable

@@ -45,7 +45,9 @@ from dropship.platforms.config import AccountSettings
 from dropship.platforms.http import AuthRejectedError, PlatformHttp
 from dropship.platforms.interfaces import (
     BuyerInfo,
+    ClaimKind,
     ListingSaleState,
+    MarketClaim,
     MarketListingRequest,
     MarketListingResult,
     MarketListingState,
@@ -522,7 +524,69 @@ class NaverConnector:
                 yield from self._details(fresh)
             window_start = window_end
 
-    def _change_pages(self, start: datetime, end: datetime) -> Iterator[list[dict[str, Any]]]:
+    def iter_claims(self, changed_since: datetime, until: datetime) -> Iterator[MarketClaim]:
+        """Product orders with a claim requested in ``[changed_since, until)``
+        (``lastChangedType=CLAIM_REQUESTED``), read back with ``query`` for their claim type and
+        status: one :class:`MarketClaim` per product order."""
+        common.check_window(MARKET, changed_since, until)
+        window_start = changed_since
+        while window_start < until:
+            window_end = min(until, window_start + ORDER_WINDOW)
+            for changes in self._change_pages(window_start, window_end, "CLAIM_REQUESTED"):
+                ids = list(dict.fromkeys(str(c.get("productOrderId") or "") for c in changes))
+                for chunk in common.chunks([i for i in ids if i], MAX_QUERY_IDS):
+                    _, body = self._call(
+                        "POST",
+                        f"{PAY_ORDER}/query",
+                        json={"productOrderIds": chunk},
+                        idempotent=True,
+                    )
+                    records = body.get("data")
+                    if not isinstance(records, list):
+                        raise TransientError("naver product-orders/query: 'data' is not a list")
+                    for record in records:
+                        claim = _parse_claim(record)
+                        if claim is not None:
+                            yield claim
+            window_start = window_end
+
+    def confirm_cancel(self, claim: MarketClaim) -> None:
+        """취소 승인 (``POST product-orders/{id}/claim/cancel/approve``). Naver refuses a second
+        approval, so a refusal is checked against the product order: CANCELED counts as done
+        (an earlier answer was lost); otherwise PermanentError with Naver's message."""
+        product_order_id = common.numeric_id(MARKET, claim.market_order_id)
+        path = f"{PAY_ORDER}/{product_order_id}/claim/cancel/approve"
+        try:
+            status, body = self._call("POST", path, json={}, idempotent=False, ok_statuses=(400,))
+        except TransientError:
+            if self._product_order_status(product_order_id) == "CANCELED":
+                return
+            raise
+        if status == 200:
+            return
+        if self._product_order_status(product_order_id) == "CANCELED":
+            return
+        raise PermanentError(
+            f"naver cancel approve {product_order_id} -> {status} {body.get('code')}: "
+            f"{str(body.get('message'))[:200]}"
+        )
+
+    def _product_order_status(self, product_order_id: str) -> str | None:
+        _, body = self._call(
+            "POST",
+            f"{PAY_ORDER}/query",
+            json={"productOrderIds": [product_order_id]},
+            idempotent=True,
+        )
+        for record in body.get("data") or []:
+            po = record.get("productOrder") if isinstance(record, dict) else None
+            if isinstance(po, dict) and str(po.get("productOrderId")) == product_order_id:
+                return str(po.get("productOrderStatus") or "")
+        return None
+
+    def _change_pages(
+        self, start: datetime, end: datetime, change_type: str | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
         """Changes in ``[start, end)``, one list per page, following ``more`` as documented: the
         next request's ``lastChangedFrom`` is ``more.moreFrom`` and its ``moreSequence`` is
         ``more.moreSequence`` (file id 46062719477)."""
@@ -531,6 +595,8 @@ class NaverConnector:
             "lastChangedTo": naver_time(end - _INCLUSIVE_END_STEP),
             "limitCount": PAGE_LIMIT,
         }
+        if change_type:
+            params["lastChangedType"] = change_type
         cursors_seen: set[tuple[str, str]] = set()
         for _ in range(MAX_PAGES_PER_WINDOW):
             _, body = self._call("GET", f"{PAY_ORDER}/last-changed-statuses", params=params)
@@ -633,6 +699,7 @@ def _parse_product_order(record: Any, changes: dict[str, dict[str, Any]]) -> Mar
             quantity=int(po["quantity"]),
             unit_price=int(po["unitPrice"]),
             option=common.str_or_none(po.get("productOption")),
+            option_code=common.str_or_none(po.get("optionManageCode")),
         )
         change = changes.get(product_order_id) or {}
         changed_at = (
@@ -663,6 +730,38 @@ def _parse_product_order(record: Any, changes: dict[str, dict[str, Any]]) -> Mar
         raise TransientError(
             f"naver product-orders/query: malformed product order ({product_order_id}): "
             f"{type(exc).__name__} {exc if isinstance(exc, KeyError) else ''}".rstrip()
+        ) from None
+
+
+_OPEN_CLAIM_STATUSES = frozenset({"CANCEL_REQUEST", "RETURN_REQUEST", "EXCHANGE_REQUEST"})
+
+
+def _parse_claim(record: Any) -> MarketClaim | None:
+    """A queried product order -> its claim (None when it carries none)."""
+    try:
+        po = record["productOrder"]
+        claim_type = po.get("claimType")
+        if not claim_type:
+            return None
+        detail = record.get(str(claim_type).lower()) or {}
+        requested = detail.get("claimRequestDate") or record["order"]["orderDate"]
+        kinds: dict[str, ClaimKind] = {"CANCEL": "cancel", "RETURN": "return"}
+        kind = kinds.get(str(claim_type), "exchange")
+        status = str(po.get("claimStatus") or "")
+        return MarketClaim(
+            market=MARKET,
+            kind=kind,
+            claim_id=str(detail.get("claimId") or po["productOrderId"]),
+            market_order_id=str(po["productOrderId"]),
+            market_item_id=str(po["productOrderId"]),
+            status=status,
+            requested_at=datetime.fromisoformat(str(requested)),
+            quantity=int(po.get("quantity") or 1),
+            open=status in _OPEN_CLAIM_STATUSES,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TransientError(
+            f"naver product-orders/query: malformed claim record: {type(exc).__name__}"
         ) from None
 
 

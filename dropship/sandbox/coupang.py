@@ -218,6 +218,9 @@ class OrderSheet:
     delivery_company_code: str | None = None
     invoice_number: str | None = None
     invoice_uploaded_at: datetime | None = None
+    # Items held by a buyer's cancel request (출고중지요청) and items cancelled.
+    hold_for_cancel: int = 0
+    cancelled_count: int = 0
 
     def render(self) -> dict[str, Any]:
         return {
@@ -271,8 +274,8 @@ def _render_line(line: dict[str, Any], sheet: OrderSheet) -> dict[str, Any]:
         "etcInfoValue": None,
         "etcInfoValues": [],
         "firstSellerProductItemName": line["sellerProductItemName"],
-        "cancelCount": 0,
-        "holdCountForCancel": 0,
+        "cancelCount": sheet.cancelled_count,
+        "holdCountForCancel": sheet.hold_for_cancel,
         "estimatedShippingDate": (sheet.ordered_at + timedelta(days=2))
         .astimezone(KST)
         .strftime("%Y-%m-%d"),
@@ -283,8 +286,63 @@ def _render_line(line: dict[str, Any], sheet: OrderSheet) -> dict[str, Any]:
         "usedProduct": False,
         "confirmDate": None,
         "deliveryChargeTypeName": "무료" if sheet.shipping_price == 0 else "유료",
-        "canceled": False,
+        "canceled": sheet.status == "CANCELED",
     }
+
+
+# A cancel on a box not yet shipped waits for the seller's 출고중지완료 (stoppedShipment); on a
+# shipped box it becomes a return request (반품접수).
+RELEASE_STOP_UNCHECKED = "RELEASE_STOP_UNCHECKED"
+RETURNS_UNCHECKED = "RETURNS_UNCHECKED"
+# Return-request list ``status`` values of the document (RU 출고중지요청, UC 반품접수,
+# CC 반품완료, PR 쿠팡확인요청): required unless ``cancelType=CANCEL``.
+RETURN_LIST_STATUSES = {"RU": RELEASE_STOP_UNCHECKED, "UC": RETURNS_UNCHECKED}
+
+
+@dataclass
+class CancelReceipt:
+    receipt_id: int
+    vendor_id: str
+    order_id: int
+    shipment_box_id: int
+    vendor_item_ids: list[int]
+    receipt_type: str  # CANCEL or RETURN
+    status: str
+    created_at: datetime
+    count: int = 1
+    modified_at: datetime | None = None
+
+    def render(self, sheet: OrderSheet | None) -> dict[str, Any]:
+        lines = {int(line["vendorItemId"]): line for line in (sheet.lines if sheet else [])}
+        return {
+            "receiptId": self.receipt_id,
+            "orderId": self.order_id,
+            "paymentId": self.order_id + 5_000_000_000,
+            "receiptType": self.receipt_type,
+            "receiptStatus": self.status,
+            "createdAt": kst(self.created_at),
+            "modifiedAt": kst(self.modified_at or self.created_at),
+            "requesterName": sheet.orderer_name if sheet else None,
+            "cancelReasonCategory1": "고객변심",
+            "cancelReasonCategory2": "단순변심",
+            "cancelReason": "",
+            "cancelCountSum": self.count * len(self.vendor_item_ids),
+            "returnDeliveryId": None,
+            "returnDeliveryType": "연동택배",
+            "releaseStopStatus": "미처리" if self.status == RELEASE_STOP_UNCHECKED else "처리",
+            "returnItems": [
+                {
+                    "vendorItemPackageId": 0,
+                    "vendorItemId": item,
+                    "vendorItemName": (lines.get(item) or {}).get("vendorItemName"),
+                    "shipmentBoxId": self.shipment_box_id,
+                    "purchaseCount": (lines.get(item) or {}).get("shippingCount", 1),
+                    "cancelCount": self.count,
+                    "releaseStatus": "N" if self.receipt_type == "CANCEL" else "Y",
+                }
+                for item in self.vendor_item_ids
+            ],
+        }
 
 
 @dataclass
@@ -324,6 +382,9 @@ class CoupangStore:
     next_item_id: int = 70_000_000_001
     next_order_id: int = 20_000_000_001
     next_box_id: int = 600_000_001
+    # Cancellation / return receipts (returnRequests), receiptId -> receipt
+    receipts: dict[int, CancelReceipt] = field(default_factory=dict)
+    next_receipt_id: int = 300_000_001
     arrivals_until: datetime | None = None
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     # vendor -> wall-clock (monotonic) times of its recently refused calls
@@ -513,6 +574,44 @@ class CoupangWorld:
         with self.state.lock:
             sheet = self.store.orders.get(box_id)
             return sheet if sheet is not None and sheet.vendor_id == vendor_id else None
+
+    def request_cancel(self, box_id: int) -> CancelReceipt:
+        """The buyer asks to cancel a box: a CANCEL receipt waiting for the seller while it is
+        not shipped (ACCEPT/INSTRUCT), a RETURN receipt once it is."""
+        with self.state.lock:
+            sheet = self.store.orders.get(box_id)
+            if sheet is None or sheet.status == "CANCELED":
+                raise ValueError(f"no cancellable shipment box {box_id}")
+            shipped = sheet.status not in ("ACCEPT", "INSTRUCT")
+            receipt = CancelReceipt(
+                receipt_id=self.store.next_receipt_id,
+                vendor_id=sheet.vendor_id,
+                order_id=sheet.order_id,
+                shipment_box_id=box_id,
+                vendor_item_ids=[int(line["vendorItemId"]) for line in sheet.lines],
+                receipt_type="RETURN" if shipped else "CANCEL",
+                status=RETURNS_UNCHECKED if shipped else RELEASE_STOP_UNCHECKED,
+                created_at=self.state.now(),
+            )
+            self.store.next_receipt_id += 1
+            self.store.receipts[receipt.receipt_id] = receipt
+            if not shipped:
+                sheet.hold_for_cancel = receipt.count
+            return receipt
+
+    def receipts_between(
+        self, vendor_id: str, receipt_type: str, status: str | None, start: datetime, end: datetime
+    ) -> list[CancelReceipt]:
+        with self.state.lock:
+            found = [
+                r
+                for r in self.store.receipts.values()
+                if r.vendor_id == vendor_id
+                and r.receipt_type == receipt_type
+                and (status is None or r.status == status)
+                and start <= r.created_at < end
+            ]
+        return sorted(found, key=lambda r: (r.created_at, r.receipt_id))
 
 
 # --------------------------------------------------------------------------- handlers
@@ -1100,7 +1199,96 @@ class InvoicesHandler(CoupangHandler):
         return _result(box_id, True, None)
 
 
+class ReturnRequestsHandler(CoupangHandler):
+    """반품/취소 요청 목록 조회 (lookup-return-request-list, v4 path): receipts created in the
+    window (``searchType=timeFrame``: minute precision, at most 24 h), ``cancelType=CANCEL`` for
+    cancellations, otherwise returns with a required ``status`` (RU or UC here), ``maxPerPage``
+    (<= 50) and ``nextToken`` paging."""
+
+    endpoint = "returnRequests.list"
+
+    def get(self, vendor_id: str) -> None:
+        if not self.check_vendor(vendor_id):
+            return
+        created_from = self.get_query_argument("createdAtFrom", "")
+        created_to = self.get_query_argument("createdAtTo", "")
+        if not created_from or not created_to:
+            return self.v4_error(400, "createdAtFrom and createdAtTo are required")
+        cancel_type = self.get_query_argument("cancelType", "RETURN")
+        if cancel_type not in ("CANCEL", "RETURN"):
+            return self.v4_error(400, "cancelType must be CANCEL or RETURN")
+        status: str | None = None
+        if cancel_type == "RETURN":
+            code = self.get_query_argument("status", "")
+            if code not in RETURN_LIST_STATUSES:
+                return self.v4_error(400, "status (RU, UC, CC, PR) is required for returns")
+            status = RETURN_LIST_STATUSES[code]
+        time_frame = self.get_query_argument("searchType", "") == "timeFrame"
+        try:
+            start, end = _parse_window(created_from, created_to, time_frame)
+        except ValueError as exc:
+            return self.v4_error(400, str(exc))
+        max_per_page = _int_arg(self.get_query_argument("maxPerPage", "50"), "maxPerPage")
+        if not 1 <= max_per_page <= MAX_PER_PAGE:
+            return self.v4_error(400, f"maxPerPage must be within 1..{MAX_PER_PAGE}")
+        token = self.get_query_argument("nextToken", "")
+        offset = _int_arg(token, "nextToken") if token else 0
+        receipts = self.world.receipts_between(vendor_id, cancel_type, status, start, end)
+        page = receipts[offset : offset + max_per_page]
+        next_offset = offset + len(page)
+        with self.state.lock:
+            rendered = [r.render(self.world.store.orders.get(r.shipment_box_id)) for r in page]
+        self.v4_ok(rendered, nextToken=str(next_offset) if next_offset < len(receipts) else "")
+
+
+class StoppedShipmentHandler(CoupangHandler):
+    """출고중지완료 처리 (stop-shipping-complete-processing): only for a receipt in
+    RELEASE_STOP_UNCHECKED whose box is not shipped; the box is cancelled (no invoice is taken
+    for it afterwards) and the receipt becomes CANCEL_DONE. ``cancelCount`` must equal the
+    receipt's count. Anything else: 400 with the reason (a re-send is refused too)."""
+
+    endpoint = "returnRequests.stoppedShipment"
+
+    def patch(self, vendor_id: str, receipt_id: str) -> None:
+        if not self.check_vendor(vendor_id):
+            return
+        body = self.body_object()
+        if body.get("vendorId") != vendor_id or body.get("receiptId") != int(receipt_id):
+            return self.v4_error(400, "vendorId and receiptId must match the path")
+        with self.state.lock:
+            receipt = self.world.store.receipts.get(int(receipt_id))
+            if receipt is None or receipt.vendor_id != vendor_id:
+                return self.v4_error(400, f"취소 접수건이 존재하지 않습니다: {receipt_id}")
+            if body.get("cancelCount") != receipt.count:
+                return self.v4_error(400, "cancelCount does not match the receipt")
+            sheet = self.world.store.orders.get(receipt.shipment_box_id)
+            if receipt.status != RELEASE_STOP_UNCHECKED or sheet is None:
+                return self.v4_error(400, "출고중지요청 상태가 아닙니다.")
+            if sheet.status not in ("ACCEPT", "INSTRUCT"):
+                return self.v4_error(400, "이미 출고된 주문입니다.")
+            sheet.status = "CANCELED"
+            sheet.cancelled_count, sheet.hold_for_cancel = sheet.hold_for_cancel, 0
+            receipt.status = "CANCEL_DONE"
+            receipt.modified_at = self.state.now()
+        self.count("coupang_cancels_confirmed", str(receipt.shipment_box_id))
+        self.v4_ok({"resultCode": "SUCCESS", "resultMessage": ""}, code="200")
+
+
 # --------------------------------------------------------------------------- admin
+
+
+class CoupangCancelAdminHandler(AdminHandler):
+    """``POST /_sandbox/coupang/cancel_requests`` ``{"shipmentBoxId": 600000001}``: the buyer
+    asks to cancel that box (a CANCEL receipt before shipment, a RETURN receipt after).
+    Answers ``{"receiptId", "receiptType"}``."""
+
+    def post(self) -> None:
+        body = self._body_dict()
+        try:
+            receipt = CoupangWorld(self.state).request_cancel(int(body["shipmentBoxId"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise tornado.web.HTTPError(400, reason=f"invalid cancel request: {exc}") from None
+        self.write_json({"receiptId": receipt.receipt_id, "receiptType": receipt.receipt_type})
 
 
 class CoupangOrdersAdminHandler(AdminHandler):
@@ -1208,6 +1396,13 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     yield (rf"{p}{OPENAPI_V4}/([^/]+)/ordersheets/acknowledgement", AcknowledgementHandler, kw)
     yield (rf"{p}{OPENAPI_V4}/([^/]+)/ordersheets/([0-9]+)", OrderSheetHandler, kw)
     yield (rf"{p}{OPENAPI_V4}/([^/]+)/orders/invoices", InvoicesHandler, kw)
+    yield (rf"{p}{OPENAPI_V4}/([^/]+)/returnRequests", ReturnRequestsHandler, kw)
+    yield (
+        rf"{p}{OPENAPI_V4}/([^/]+)/returnRequests/([0-9]+)/stoppedShipment",
+        StoppedShipmentHandler,
+        kw,
+    )
+    yield (r"/_sandbox/coupang/cancel_requests", CoupangCancelAdminHandler, kw)
     yield (r"/_sandbox/coupang/orders", CoupangOrdersAdminHandler, kw)
     yield (r"/_sandbox/coupang/throttle", CoupangThrottleAdminHandler, kw)
 

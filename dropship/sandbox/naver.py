@@ -186,6 +186,10 @@ class ProductOrder:
     receiver: dict[str, Any]
     orderer_name: str
     delivery: dict[str, Any] | None = None
+    # Claim of the product order (claimType CANCEL/RETURN, claimStatus CANCEL_REQUEST...).
+    claim_type: str | None = None
+    claim_status: str | None = None
+    claim_requested_at: datetime | None = None
 
     def change(self) -> dict[str, Any]:
         return {
@@ -215,9 +219,42 @@ class ProductOrder:
                 **self.product,
                 "shippingAddress": dict(self.receiver),
                 "shippingMemo": "부재 시 경비실에 맡겨주세요",
+                # A claim made through the admin endpoint, else one a test set on the product.
+                "claimType": self.claim_type or self.product.get("claimType"),
+                "claimStatus": self.claim_status or self.product.get("claimStatus"),
             },
             "delivery": dict(self.delivery) if self.delivery else None,
+            **self._claim_detail(),
         }
+
+    def _claim_detail(self) -> dict[str, Any]:
+        """The ``cancel`` / ``return`` object of the product order detail, when claimed."""
+        if self.claim_type is None or self.claim_requested_at is None:
+            return {}
+        return {
+            self.claim_type.lower(): {
+                "claimId": self.product_order_id,
+                "claimStatus": self.claim_status,
+                "claimRequestDate": naver_time(self.claim_requested_at),
+                "requestChannel": "구매자",
+                "cancelReason" if self.claim_type == "CANCEL" else "returnReason": (
+                    "INTENT_CHANGED"
+                ),
+            }
+        }
+
+
+def _order_option(origin: dict[str, Any], rng: random.Random) -> tuple[str, str | None, int] | None:
+    """A buyer's pick among a product's usable option combinations: its ``productOption`` text,
+    ``optionManageCode`` and price difference; None for a product without options."""
+    info = (origin.get("detailAttribute") or {}).get("optionInfo") or {}
+    combos = [c for c in info.get("optionCombinations") or [] if c.get("usable", True)]
+    if not combos:
+        return None
+    combo = combos[rng.randrange(len(combos))]
+    group = (info.get("optionCombinationGroupNames") or {}).get("optionGroupName1") or "옵션"
+    code = combo.get("sellerManagerCode") or None
+    return f"{group}: {combo.get('optionName1')}", code, int(combo.get("price") or 0)
 
 
 @dataclass
@@ -346,6 +383,12 @@ class NaverWorld:
                         "productName": o.get("name"),
                         "sellerProductCode": product.seller_management_code,
                     }
+                    option = _order_option(o, rng)
+                    if option is not None:
+                        # Naver names the option "group: value" and echoes its seller code.
+                        unit_price += int(option[2])
+                        product_info["productOption"] = option[0]
+                        product_info["optionManageCode"] = option[1]
                 else:
                     unit_price = rng.randrange(1_000, 90_000, 10)
                     product_info = {
@@ -354,8 +397,8 @@ class NaverWorld:
                         "productName": "외부 등록 상품",
                         "sellerProductCode": None,
                     }
+                product_info.setdefault("productOption", None)
                 product_info |= {
-                    "productOption": None,
                     "quantity": quantity,
                     "unitPrice": unit_price,
                     "totalPaymentAmount": unit_price * quantity,
@@ -412,6 +455,20 @@ class NaverWorld:
         with self.state.lock:
             po = self.store.product_orders.get(product_order_id)
         return po if po is not None and po.client_id == client_id else None
+
+    def request_claim(self, product_order_id: str) -> ProductOrder:
+        """The buyer asks to cancel: a CANCEL_REQUEST before dispatch, a RETURN_REQUEST after
+        (change type CLAIM_REQUESTED either way)."""
+        with self.state.lock:
+            po = self.store.product_orders.get(product_order_id)
+            if po is None or po.claim_status is not None or po.status == "CANCELED":
+                raise ValueError(f"no claimable product order {product_order_id}")
+            before = po.status == "PAYED"
+            po.claim_type = "CANCEL" if before else "RETURN"
+            po.claim_status = "CANCEL_REQUEST" if before else "RETURN_REQUEST"
+            po.claim_requested_at = self.state.now()
+            self._bump(po, "CLAIM_REQUESTED")
+            return po
 
 
 # --------------------------------------------------------------------------- handlers
@@ -972,7 +1029,7 @@ class DispatchHandler(NaverHandler):
                 if po is None:
                     fail.append(_invalid_status(product_order_id, NOT_FOUND_MESSAGE, False))
                     continue
-                if po.status not in ("PAYED", "DELIVERING"):
+                if po.status not in ("PAYED", "DELIVERING") or po.claim_status == "CANCEL_REQUEST":
                     fail.append(_invalid_status(product_order_id, "발송처리할 수 없는 상태입니다."))
                     continue
                 if po.status == "PAYED":
@@ -990,7 +1047,41 @@ class DispatchHandler(NaverHandler):
         self.envelope({"successProductOrderIds": success, "failProductOrderInfos": fail})
 
 
+class CancelApproveHandler(NaverHandler):
+    """취소 요청 승인 (``POST .../product-orders/{productOrderId}/claim/cancel/approve``): only
+    for a product order whose claim is CANCEL_REQUEST; it becomes CANCELED / CANCEL_DONE
+    (change type CLAIM_COMPLETED). Anything else is refused with 400, a re-send included."""
+
+    endpoint = "product-orders.claim.cancel.approve"
+
+    def post(self, product_order_id: str) -> None:
+        with self.state.lock:
+            po = self.world.product_order(self.client_id, product_order_id)
+            if po is None:
+                return self.naver_error(404, "104105", NOT_FOUND_MESSAGE)
+            if po.claim_status != "CANCEL_REQUEST":
+                return self.naver_error(400, "104110", "취소 승인할 수 없는 상태입니다.")
+            po.status = "CANCELED"
+            po.claim_status = "CANCEL_DONE"
+            self.world._bump(po, "CLAIM_COMPLETED")
+        self.count("naver_cancels_approved", product_order_id)
+        self.envelope({"productOrderId": product_order_id})
+
+
 # --------------------------------------------------------------------------- admin
+
+
+class NaverCancelAdminHandler(AdminHandler):
+    """``POST /_sandbox/naver/cancel_requests`` ``{"productOrderId": "..."}``: the buyer asks
+    to cancel (CANCEL_REQUEST before dispatch, RETURN_REQUEST after)."""
+
+    def post(self) -> None:
+        body = self._body_dict()
+        try:
+            po = NaverWorld(self.state).request_claim(str(body["productOrderId"]))
+        except (KeyError, ValueError) as exc:
+            raise tornado.web.HTTPError(400, reason=f"invalid cancel request: {exc}") from None
+        self.write_json({"productOrderId": po.product_order_id, "claimType": po.claim_type})
 
 
 class NaverOrdersAdminHandler(AdminHandler):
@@ -1048,6 +1139,8 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     yield (rf"{p}{PAY_ORDER}/query", QueryHandler, kw)
     yield (rf"{p}{PAY_ORDER}/confirm", ConfirmHandler, kw)
     yield (rf"{p}{PAY_ORDER}/dispatch", DispatchHandler, kw)
+    yield (rf"{p}{PAY_ORDER}/([0-9]+)/claim/cancel/approve", CancelApproveHandler, kw)
+    yield (r"/_sandbox/naver/cancel_requests", NaverCancelAdminHandler, kw)
     yield (r"/_sandbox/naver/orders", NaverOrdersAdminHandler, kw)
 
 

@@ -17,7 +17,7 @@ import random
 import threading
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -73,10 +73,14 @@ class SupplierStore:
         default_factory=lambda: {s: {} for s in SUPPLIERS}
     )
     serial: int = 0
+    # (supplier, note) -> order keys: lookups by our key stay O(1) with 10,000s of orders.
+    by_note: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     catalog_sizes: dict[str, int] = field(default_factory=dict)
     tracking_delay_s: float | None = None
     # Per supplier: (inputs, updatedAt in epoch ms of every product), see SupplierWorld.
     updated_index: dict[str, tuple[tuple[Any, ...], array[int]]] = field(default_factory=dict)
+    # Items an admin call sold out (a product selling out after it was listed).
+    sold_out: dict[str, set[int]] = field(default_factory=dict)
 
 
 class SupplierWorld:
@@ -108,21 +112,31 @@ class SupplierWorld:
         if not 0 <= index < self.size(supplier):
             return None
         config = self.state.config
-        return generate_item(
-            config.seed,
-            supplier,
-            index,
-            now=self.now(),
-            price_drift=config.price_drift,
-            soldout_rate=config.soldout_rate,
-            malformed_rate=self.state.faults[supplier].malformed_rate,
-            image_base=self.state.image_base,
+        return self._sold_out(
+            generate_item(
+                config.seed,
+                supplier,
+                index,
+                now=self.now(),
+                price_drift=config.price_drift,
+                soldout_rate=config.soldout_rate,
+                malformed_rate=self.state.faults[supplier].malformed_rate,
+                image_base=self.state.image_base,
+            )
         )
+
+    def _sold_out(self, item: CatalogItem) -> CatalogItem:
+        with self.lock:
+            forced = item.index in self.store.sold_out.get(item.supplier, ())
+        if not forced:
+            return item
+        options = tuple(replace(o, stock=0) for o in item.options)
+        return replace(item, soldout=True, stock=0, options=options)
 
     def items(self, supplier: str, start: int = 0) -> Iterator[CatalogItem]:
         """Every product from ``start`` on, generated one at a time at one world instant."""
         config = self.state.config
-        return iter_catalog(
+        items = iter_catalog(
             config.seed,
             supplier,
             self.size(supplier),
@@ -133,6 +147,9 @@ class SupplierWorld:
             start=start,
             image_base=self.state.image_base,
         )
+        with self.lock:
+            forced = bool(self.store.sold_out.get(supplier))
+        return (self._sold_out(item) for item in items) if forced else items
 
     def items_updated_within(
         self, supplier: str, start: int, low_ms: int | None, high_ms: int | None
@@ -152,15 +169,17 @@ class SupplierWorld:
         for index in range(max(0, start), len(stamps)):
             stamp = stamps[index]
             if (low_ms is None or stamp >= low_ms) and (high_ms is None or stamp <= high_ms):
-                yield generate_item(
-                    config.seed,
-                    supplier,
-                    index,
-                    now=now,
-                    price_drift=config.price_drift,
-                    soldout_rate=config.soldout_rate,
-                    malformed_rate=self.state.faults[supplier].malformed_rate,
-                    image_base=self.state.image_base,
+                yield self._sold_out(
+                    generate_item(
+                        config.seed,
+                        supplier,
+                        index,
+                        now=now,
+                        price_drift=config.price_drift,
+                        soldout_rate=config.soldout_rate,
+                        malformed_rate=self.state.faults[supplier].malformed_rate,
+                        image_base=self.state.image_base,
+                    )
                 )
 
     def _updated_stamps(self, supplier: str, now: datetime) -> array[int]:
@@ -215,6 +234,7 @@ class SupplierWorld:
                 recipient=recipient,
             )
             self.store.orders[supplier][order.key] = order
+            self.store.by_note.setdefault((supplier, note), []).append(order.key)
         return order
 
     def record_purchase(self, note: str) -> None:
@@ -228,9 +248,10 @@ class SupplierWorld:
 
     def orders(self, supplier: str, note: str | None = None) -> list[SupplierOrder]:
         with self.lock:
-            return [
-                o for o in self.store.orders[supplier].values() if note is None or o.note == note
-            ]
+            if note is None:
+                return list(self.store.orders[supplier].values())
+            placed = self.store.orders[supplier]
+            return [placed[k] for k in self.store.by_note.get((supplier, note), ())]
 
     def cancel(self, supplier: str, key: str) -> SupplierOrder | None:
         """Cancel unless already shipped; returns the order (None when unknown)."""
@@ -246,7 +267,8 @@ class SupplierWorld:
 
 class SupplierAdminHandler(_AdminHandler):
     """``POST /_sandbox/suppliers`` with e.g.
-    ``{"catalog_sizes": {"domeggook": 400}, "tracking_delay_s": 60}``; GET shows the settings.
+    ``{"catalog_sizes": {"domeggook": 400}, "tracking_delay_s": 60, "sold_out": {"ownerclan":
+    [3]}}`` (``sold_out``: those item indexes sell out from now on); GET shows the settings.
     Not counted, not rate limited (like the other ``/_sandbox`` endpoints); undone by reset."""
 
     def get(self) -> None:
@@ -273,14 +295,228 @@ class SupplierAdminHandler(_AdminHandler):
             delay = body.get("tracking_delay_s")
             if delay is not None and (not isinstance(delay, int | float) or delay < 0):
                 raise ValueError("tracking_delay_s must be a number >= 0")
+            sold_out = body.get("sold_out", {})
+            if not isinstance(sold_out, dict) or not all(
+                s in SUPPLIERS and isinstance(v, list) and all(isinstance(i, int) for i in v)
+                for s, v in sold_out.items()
+            ):
+                raise ValueError("sold_out must be an object {supplier: [item index, ...]}")
         except ValueError as exc:
             raise tornado.web.HTTPError(400, reason=str(exc)) from None
         with self.state.lock:
             world.store.catalog_sizes.update(sizes)
+            for supplier, indexes in sold_out.items():
+                world.store.sold_out.setdefault(supplier, set()).update(indexes)
             if delay is not None:
                 world.store.tracking_delay_s = float(delay)
         self.get()
 
 
+# --------------------------------------------------------------------------- sheet upload
+
+# The upload templates the sandbox suppliers accept (kept apart from the client's copy on
+# purpose: a drift between what we write and what the supplier reads must fail a test).
+SHEET_HEADERS: dict[str, tuple[str, ...]] = {
+    "gentrade": (
+        "개인고유주문번호",
+        "상품번호",
+        "옵션",
+        "수량",
+        "받는사람",
+        "받는사람 전화번호",
+        "받는사람 핸드폰번호",
+        "우편번호",
+        "받는사람 주소",
+        "배송메세지",
+    ),
+    "domeggook": (
+        "판매자주문번호",
+        "상품번호",
+        "옵션",
+        "수량",
+        "수령인",
+        "수령인 연락처",
+        "우편번호",
+        "주소",
+        "배송요청사항",
+    ),
+}
+_SHEET_REQUIRED = {
+    "gentrade": (
+        "개인고유주문번호",
+        "상품번호",
+        "수량",
+        "받는사람",
+        "받는사람 핸드폰번호",
+        "받는사람 주소",
+    ),
+    "domeggook": ("판매자주문번호", "상품번호", "수량", "수령인", "수령인 연락처", "주소"),
+}
+_ITEM_BASE = {"gentrade": 500_000, "domeggook": 30_000_000}
+_ORDER_KEY_FORMAT = {"gentrade": "1{serial:012d}", "domeggook": "D{serial:010d}"}
+MAX_SHEET_ROWS = 10_000
+
+
+def parse_sheet(supplier: str, content: bytes, fmt: str) -> list[dict[str, str]]:
+    """The rows of an uploaded purchase-order sheet, checked strictly: the exact header row,
+    the required cells filled, no order number twice. ValueError naming the first problem."""
+    if fmt == "csv":
+        import csv
+        import io
+
+        try:
+            text_ = content.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ValueError("the CSV is not UTF-8") from None
+        table = [row for row in csv.reader(io.StringIO(text_, newline=""))]
+    elif fmt == "xlsx":
+        import io
+        import zipfile
+
+        from openpyxl import load_workbook
+
+        try:
+            book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+        except (zipfile.BadZipFile, KeyError, OSError) as exc:
+            raise ValueError(f"not an xlsx workbook ({type(exc).__name__})") from None
+        sheet = book.worksheets[0]
+        table = [
+            ["" if v is None else str(v) for v in row] for row in sheet.iter_rows(values_only=True)
+        ]
+    else:
+        raise ValueError("format must be csv or xlsx")
+    headers = SHEET_HEADERS[supplier]
+    if not table or tuple(c.strip() for c in table[0]) != headers:
+        raise ValueError(f"the header row must be exactly {', '.join(headers)}")
+    if len(table) - 1 > MAX_SHEET_ROWS:
+        raise ValueError(f"at most {MAX_SHEET_ROWS} rows per sheet")
+    rows, seen = [], set()
+    for number, raw in enumerate(table[1:], start=2):
+        if not any(c.strip() for c in raw):
+            continue
+        if len(raw) != len(headers):
+            raise ValueError(f"row {number}: {len(raw)} cells, expected {len(headers)}")
+        row = dict(zip(headers, (c.strip() for c in raw), strict=True))
+        for name in _SHEET_REQUIRED[supplier]:
+            if not row[name]:
+                raise ValueError(f"row {number}: {name} is empty")
+        if row[headers[0]] in seen:
+            raise ValueError(f"row {number}: order number {row[headers[0]]} appears twice")
+        seen.add(row[headers[0]])
+        if not row["수량"].isdigit() or int(row["수량"]) < 1:
+            raise ValueError(f"row {number}: 수량 must be a whole number >= 1")
+        rows.append(row)
+    if not rows:
+        raise ValueError("the sheet has no order rows")
+    return rows
+
+
+class SheetUploadHandler(_AdminHandler):
+    """``POST /_sandbox/<gentrade|domeggook>/sheet_upload?format=csv|xlsx`` with the file as
+    the body: stands in for uploading a purchase-order sheet on the supplier's site. The whole
+    file is refused (400, the first problem named) unless every row is valid: the template's
+    header row, known item numbers, an option the item has (by label or option code), a
+    quantity. Each row becomes one supplier order under its order number, counted in
+    ``purchase_orders`` like an API purchase (a sheet uploaded twice buys twice, as it would).
+    Answers ``{"orders": [{"order_key", "supplier_order_id"}]}``."""
+
+    def initialize(self, state: SandboxState, supplier: str) -> None:  # type: ignore[override]
+        super().initialize(state=state)
+        self.supplier = supplier
+
+    def post(self) -> None:
+        fmt = self.get_query_argument("format", "")
+        world = SupplierWorld(self.state)
+        try:
+            rows = parse_sheet(self.supplier, self.request.body, fmt)
+            prepared = []
+            for number, row in enumerate(rows, start=2):
+                key = row[SHEET_HEADERS[self.supplier][0]]
+                code = row["상품번호"]
+                index = int(code) - _ITEM_BASE[self.supplier] if code.isdigit() else -1
+                item = world.item(self.supplier, index)
+                if item is None:
+                    raise ValueError(f"row {number}: unknown item number {code}")
+                option = row["옵션"] or None
+                chosen = None
+                if item.options:
+                    chosen = next(
+                        (
+                            o
+                            for n, o in enumerate(item.options)
+                            if option in (o.value, o.code, f"{n:02d}", f"{o.name}:{o.value}")
+                        ),
+                        None,
+                    )
+                    if chosen is None:
+                        raise ValueError(f"row {number}: item {code} has no option {option!r}")
+                elif option:
+                    raise ValueError(f"row {number}: item {code} has no options")
+                line = SupplierOrderLine(
+                    item.index,
+                    int(row["수량"]),
+                    chosen.value if chosen else None,
+                    item.price + (chosen.price_delta if chosen else 0),
+                )
+                prepared.append((key, line, row))
+        except ValueError as exc:
+            # In the body, not the reason phrase: the message names Korean column headers.
+            self.write_json({"error": str(exc)[:300]}, status=400)
+            return
+        created = []
+        for key, line, row in prepared:
+            recipient = {
+                "name": row[SHEET_HEADERS[self.supplier][4]],
+                "address": row["주소" if self.supplier == "domeggook" else "받는사람 주소"],
+            }
+            order = world.create_order(
+                self.supplier, key, [line], recipient, _ORDER_KEY_FORMAT[self.supplier]
+            )
+            world.record_purchase(key)
+            created.append({"order_key": key, "supplier_order_id": order.key})
+        self.write_json({"orders": created})
+
+
+class SupplierOrdersAdminHandler(_AdminHandler):
+    """``GET /_sandbox/suppliers/orders?supplier=domeggook``: every order the supplier holds,
+    with its shipping state (what an operator would download from the supplier's site; no
+    receiver data)."""
+
+    def get(self) -> None:
+        supplier = self.get_query_argument("supplier", "")
+        if supplier not in SUPPLIERS:
+            raise tornado.web.HTTPError(400, reason=f"supplier must be one of {SUPPLIERS}")
+        world = SupplierWorld(self.state)
+        now, delay = world.now(), world.tracking_delay_s
+        self.write_json(
+            {
+                "orders": [
+                    {
+                        "order_key": o.note,
+                        "supplier_order_id": o.key,
+                        "cancelled": o.cancelled,
+                        "shipped": o.shipped(now, delay),
+                        "carrier": o.carrier if o.shipped(now, delay) else None,
+                        "tracking_number": o.tracking_number if o.shipped(now, delay) else None,
+                    }
+                    for o in world.orders(supplier)
+                ]
+            }
+        )
+
+
 def routes(state: SandboxState) -> list[RouteSpec]:
-    return [(r"/_sandbox/suppliers", SupplierAdminHandler, {"state": state})]
+    return [
+        (r"/_sandbox/suppliers", SupplierAdminHandler, {"state": state}),
+        (r"/_sandbox/suppliers/orders", SupplierOrdersAdminHandler, {"state": state}),
+        (
+            r"/_sandbox/gentrade/sheet_upload",
+            SheetUploadHandler,
+            {"state": state, "supplier": "gentrade"},
+        ),
+        (
+            r"/_sandbox/domeggook/sheet_upload",
+            SheetUploadHandler,
+            {"state": state, "supplier": "domeggook"},
+        ),
+    ]

@@ -1,0 +1,409 @@
+"""Orders throughput and latency: marketplace arrival -> purchase order -> tracking back, with real
+workers, against the one-order-per-round-trip script, in one run.
+
+    uv run python bench/orders.py --database-url postgresql://postgres@127.0.0.1:5432/postgres \\
+        --redis-url redis://127.0.0.1:6379/15 [--orders 10000] [--rate 250] \\
+        [--sweep-interval 1] [--concurrency 2] [--naive-orders 200]
+
+Creates a fresh database on ``--database-url``'s server (dropped at the end), starts the sandbox
+as its own process (rate limits lifted, tracking after ``--tracking-delay`` s), collects a small
+OwnerClan catalog and registers it on ``coupang_main`` and ``naver_main`` with the project's own
+tasks, then:
+
+1. **the project's path**: ``--orders`` orders arrive at the sandbox markets at ``--rate`` per
+   second (half Coupang, half Naver, admin endpoints in small batches; the arrival time of an
+   order is the moment its batch was created). One worker process tree on queue ``high``
+   (``--concurrency`` processes) does the work; this script only publishes what beat would:
+   ``sweep_orders`` every ``--sweep-interval`` s and ``tracking_sweep`` every
+   ``--tracking-interval`` s. Measured: purchase
+   orders per second (orders / (last purchase placed - first arrival)), arrival-to-purchase
+   latency p50/p95/p99 (``purchase_orders.placed_at`` minus arrival), and the time until every
+   order's tracking is at its market (``dispatched``).
+2. **one order per round trip**: what a simple script does: read the market's open orders,
+   take the first one not bought yet, buy it at the supplier, repeat; ``--naive-orders`` orders
+   arriving at the same rate, in this process, same sandbox.
+
+Prints a Markdown table and a JSON line (paste into docs/BENCHMARKS.md). Naver shows a product
+order in ``last-changed-statuses`` from its payment time, 3 s after the order: a floor under the
+Naver half's latency that the sandbox reproduces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import requests
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from bench.collect import Worker, bench_env, fresh_database, start_sandbox  # noqa: E402
+
+MARKET_ACCOUNTS = {"coupang": "coupang_main", "naver": "naver_main"}
+BATCH = 25  # orders per admin call
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def setup_catalog(url: str, base_url: str, catalog: int) -> list[tuple[str, str]]:
+    """Collect OwnerClan and register it on both markets with the project's tasks; returns the
+    listed (market, external_sku)."""
+    from tasks.collect import collect_supplier
+    from tasks.listings import register_sweep
+
+    requests.post(
+        f"{base_url}/_sandbox/suppliers", json={"catalog_sizes": {"ownerclan": catalog}}, timeout=5
+    ).raise_for_status()
+    collect_supplier.delay("ownerclan", mode="full").forget()
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 300
+        while not conn.execute(
+            "SELECT 1 FROM collect_runs WHERE status IN ('succeeded', 'partial')"
+        ).fetchone():
+            if time.monotonic() > deadline:
+                raise SystemExit("collect did not finish")
+            time.sleep(0.5)
+        for market, category in (("coupang", "56137"), ("naver", "50000803")):
+            conn.execute(
+                "INSERT INTO pricing_rules (market, category, margin_rate, fee_rate, "
+                "min_margin_krw, rounding_krw) VALUES (%s, NULL, 0.2, 0.1, 0, 10)",
+                (market,),
+            )
+            conn.execute(
+                "INSERT INTO category_map (supplier, supplier_category, market, market_category) "
+                "SELECT DISTINCT supplier, category, %s, %s FROM products "
+                "WHERE category IS NOT NULL ON CONFLICT DO NOTHING",
+                (market, category),
+            )
+        # Registration lists only products with processed images.
+        from dropship.images.services import pending_product_ids, process_products
+
+        process_products(pending_product_ids())
+        for account in MARKET_ACCOUNTS.values():
+            register_sweep.delay(account).forget()
+        deadline = time.monotonic() + 300
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE l.status = 'active'), count(*) FILTER (WHERE "
+                "l.status IN ('claimed', 'registering')) FROM listings l"
+            ).fetchone()
+            assert row is not None
+            if row[0] and not row[1]:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("registration did not finish")
+            time.sleep(0.5)
+        listed = conn.execute(
+            "SELECT a.platform, l.external_sku FROM listings l JOIN accounts a ON a.id = "
+            "l.account_id JOIN products p ON p.id = l.product_id WHERE l.status = 'active' "
+            "AND a.name = ANY(%s) AND p.stock > 0 AND p.options = '[]'::jsonb ORDER BY l.id",
+            (list(MARKET_ACCOUNTS.values()),),
+        ).fetchall()
+    return [(str(m), str(s)) for m, s in listed]
+
+
+def post_orders(base_url: str, market: str, sku: str, count: int) -> list[str]:
+    if market == "coupang":
+        body = {"count": count, "external_sku": sku, "spacing_s": 0}
+        answer = requests.post(f"{base_url}/_sandbox/coupang/orders", json=body, timeout=30)
+        answer.raise_for_status()
+        return [str(i) for i in answer.json()["shipmentBoxIds"]]
+    body = {"count": count, "seller_management_code": sku, "spacing_s": 0}
+    answer = requests.post(f"{base_url}/_sandbox/naver/orders", json=body, timeout=30)
+    answer.raise_for_status()
+    return [str(i) for i in answer.json()["productOrderIds"]]
+
+
+def arrive(
+    base_url: str, listed: list[tuple[str, str]], total: int, rate: float
+) -> tuple[dict[str, float], float]:
+    """Create ``total`` orders at ``rate``/s in batches; unit id -> wall-clock arrival."""
+    arrivals: dict[str, float] = {}
+    started = time.time()
+    sent = 0
+    n = 0
+    while sent < total:
+        due = started + sent / rate
+        pause = due - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        market, sku = listed[n % len(listed)]
+        n += 1
+        count = min(BATCH, total - sent)
+        at = time.time()
+        for unit in post_orders(base_url, market, sku, count):
+            arrivals[unit] = at
+        sent += count
+    return arrivals, time.time() - started
+
+
+def publish_loop(stop: threading.Event, interval: float, tracking_interval: float) -> None:
+    from tasks.fulfilment import tracking_sweep
+    from tasks.orders import sweep_orders
+
+    next_tracking = 0.0
+    while not stop.is_set():
+        sweep_orders.delay().forget()
+        if time.monotonic() >= next_tracking:
+            tracking_sweep.delay().forget()
+            next_tracking = time.monotonic() + tracking_interval
+        stop.wait(interval)
+
+
+def project_path(
+    url: str, base_url: str, listed: list[tuple[str, str]], args: argparse.Namespace
+) -> dict[str, Any]:
+    stop = threading.Event()
+    publisher = threading.Thread(
+        target=publish_loop, args=(stop, args.sweep_interval, args.tracking_interval)
+    )
+    publisher.start()
+    try:
+        arrivals, arrive_s = arrive(base_url, listed, args.orders, args.rate)
+        print(f"{len(arrivals)} orders arrived in {arrive_s:.1f} s", flush=True)
+        placed: dict[str, float] = {}
+        deadline = time.monotonic() + args.timeout
+        with psycopg.connect(url, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                rows = conn.execute(
+                    "SELECT o.market_order_id, extract(epoch FROM po.placed_at) FROM "
+                    "purchase_orders po JOIN orders o ON o.order_key = po.order_key "
+                    "WHERE po.status = 'placed'"
+                ).fetchall()
+                placed = {str(u): float(t) for u, t in rows if str(u) in arrivals}
+                if len(placed) >= len(arrivals):
+                    break
+                time.sleep(1)
+            purchases_done = time.time()
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT count(*) FROM orders WHERE status = 'dispatched'"
+                ).fetchone()
+                if row and row[0] >= len(arrivals):
+                    break
+                time.sleep(1)
+            dispatched = conn.execute(
+                "SELECT count(*), extract(epoch FROM max(dispatched_at)) FROM orders "
+                "WHERE status = 'dispatched'"
+            ).fetchone()
+            statuses = dict(
+                conn.execute("SELECT status, count(*) FROM orders GROUP BY 1").fetchall()
+            )
+    finally:
+        stop.set()
+        publisher.join()
+    first = min(arrivals.values())
+    latencies = [placed[u] - arrivals[u] for u in placed]
+    last_placed = max(placed.values()) if placed else purchases_done
+    assert dispatched is not None
+    return {
+        "orders": len(arrivals),
+        "placed": len(placed),
+        "arrival_seconds": arrive_s,
+        "orders_per_s": len(placed) / (last_placed - first) if placed else 0.0,
+        "p50_s": percentile(latencies, 0.50),
+        "p95_s": percentile(latencies, 0.95),
+        "p99_s": percentile(latencies, 0.99),
+        "dispatched": int(dispatched[0]),
+        "all_tracked_after_s": (float(dispatched[1]) - first) if dispatched[1] else None,
+        "statuses": statuses,
+    }
+
+
+def naive_script(
+    base_url: str, listed: list[tuple[str, str]], count: int, rate: float
+) -> dict[str, Any]:
+    """One order per sweep-and-call round trip: read the open orders, buy the first one not
+    bought yet, repeat (a simple script's loop), on Coupang only."""
+    from dropship.platforms.interfaces import BuyerInfo, PurchaseOrderLine, PurchaseOrderRequest
+    from dropship.platforms.registry import connector_for
+
+    market = connector_for("coupang_main")
+    supplier = connector_for("ownerclan_main")
+    coupang = [sku for m, sku in listed if m == "coupang"]
+    sku_of: dict[str, str] = {}
+    with psycopg.connect(os.environ["DROPSHIP_DATABASE_URL"], autocommit=True) as conn:
+        for external_sku, supplier_sku in conn.execute(
+            "SELECT l.external_sku, p.supplier_sku FROM listings l JOIN products p "
+            "ON p.id = l.product_id WHERE l.external_sku = ANY(%s)",
+            (coupang,),
+        ).fetchall():
+            sku_of[str(external_sku)] = str(supplier_sku)
+    arrivals: dict[str, float] = {}
+    stop = threading.Event()
+
+    def buyers() -> None:
+        started = time.time()
+        for n in range(count):
+            pause = started + n / rate - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            sku = coupang[n % len(coupang)]
+            (unit,) = post_orders(base_url, "coupang", sku, 1)
+            arrivals[unit] = time.time()
+        stop.set()
+
+    thread = threading.Thread(target=buyers)
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    thread.start()
+    bought: dict[str, float] = {}
+    receiver = BuyerInfo(name="구매자", phone="010-0000-0000", address="서울특별시")
+    deadline = time.monotonic() + 600
+    while len(bought) < count and time.monotonic() < deadline:
+        todo = None
+        for order in market.iter_orders(since, datetime.now(UTC) + timedelta(minutes=1)):
+            if order.market_order_id in arrivals and order.market_order_id not in bought:
+                todo = order
+                break
+        if todo is None:
+            time.sleep(0.05)
+            continue
+        item = todo.items[0]
+        supplier.place_order(
+            PurchaseOrderRequest(
+                order_key=f"naive:{todo.market_order_id}",
+                lines=(PurchaseOrderLine(sku_of[str(item.external_sku)], item.quantity),),
+                receiver=receiver,
+            )
+        )
+        bought[todo.market_order_id] = time.time()
+    thread.join()
+    first = min(arrivals.values())
+    latencies = [bought[u] - arrivals[u] for u in bought]
+    return {
+        "orders": count,
+        "placed": len(bought),
+        "orders_per_s": len(bought) / (max(bought.values()) - first) if bought else 0.0,
+        "p50_s": percentile(latencies, 0.50),
+        "p95_s": percentile(latencies, 0.95),
+        "p99_s": percentile(latencies, 0.99),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "DROPSHIP_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("DROPSHIP_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    )
+    parser.add_argument("--orders", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=250.0, help="orders arriving per second")
+    parser.add_argument("--sweep-interval", type=float, default=1.0)
+    parser.add_argument("--tracking-interval", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--catalog", type=int, default=40)
+    parser.add_argument("--tracking-delay", type=float, default=5.0)
+    parser.add_argument("--naive-orders", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    args = parser.parse_args()
+
+    admin_url, url = fresh_database(args.database_url)
+    sandbox, base_url = start_sandbox(args.catalog)
+    requests.post(
+        f"{base_url}/_sandbox/clock", json={"freeze": False}, timeout=5
+    ).raise_for_status()
+    requests.post(
+        f"{base_url}/_sandbox/suppliers",
+        json={"tracking_delay_s": args.tracking_delay},
+        timeout=5,
+    ).raise_for_status()
+    env = bench_env(base_url, url, args.redis_url)
+    env["DROPSHIP_ORDERS__PRICE_CHECK"] = "false"  # same supplier calls as the naive script
+    # Registration needs processed images in a store the markets can fetch from (the Coupang
+    # sandbox downloads every vendorPath): a local store served over HTTP, as `dropship up` does.
+    from dropship.images.server import ImageServer
+
+    store_dir = Path(tempfile.mkdtemp(prefix="dropship-bench-orders-images-"))
+    image_server = ImageServer(store_dir).start()
+    env["DROPSHIP_IMAGES__STORE"] = "local"
+    env["DROPSHIP_IMAGES__LOCAL_DIR"] = str(store_dir)
+    env["DROPSHIP_IMAGES__PUBLIC_BASE_URL"] = image_server.base_url
+    os.environ.update(env)
+    from dropship import migrate
+    from dropship.celery_app import app
+    from dropship.maintenance.partitions import ensure_partitions
+
+    migrate.upgrade(url)
+    from sqlalchemy import create_engine, pool
+
+    from dropship.db import normalise_url
+
+    engine = create_engine(normalise_url(url), poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        ensure_partitions(conn)
+    engine.dispose()
+    logs = Path(os.environ.get("TMPDIR", "/tmp"))
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()} {psutil.cpu_count()} CPUs, "
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB, {platform.platform()}",
+        "args": vars(args),
+    }
+    try:
+        bulk = Worker(env, "medium,low", 2, logs / "bench-orders-bulk.log")
+        high = Worker(env, "high", args.concurrency, logs / "bench-orders-high.log")
+        try:
+            bulk.wait_ready(app)
+            high.wait_ready(app)
+            listed = setup_catalog(url, base_url, args.catalog)
+            print(f"{len(listed)} listings", flush=True)
+            result["project"] = project_path(url, base_url, listed, args)
+            print(f"project: {result['project']}", flush=True)
+        finally:
+            high.stop()
+            bulk.stop()
+        result["naive"] = naive_script(base_url, listed, args.naive_orders, args.rate)
+        print(f"naive: {result['naive']}", flush=True)
+    finally:
+        sandbox.terminate()
+        sandbox.wait(30)
+        from dropship import db
+
+        db.reset_engine()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    print_table(result)
+    print(json.dumps(result, default=str))
+    return 0
+
+
+def print_table(r: dict[str, Any]) -> None:
+    p, n = r["project"], r["naive"]
+    print("| path | orders | placed | orders/s | p50 s | p95 s | p99 s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, row in (("sweep + batched forwards (workers)", p), ("one order per round trip", n)):
+        print(
+            f"| {label} | {row['orders']} | {row['placed']} | {row['orders_per_s']:.1f} | "
+            f"{row['p50_s']:.2f} | {row['p95_s']:.2f} | {row['p99_s']:.2f} |"
+        )
+    print(
+        f"\nall tracking at the markets {p['all_tracked_after_s']} s after the first arrival; "
+        f"statuses {p['statuses']}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
