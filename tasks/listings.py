@@ -42,3 +42,42 @@ def register_sweep(
 def register_batch(self: DropshipTask, account: str, listing_ids: list[int]) -> dict[str, Any]:
     """Register one batch of claimed listings on ``account`` (idempotent: done ones skip)."""
     return services.register_listings(account, listing_ids)
+
+
+# --------------------------------------------------------------------------- reconciliation
+# ``from tasks.listings import reconcile_sweep; reconcile_sweep.delay()`` (every market account)
+# or ``reconcile_sweep.delay("naver_main")``. A run is one task per page of the market's list
+# (each page re-publishes the next), then one apply; see dropship.listings.reconcile.
+
+
+@app.task(bind=True, name="tasks.listings.reconcile_sweep")
+def reconcile_sweep(self: DropshipTask, account: str | None = None) -> list[dict[str, Any]]:
+    """Start a reconciliation run per market account (the first page task of each), after
+    failing runs that stalled; an account whose run is still reading is skipped. Returns
+    ``[{"account", "run_id"}]`` (``run_id`` None: skipped)."""
+    from dropship.listings import reconcile
+
+    reconcile.fail_stalled_runs()
+    started = []
+    for name in [account] if account else services.market_accounts():
+        # Committed before the page task is published.
+        run_id = reconcile.start_run(name, supersede=False)
+        if run_id is not None:
+            reconcile_page.delay(run_id, None)
+        started.append({"account": name, "run_id": run_id})
+    return started
+
+
+@app.task(bind=True, name="tasks.listings.reconcile_page")
+def reconcile_page(self: DropshipTask, run_id: int, cursor: str | None = None) -> dict[str, Any]:
+    """Read one page of the run's market listings; publish the next page, or apply the run
+    after the last one. Idempotent: a page read twice stores the same observations."""
+    from dropship.listings import reconcile
+
+    page = reconcile.reconcile_page(run_id, cursor)
+    if page["status"] != "running":
+        return page
+    if page["next_cursor"] is not None:
+        reconcile_page.delay(run_id, page["next_cursor"])
+        return page
+    return reconcile.apply_run(run_id)
