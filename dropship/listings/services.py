@@ -317,3 +317,18 @@ def listing_counts(account: str | None = None) -> list[dict[str, Any]]:
             {"a": account},
         ).all()
     return [dict(r._mapping) for r in rows]
+
+
+def refusal_reasons(account: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
+    """The most frequent market messages of refused listings (per account)."""
+    with db.session_scope() as session:
+        rows = session.execute(
+            text(
+                "SELECT a.name AS account, left(coalesce(l.error, '(no message)'), 160) AS reason, "
+                "count(*) AS listings FROM listings l JOIN accounts a ON a.id = l.account_id "
+                "WHERE l.status = 'refused' AND (CAST(:a AS text) IS NULL OR a.name = :a) "
+                "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT :n"
+            ),
+            {"a": account, "n": limit},
+        ).all()
+    return [dict(r._mapping) for r in rows]

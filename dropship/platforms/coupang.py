@@ -459,7 +459,10 @@ class CoupangConnector:
         prices, vendor item ids) and, once approved, each vendor item's ``inventories``
         (``onSale``, ``amountInStock``): about ``1 + items`` calls per listing, hence small
         pages (a page is one task's work)."""
-        params: dict[str, Any] = {"vendorId": self.vendor_id, "maxPerPage": self._listing_page_size()}
+        params: dict[str, Any] = {
+            "vendorId": self.vendor_id,
+            "maxPerPage": self._listing_page_size(),
+        }
         if cursor:
             params["nextToken"] = cursor
         path = f"{SELLER_API}/seller-products"
