@@ -840,25 +840,24 @@ def listings_register(
     publish their registrations (queue medium) for the workers."""
     from dropship.listings import services
     from dropship.runtime import resolved_redis_url
-    from tasks.listings import BATCH_SIZE, register_batch
+    from tasks.listings import interleaved_batches, register_batch
 
     names = _market_account_names(account)
     if not resolved_redis_url():
         raise _fail("no broker: start the stack with `dropship up`, or set DROPSHIP_REDIS_URL")
-    ids: list[int] = []
+    ids_by_account: dict[str, list[int]] = {}
     for name in names:
         planned = services.plan_registrations(name, limit=limit)  # commits before publishing
-        batches = 0
-        for start in range(0, len(planned["publish"]), BATCH_SIZE):
-            _release_result(
-                register_batch.delay(name, planned["publish"][start : start + BATCH_SIZE])
-            )
-            batches += 1
-        ids += planned["publish"]
+        ids_by_account[name] = planned["publish"]
         console.print(
             f"{name}: claimed {planned['claimed']}, blocked {planned['blocked']}, "
-            f"published {len(planned['publish'])} in {batches} batch(es)"
+            f"publishing {len(planned['publish'])}"
         )
+    batches = interleaved_batches(ids_by_account)
+    for name, batch in batches:  # one account after another, so every limit is used
+        _release_result(register_batch.delay(name, batch))
+    ids = [i for batch_ids in ids_by_account.values() for i in batch_ids]
+    console.print(f"published {len(ids)} listings in {len(batches)} batch(es)")
     if not wait or not ids:
         return
     import time

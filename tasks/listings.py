@@ -22,6 +22,22 @@ def publish_batches(account: str, listing_ids: list[int], batch_size: int = BATC
     return (len(listing_ids) + batch_size - 1) // batch_size
 
 
+def interleaved_batches(
+    planned: dict[str, list[int]], batch_size: int = BATCH_SIZE
+) -> list[tuple[str, list[int]]]:
+    """Every account's batches, taking one from each account in turn. Each account has its own
+    rate limit: published account after account, the workers would all work on the first
+    account (queue order) and wait for its limiter while the others' limits went unused."""
+    queues = {
+        account: [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+        for account, ids in planned.items()
+    }
+    batches: list[tuple[str, list[int]]] = []
+    for round_ in range(max((len(q) for q in queues.values()), default=0)):
+        batches += [(a, q[round_]) for a, q in queues.items() if round_ < len(q)]
+    return batches
+
+
 @app.task(bind=True, name="tasks.listings.register_sweep")
 def register_sweep(
     self: DropshipTask, account: str | None = None, limit: int = 5000
@@ -29,12 +45,15 @@ def register_sweep(
     """Claim listings for sellable products not yet listed, per market account, and publish
     their registrations in batches of ids. Returns per account: claimed, blocked, batches."""
     results = []
+    ids_by_account: dict[str, list[int]] = {}
     for name in [account] if account else services.market_accounts():
-        planned = services.plan_registrations(name, limit=limit)
-        ids = planned.pop("publish")
-        planned["published"] = len(ids)
-        planned["batches"] = publish_batches(name, ids)
+        planned = services.plan_registrations(name, limit=limit)  # commits before publishing
+        ids_by_account[name] = planned.pop("publish")
+        planned["published"] = len(ids_by_account[name])
+        planned["batches"] = (planned["published"] + BATCH_SIZE - 1) // BATCH_SIZE
         results.append(planned)
+    for name, batch in interleaved_batches(ids_by_account):
+        register_batch.delay(name, batch)
     return results
 
 

@@ -353,7 +353,7 @@ def _apply_chunk(
         )
     }
     skus = [o.external_sku for o in chunk if o.external_sku]
-    by_sku = {
+    by_sku: dict[str, Any] = {
         str(r.external_sku): r
         for r in conn.execute(
             text(
@@ -403,7 +403,10 @@ def _apply_chunk(
             )
             counts["reported"] += 1
             continue
-        _adopt(conn, info, obs, row, int(match["product"]), counts)
+        adopted_id = _adopt(conn, info, obs, row, int(match["product"]), counts)
+        if adopted_id is not None:
+            # A second market listing with this key later in the run is a duplicate.
+            by_sku[str(obs.external_sku)] = _Adopted(adopted_id, str(obs.market_product_id))
 
 
 def _compare(conn: Connection, info: RunInfo, obs: Any, ours: Any, counts: dict[str, int]) -> None:
@@ -440,6 +443,12 @@ def _compare(conn: Connection, info: RunInfo, obs: Any, ours: Any, counts: dict[
     counts["matched"] += 1 - changed
 
 
+@dataclass(frozen=True)
+class _Adopted:
+    id: int
+    market_product_id: str
+
+
 def _adopt(
     conn: Connection,
     info: RunInfo,
@@ -447,13 +456,14 @@ def _adopt(
     row: Any,
     product_id: int,
     counts: dict[str, int],
-) -> None:
+) -> int | None:
+    """Adopt ``obs`` into ``row`` (or a new row); the listing id adopted, or None."""
     status = ADOPTED_STATUS[str(obs.sale_state)]
     note = f"adopted by reconcile run {info.run_id} (market shows {obs.sale_state})"
     if row is not None:
         if not _locked(conn, int(row.id)):
             counts["busy"] += 1  # its registration is running: it will find the key itself
-            return
+            return None
         changed = conn.execute(
             text(
                 "UPDATE listings SET market_product_id = :mpid, status = :s, error = :e, "
@@ -463,7 +473,7 @@ def _adopt(
             {"id": int(row.id), "mpid": obs.market_product_id, "s": status, "e": note},
         ).rowcount
         counts["adopted" if changed else "busy"] += 1
-        return
+        return int(row.id) if changed else None
     exists = conn.execute(text("SELECT 1 FROM products WHERE id = :p"), {"p": product_id}).first()
     if exists is None:
         _report(
@@ -474,12 +484,12 @@ def _adopt(
             f"our key pattern, but product {product_id} does not exist here",
         )
         counts["reported"] += 1
-        return
+        return None
     inserted = conn.execute(
         text(
             "INSERT INTO listings (product_id, account_id, external_sku, market_product_id, "
             "sale_price, status, error, last_synced_at) VALUES (:p, :a, :sku, :mpid, :price, "
-            ":s, :e, now()) ON CONFLICT DO NOTHING"
+            ":s, :e, now()) ON CONFLICT DO NOTHING RETURNING id"
         ),
         {
             "p": product_id,
@@ -490,8 +500,9 @@ def _adopt(
             "s": status,
             "e": note,
         },
-    ).rowcount
-    counts["adopted" if inserted else "busy"] += 1
+    ).scalar()
+    counts["adopted" if inserted is not None else "busy"] += 1
+    return None if inserted is None else int(inserted)
 
 
 # --------------------------------------------------------------------------- one call

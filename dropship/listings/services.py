@@ -27,7 +27,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from dropship import db
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.listings.rules import Decision, MarketAccount, evaluate_products
 from dropship.platforms.interfaces import MarketConnector, MarketListingRequest, ProductOption
 from dropship.settings import get_settings
@@ -216,7 +216,7 @@ def _request(row: Any) -> MarketListingRequest:
 
 _LISTING = text(
     """
-    SELECT l.id, l.status, l.external_sku, l.sale_price, l.market_category,
+    SELECT l.id, l.status, l.attempts, l.external_sku, l.sale_price, l.market_category,
            l.options AS listing_options, p.name, p.stock, p.images, p.options AS product_options
     FROM listings l JOIN products p ON p.id = l.product_id
     WHERE l.id = :id AND l.account_id = (SELECT id FROM accounts WHERE name = :account)
@@ -271,7 +271,10 @@ def register_listings(
                 for o in row.listing_options:
                     o["stock"] = stock_by_option.get((o["name"], o["value"]), 0)
                 # Claimed and committed before the call: after a crash the row says a create
-                # may have happened, and the next attempt looks the key up first.
+                # may have happened, and the next attempt looks the key up first. Only a claim
+                # never marked as sending can skip the look-up: no create for it ever went out
+                # (the advisory lock keeps every other delivery away meanwhile).
+                first_attempt = row.status == "claimed" and int(row.attempts) == 0
                 conn.execute(
                     text(
                         "UPDATE listings SET status = 'registering', attempts = attempts + 1, "
@@ -281,7 +284,7 @@ def register_listings(
                 )
                 conn.commit()
                 try:
-                    result = connector.create_listing(_request(row))
+                    result = connector.create_listing(_request(row), first_attempt=first_attempt)
                 except TransientError as exc:
                     transient = transient or exc
                     conn.execute(
@@ -289,6 +292,10 @@ def register_listings(
                         {"id": listing_id, "e": f"{type(exc).__name__}: {exc}"[:ERROR_MAX]},
                     )
                     conn.commit()
+                    if isinstance(exc, RateLimitedError):
+                        # The account's limiter says wait: the rest of the batch would only
+                        # spend calls (look-ups) it cannot follow up. The retry resumes here.
+                        break
                     continue
                 except (PermanentError, ValueError) as exc:
                     _finish(conn, listing_id, "refused", error=str(exc)[:ERROR_MAX])

@@ -238,12 +238,17 @@ class CoupangConnector:
         ]
         return common.oldest_listing(MARKET, self.account.name, external_sku, matches)
 
-    def create_listing(self, request: MarketListingRequest) -> MarketListingResult:
+    def create_listing(
+        self, request: MarketListingRequest, *, first_attempt: bool = False
+    ) -> MarketListingResult:
         """Register the product once per ``external_sku``: an existing listing with that key
         is returned (``already_existed=True``) instead of creating a second one, which Coupang
         would accept. A create that timed out is not repeated here (a non-idempotent POST):
-        the task's retry comes back through the look-up and finds it."""
+        the task's retry comes back through the look-up and finds it. ``first_attempt=True``
+        (the caller knows no create for this key was ever sent) skips the look-up."""
         body = self._product_body(request)  # bad input fails before any call
+        if first_attempt:
+            return self._create_product(request, body)
         existing = self.find_listing_by_external_sku(request.external_sku)
         if existing is not None:
             log.info(

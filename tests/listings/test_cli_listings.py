@@ -59,7 +59,8 @@ def test_register_wait_follows_the_claimed_listings_until_done(
     finally:
         stop_worker(worker)
     output = squeeze(result.output)
-    assert "coupang_main: claimed 6, blocked 2, published 6 in 1 batch(es)" in output
+    assert "coupang_main: claimed 6, blocked 2, publishing 6" in output
+    assert "published 6 listings in 1 batch(es)" in output
     assert "registered 6, refused 0 of 6 claimed" in output
     assert "6/6" in output  # the bar reached the end
     rows = listing_rows(rules_db, "coupang_main")

@@ -254,3 +254,36 @@ def test_reconcile_sweep_with_a_real_worker_through_a_market_outage(
         check_repaired(rules_db, account, made, sandbox)
     finally:
         stop_worker(worker)
+
+
+def test_a_second_market_listing_with_one_of_our_keys_is_reported_not_adopted(
+    sandbox: SandboxFixture,  # noqa: F811
+    accounts: None,  # noqa: F811
+    make_connector: Callable[[str], Any],  # noqa: F811
+    rules_db: Engine,
+) -> None:
+    account = "coupang_main"
+    with rules_db.begin() as conn:
+        product = add_product(conn)
+    run = reconcile.start_run(account)  # creates the account row (its id is in our key)
+    assert run is not None
+    with rules_db.connect() as conn:
+        account_id = conn.execute(
+            text("SELECT id FROM accounts WHERE name = :a"), {"a": account}
+        ).scalar_one()
+    connector = make_connector(account)
+    request = foreign(services.external_sku(account_id, product))
+    # Two raw creates with one key (the market accepts both, as the real one does).
+    first, second = (
+        connector._create_product(request, connector._product_body(request)).market_product_id
+        for _ in range(2)
+    )
+    summary = reconcile.reconcile_account(account, connector)
+    assert (summary["adopted"], summary["reported"]) == (1, 1), summary
+    adopted = listing_rows(rules_db, account)[product]["market_product_id"]
+    (report,) = reconcile.discrepancies(account)
+    assert report["kind"] == "duplicate" and {adopted, report["market_product_id"]} == {
+        first,
+        second,
+    }
+    assert f"ours is {adopted}" in report["reason"]
