@@ -293,6 +293,18 @@ def register_listings(
                     )
                     conn.commit()
                     if isinstance(exc, RateLimitedError):
+                        if first_attempt:
+                            # Refused before anything was sent (our limiter, or the market's
+                            # 429): the claim still never sent a create, so its retry can skip
+                            # the look-up too instead of spending a call on it.
+                            conn.execute(
+                                text(
+                                    "UPDATE listings SET status = 'claimed', attempts = "
+                                    "attempts - 1 WHERE id = :id AND status = 'registering'"
+                                ),
+                                {"id": listing_id},
+                            )
+                            conn.commit()
                         # The account's limiter says wait: the rest of the batch would only
                         # spend calls (look-ups) it cannot follow up. The retry resumes here.
                         break
