@@ -132,6 +132,13 @@ class ReconcileRun(Base):
     __table_args__ = (
         CheckConstraint(f"status IN {RECONCILE_RUN_STATUSES!r}", name="status_known"),
         Index("ix_reconcile_runs_account_started", "account_id", "started_at"),
+        # At most one run per account reads and applies at a time, even if two sweeps race.
+        Index(
+            "uq_reconcile_runs_one_running",
+            "account_id",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -25,6 +25,7 @@ Results are ids and counts only (they show in Flower).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -83,12 +84,6 @@ class RunInfo:
     account: str
     account_id: int
     status: str
-
-
-def _account_names() -> list[str]:
-    from dropship.listings.services import market_accounts
-
-    return market_accounts()
 
 
 # --------------------------------------------------------------------------- runs
@@ -326,16 +321,10 @@ def apply_run(run_id: int) -> dict[str, Any]:
                 "UPDATE reconcile_runs SET status = 'succeeded', counts = CAST(:c AS jsonb), "
                 "finished_at = now(), updated_at = now() WHERE id = :r"
             ),
-            {"r": run_id, "c": _json(counts)},
+            {"r": run_id, "c": json.dumps(counts)},
         )
     log.info("reconcile run %s (%s): %s", run_id, info.account, counts)
     return {"run_id": run_id, "account": info.account, "status": "succeeded", **counts}
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 def _apply_chunk(

@@ -102,6 +102,14 @@ def upgrade() -> None:
     op.create_index(
         "ix_reconcile_runs_account_started", "reconcile_runs", ["account_id", "started_at"]
     )
+    # At most one run per account reads and applies at a time, even if two sweeps race.
+    op.create_index(
+        "uq_reconcile_runs_one_running",
+        "reconcile_runs",
+        ["account_id"],
+        unique=True,
+        postgresql_where=sa.text("status = 'running'"),
+    )
     op.create_table(
         "reconcile_observations",
         sa.Column(
