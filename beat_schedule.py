@@ -70,6 +70,13 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Reconciliation (queue medium): each market account's listings against ours, hourly; a
+    # run is a chain of page tasks: an account still being read is skipped, a stalled run failed.
+    "listings-reconcile-sweep": {
+        "task": "tasks.listings.reconcile_sweep",
+        "schedule": crontab(minute=35),
+        "options": {"expires": 50 * 60},
+    },
     # --- collect (queue low). The sweep keeps every run moving: a lost chord body is merged,
     # a stalled run re-published or failed with a reason, a paused run resumed after its reset.
     "collect-sweep-runs": {

@@ -1317,6 +1317,223 @@ def demo(
     raise typer.Exit(exit_code)
 
 
+# --- listings: register, status, reconcile -----------------------------------------------------
+
+AccountOpt = Annotated[
+    str | None, typer.Option("--account", help="Only this market account (default: every one).")
+]
+
+
+def _market_account_names(account: str | None) -> list[str]:
+    from dropship.listings.services import market_accounts
+
+    _use_stack_sandbox_accounts()
+    names = market_accounts()
+    if account is not None:
+        if account not in names:
+            raise _fail(f"unknown market account {account!r}: one of {', '.join(names) or '-'}")
+        return [account]
+    if not names:
+        raise _fail("no market accounts configured (DROPSHIP_PLATFORMS__ACCOUNTS)")
+    return names
+
+
+def listing_progress(ids: list[int]) -> dict[str, int]:
+    """Of the given listings: registered (active), refused, pending (claimed or registering),
+    other (any other status)."""
+    from sqlalchemy import text
+
+    from dropship.db import session_scope
+
+    counts = {"registered": 0, "refused": 0, "pending": 0, "other": 0}
+    if not ids:
+        return counts
+    with session_scope() as session:
+        rows = session.execute(
+            text("SELECT status, count(*) FROM listings WHERE id = ANY(:ids) GROUP BY status"),
+            {"ids": ids},
+        ).all()
+    for status, n in rows:
+        key = {"active": "registered", "refused": "refused", "claimed": "pending"}.get(
+            status, "pending" if status == "registering" else "other"
+        )
+        counts[key] += int(n)
+    return counts
+
+
+@listings_cli.command("register")
+def listings_register(
+    account: AccountOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show progress until every claimed listing is done.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="At most this many products per account.")] = 5000,
+    timeout: Annotated[float, typer.Option(help="--wait gives up after this many seconds.")] = 3600,
+) -> None:
+    """Run the register sweep now: claim listings for sellable products not yet listed and
+    publish their registrations (queue medium) for the workers."""
+    from dropship.listings import services
+    from dropship.runtime import resolved_redis_url
+    from tasks.listings import interleaved_batches, register_batch
+
+    names = _market_account_names(account)
+    if not resolved_redis_url():
+        raise _fail("no broker: start the stack with `dropship up`, or set DROPSHIP_REDIS_URL")
+    ids_by_account: dict[str, list[int]] = {}
+    for name in names:
+        planned = services.plan_registrations(name, limit=limit)  # commits before publishing
+        ids_by_account[name] = planned["publish"]
+        console.print(
+            f"{name}: claimed {planned['claimed']}, blocked {planned['blocked']}, "
+            f"publishing {len(planned['publish'])}"
+        )
+    batches = interleaved_batches(ids_by_account)
+    for name, batch in batches:  # one account after another, so every limit is used
+        _release_result(register_batch.delay(name, batch))
+    ids = [i for batch_ids in ids_by_account.values() for i in batch_ids]
+    console.print(f"published {len(ids)} listings in {len(batches)} batch(es)")
+    if not wait or not ids:
+        return
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    deadline = time.monotonic() + timeout
+    columns = (
+        TextColumn("[bold]register[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "registered {task.fields[registered]}  refused {task.fields[refused]}  "
+            "pending {task.fields[pending]}"
+        ),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("register", total=len(ids), registered=0, refused=0, pending=0)
+        while True:
+            done = listing_progress(ids)
+            progress.update(
+                bar,
+                completed=len(ids) - done["pending"],
+                registered=done["registered"],
+                refused=done["refused"],
+                pending=done["pending"],
+            )
+            if done["pending"] == 0:
+                break
+            if time.monotonic() > deadline:
+                raise _fail(
+                    f"{done['pending']} of {len(ids)} listings still pending after "
+                    f"{timeout:.0f} s (is a worker consuming `medium`?)"
+                )
+            time.sleep(0.5)
+    console.print(
+        f"registered {done['registered']}, refused {done['refused']} of {len(ids)} claimed"
+        + (f", {done['other']} in another state" if done["other"] else "")
+    )
+
+
+@listings_cli.command("status")
+def listings_status(
+    account: AccountOpt = None,
+    limit: Annotated[int, typer.Option(help="Refusal reasons shown.")] = 10,
+) -> None:
+    """Listings by state and account, the top refusal reasons, the latest reconciliation."""
+    from rich.table import Table
+
+    from dropship.listings import reconcile
+    from dropship.listings.models import LISTING_STATUSES
+    from dropship.listings.services import listing_counts, refusal_reasons
+
+    counts = listing_counts(account)
+    if not counts:
+        console.print("no listings yet")
+    else:
+        by_account: dict[str, dict[str, int]] = {}
+        for r in counts:
+            by_account.setdefault(str(r["account"]), {})[str(r["status"])] = int(r["listings"])
+        table = Table(title="listings by state")
+        table.add_column("account")
+        for status in (*LISTING_STATUSES, "total"):
+            table.add_column(status, justify="right")
+        for name, states in sorted(by_account.items()):
+            cells = [str(states.get(s, 0)) for s in LISTING_STATUSES]
+            table.add_row(name, *cells, str(sum(states.values())))
+        console.print(table)
+    _print_rows("refusals", refusal_reasons(account, limit))
+    runs = [r for r in reconcile.latest_runs() if account is None or r["account"] == account]
+    open_by_account: dict[str, int] = {}
+    for d in reconcile.discrepancies(account):
+        open_by_account[str(d["account"])] = open_by_account.get(str(d["account"]), 0) + 1
+    _print_rows(
+        "latest reconciliation",
+        [
+            {
+                "account": r["account"],
+                "run": r["id"],
+                "state": r["status"],
+                "started": str(r["started_at"])[:19],
+                "counts": ", ".join(f"{k} {v}" for k, v in (r["counts"] or {}).items() if v),
+                "discrepancies": open_by_account.get(str(r["account"]), 0),
+                "error": r["error"],
+            }
+            for r in runs
+        ],
+    )
+
+
+@listings_cli.command("reconcile")
+def listings_reconcile(account: AccountOpt = None) -> None:
+    """Reconcile now, in this process: page through each market account's listings, adopt
+    ours by key, mark the ones the market suspended, report the rest."""
+    from dropship.listings import reconcile
+
+    failed = []
+    rows = []
+    for name in _market_account_names(account):
+        summary = reconcile.reconcile_account(name)
+        rows.append(
+            {
+                k: summary.get(k)
+                for k in ("account", "run_id", "status", "pages", *reconcile.COUNT_KEYS, "error")
+            }
+        )
+        if summary["status"] != "succeeded":
+            failed.append(name)
+    _print_rows("reconciliation", rows)
+    if failed:
+        raise _fail(f"reconciliation aborted for {', '.join(failed)}: nothing of theirs changed")
+
+
+@listings_cli.command("discrepancies")
+def listings_discrepancies(
+    account: AccountOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Also resolved ones.")] = False,
+    limit: Annotated[int, typer.Option(help="Rows shown.")] = 50,
+) -> None:
+    """Market listings reconciliation reported instead of adopting (with the reason)."""
+    from dropship.listings import reconcile
+
+    rows = reconcile.discrepancies(account, include_resolved=all_)
+    _print_rows(
+        f"discrepancies ({len(rows)})",
+        [
+            {
+                "account": d["account"],
+                "market id": d["market_product_id"],
+                "sku": d["external_sku"],
+                "kind": d["kind"],
+                "market state": d["market_state"],
+                "reason": d["reason"],
+                "last seen": str(d["last_seen_at"])[:19],
+                **({"resolved": str(d["resolved_at"])[:19]} if all_ else {}),
+            }
+            for d in rows[:limit]
+        ],
+    )
+
+
 def main() -> None:
     from dropship.logsafe import configure_logging
 

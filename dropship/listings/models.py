@@ -139,3 +139,66 @@ class SyncOutbox(Base):
         DateTime(timezone=True), server_default=text("clock_timestamp()")
     )
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --------------------------------------------------------------------------- reconciliation
+
+DISCREPANCY_KINDS = ("unknown_sku", "foreign_sku", "duplicate", "sku_mismatch")
+
+
+class ListingDiscrepancy(Base):
+    """A market listing reconciliation could not match to ours, with the reason: visible to an
+    operator (``dropship listings discrepancies``) instead of adopted by a guess or ignored.
+    ``resolved_at`` is set when a later complete run no longer sees it."""
+
+    __tablename__ = "listing_discrepancies"
+    __table_args__ = (
+        UniqueConstraint("account_id", "market_product_id", "kind"),
+        CheckConstraint(f"kind IN {DISCREPANCY_KINDS!r}", name="kind_known"),
+        Index("ix_listing_discrepancies_open", "account_id", "resolved_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    market_product_id: Mapped[str] = mapped_column(String(64))
+    external_sku: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    market_state: Mapped[str | None] = mapped_column(String(16))
+    listing_id: Mapped[int | None] = mapped_column(ForeignKey("listings.id", ondelete="SET NULL"))
+    first_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+RECONCILE_RUN_STATUSES = ("running", "succeeded", "failed")
+
+
+class ReconcileRun(Base):
+    """One reconciliation of one market account: counts when it succeeded, the error when it
+    was aborted (a market error or an unreadable record changes nothing of ours)."""
+
+    __tablename__ = "reconcile_runs"
+    __table_args__ = (
+        CheckConstraint(f"status IN {RECONCILE_RUN_STATUSES!r}", name="status_known"),
+        Index("ix_reconcile_runs_account_started", "account_id", "started_at"),
+        # At most one run per account reads and applies at a time, even if two sweeps race.
+        Index(
+            "uq_reconcile_runs_one_running",
+            "account_id",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), server_default="running")
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from dropship import db
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.images.services import gate_decisions, listing_images
 from dropship.listings.rules import Decision, MarketAccount, evaluate_products
 from dropship.platforms.interfaces import MarketConnector, MarketListingRequest, ProductOption
@@ -220,8 +220,9 @@ def _request(row: Any) -> MarketListingRequest:
 
 _LISTING = text(
     """
-    SELECT l.id, l.product_id, l.status, l.external_sku, l.sale_price, l.market_category,
-           l.options AS listing_options, p.name, p.stock, p.images, p.options AS product_options
+    SELECT l.id, l.product_id, l.status, l.attempts, l.external_sku, l.sale_price,
+           l.market_category, l.options AS listing_options, p.name, p.stock, p.images,
+           p.options AS product_options
     FROM listings l JOIN products p ON p.id = l.product_id
     WHERE l.id = :id AND l.account_id = (SELECT id FROM accounts WHERE name = :account)
     """
@@ -275,7 +276,10 @@ def register_listings(
                 for o in row.listing_options:
                     o["stock"] = stock_by_option.get((o["name"], o["value"]), 0)
                 # Claimed and committed before the call: after a crash the row says a create
-                # may have happened, and the next attempt looks the key up first.
+                # may have happened, and the next attempt looks the key up first. Only a claim
+                # never marked as sending can skip the look-up: no create for it ever went out
+                # (the advisory lock keeps every other delivery away meanwhile).
+                first_attempt = row.status == "claimed" and int(row.attempts) == 0
                 conn.execute(
                     text(
                         "UPDATE listings SET status = 'registering', attempts = attempts + 1, "
@@ -287,7 +291,9 @@ def register_listings(
                 try:
                     # Only images this market accepts, hosted where it wants them.
                     images = listing_images(account, connector.market, row.product_id, connector)
-                    result = connector.create_listing(replace(_request(row), images=images))
+                    result = connector.create_listing(
+                        replace(_request(row), images=images), first_attempt=first_attempt
+                    )
                 except TransientError as exc:
                     transient = transient or exc
                     conn.execute(
@@ -295,6 +301,22 @@ def register_listings(
                         {"id": listing_id, "e": f"{type(exc).__name__}: {exc}"[:ERROR_MAX]},
                     )
                     conn.commit()
+                    if isinstance(exc, RateLimitedError):
+                        if first_attempt:
+                            # Refused before anything was sent (our limiter, or the market's
+                            # 429): the claim still never sent a create, so its retry can skip
+                            # the look-up too instead of spending a call on it.
+                            conn.execute(
+                                text(
+                                    "UPDATE listings SET status = 'claimed', attempts = "
+                                    "attempts - 1 WHERE id = :id AND status = 'registering'"
+                                ),
+                                {"id": listing_id},
+                            )
+                            conn.commit()
+                        # The account's limiter says wait: the rest of the batch would only
+                        # spend calls (look-ups) it cannot follow up. The retry resumes here.
+                        break
                     continue
                 except (PermanentError, ValueError) as exc:
                     _finish(conn, listing_id, "refused", error=str(exc)[:ERROR_MAX])
@@ -321,5 +343,20 @@ def listing_counts(account: str | None = None) -> list[dict[str, Any]]:
                 "GROUP BY a.name, l.status ORDER BY a.name, l.status"
             ),
             {"a": account},
+        ).all()
+    return [dict(r._mapping) for r in rows]
+
+
+def refusal_reasons(account: str | None = None, limit: int = 10) -> list[dict[str, Any]]:
+    """The most frequent market messages of refused listings (per account)."""
+    with db.session_scope() as session:
+        rows = session.execute(
+            text(
+                "SELECT a.name AS account, left(coalesce(l.error, '(no message)'), 160) AS reason, "
+                "count(*) AS listings FROM listings l JOIN accounts a ON a.id = l.account_id "
+                "WHERE l.status = 'refused' AND (CAST(:a AS text) IS NULL OR a.name = :a) "
+                "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT :n"
+            ),
+            {"a": account, "n": limit},
         ).all()
     return [dict(r._mapping) for r in rows]

@@ -57,6 +57,7 @@ from dropship.platforms.interfaces import (
     MarketListingState,
     MarketOrder,
     MarketOrderItem,
+    Page,
     TrackingUpload,
 )
 
@@ -73,6 +74,28 @@ MAX_INVOICES_PER_CALL = 50
 ORDER_WINDOW = timedelta(hours=23)
 MAX_PAGES_PER_WINDOW = 2_000  # 100k order sheets per status per window: far beyond real volume
 ITEM_CACHE_SIZE = 2_048
+# Seller-product list (상품 목록 페이징 조회): maxPerPage default 10, max 100. Each listing then
+# costs 1 + items reads, so a page of 20 is about a minute of calls at 100/min.
+LISTING_PAGE_SIZE = 20
+MAX_LISTING_PAGES = 100_000
+# statusName (Korean, as the list and the product answer show it; the codes are accepted too)
+# -> our normalised sale state. 승인완료/부분승인완료 are sellable: their items' onSale decides.
+_PRODUCT_STATES: dict[str, str] = {
+    "임시저장중": "pending",
+    "SAVING": "pending",
+    "임시저장": "pending",
+    "SAVED": "pending",
+    "승인대기중": "pending",
+    "APPROVING": "pending",
+    "승인완료": "approved",
+    "APPROVED": "approved",
+    "부분승인완료": "approved",
+    "PARTIAL_APPROVED": "approved",
+    "승인반려": "refused",
+    "DENIED": "refused",
+    "상품삭제": "deleted",
+    "DELETED": "deleted",
+}
 
 # Shipment-box states (발주서 상태) from the ordersheets document. Acknowledgement moves ACCEPT
 # (결제완료) to INSTRUCT (상품준비중); an invoice moves INSTRUCT to DEPARTURE (배송지시).
@@ -226,12 +249,17 @@ class CoupangConnector:
         ]
         return common.oldest_listing(MARKET, self.account.name, external_sku, matches)
 
-    def create_listing(self, request: MarketListingRequest) -> MarketListingResult:
+    def create_listing(
+        self, request: MarketListingRequest, *, first_attempt: bool = False
+    ) -> MarketListingResult:
         """Register the product once per ``external_sku``: an existing listing with that key
         is returned (``already_existed=True``) instead of creating a second one, which Coupang
         would accept. A create that timed out is not repeated here (a non-idempotent POST):
-        the task's retry comes back through the look-up and finds it."""
+        the task's retry comes back through the look-up and finds it. ``first_attempt=True``
+        (the caller knows no create for this key was ever sent) skips the look-up."""
         body = self._product_body(request)  # bad input fails before any call
+        if first_attempt:
+            return self._create_product(request, body)
         existing = self.find_listing_by_external_sku(request.external_sku)
         if existing is not None:
             log.info(
@@ -476,6 +504,110 @@ class CoupangConnector:
             name=name,
             raw={"statusName": approval},
         )
+
+    # ------------------------------------------------------------------ listings (reconcile)
+
+    def _listing_page_size(self) -> int:
+        # The account option ``listings_page_size`` tunes it (a page is one reconcile task).
+        return int(self.account.option("listings_page_size", "") or LISTING_PAGE_SIZE)
+
+    def iter_listings(self) -> Iterator[MarketListingState]:
+        """Every seller product of the vendor, newest first, each once per call (pages of
+        :meth:`listings_page` until its cursor is ``None``). A record that cannot be read raises
+        :class:`TransientError` naming it: nothing is guessed, the caller aborts its run."""
+        seen: set[str] = set()
+        cursors: set[str] = set()
+        cursor: str | None = None
+        for _ in range(MAX_LISTING_PAGES):
+            page = self.listings_page(cursor)
+            for state in page.items:
+                if state.market_product_id not in seen:  # a list that grew while we read it
+                    seen.add(state.market_product_id)
+                    yield state
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+            if cursor in cursors:
+                raise TransientError(f"coupang seller-products: nextToken {cursor} repeated")
+            cursors.add(cursor)
+        raise TransientError(f"coupang seller-products: more than {MAX_LISTING_PAGES} pages")
+
+    def listings_page(self, cursor: str | None = None) -> Page[MarketListingState]:
+        """One page of the seller-product list (``GET .../seller-products?vendorId&maxPerPage
+        &nextToken``; ``cursor`` is the ``nextToken`` of the previous page, ``None`` first).
+
+        The list carries no items, so each product is read (its items' ``externalVendorSku``,
+        prices, vendor item ids) and, once approved, each vendor item's ``inventories``
+        (``onSale``, ``amountInStock``): about ``1 + items`` calls per listing, hence small
+        pages (a page is one task's work)."""
+        params: dict[str, Any] = {
+            "vendorId": self.vendor_id,
+            "maxPerPage": self._listing_page_size(),
+        }
+        if cursor:
+            params["nextToken"] = cursor
+        path = f"{SELLER_API}/seller-products"
+        status, body = self._call("GET", path, params=params)
+        if body.get("code") != "SUCCESS":
+            raise PermanentError(
+                f"coupang GET {path} -> {status} {body.get('code')}: {_short(body.get('message'))}"
+            )
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise TransientError(f"coupang GET {path}: 'data' is not a list")
+        states = []
+        for summary in data:
+            product_id = summary.get("sellerProductId") if isinstance(summary, dict) else None
+            if product_id is None or not str(product_id).isdigit():
+                raise TransientError("coupang seller-products: a summary has no sellerProductId")
+            states.append(
+                self._listing_state(str(product_id), str(summary.get("statusName") or ""))
+            )
+        return Page(items=tuple(states), next_cursor=str(body.get("nextToken") or "") or None)
+
+    def _listing_state(self, product_id: str, status_name: str) -> MarketListingState:
+        state = _PRODUCT_STATES.get(status_name)
+        if state is None:
+            raise TransientError(
+                f"coupang seller product {product_id}: unknown statusName {_short(status_name, 40)}"
+            )
+        if state == "deleted":
+            return MarketListingState(product_id, None, "deleted", raw={"statusName": status_name})
+        product = self._product(product_id)
+        items = [i for i in product["items"] if isinstance(i, dict)]
+        skus = sorted({str(i["externalVendorSku"]) for i in items if i.get("externalVendorSku")})
+        prices = [int(i["salePrice"]) for i in items if i.get("salePrice") is not None]
+        raw = {"statusName": status_name, "external_skus": skus}
+        sale_state = state
+        stock: int | None = None
+        if state == "approved":
+            item_ids = [int(i["vendorItemId"]) for i in items if i.get("vendorItemId")]
+            if not item_ids:
+                sale_state = "pending"  # approved but vendor items not issued yet
+            else:
+                self._remember_items(product_id, tuple(item_ids))
+                inventories = [self._item_inventory(item_id) for item_id in item_ids]
+                on_sale = [inv for inv in inventories if inv["onSale"] is True]
+                stock = sum(int(inv.get("amountInStock") or 0) for inv in on_sale)
+                sale_state = "on_sale" if on_sale and stock > 0 else "suspended"
+        return MarketListingState(
+            market_product_id=product_id,
+            # One key on every item is what we register; several keys are not one of ours.
+            external_sku=skus[0] if len(skus) == 1 else None,
+            sale_state=sale_state,  # type: ignore[arg-type]
+            sale_price=min(prices) if prices else None,
+            stock=stock,
+            name=common.str_or_none(product.get("sellerProductName")),
+            raw=raw,
+        )
+
+    def _item_inventory(self, vendor_item_id: int) -> dict[str, Any]:
+        data = self._seller_call(
+            "GET", f"{SELLER_API}/vendor-items/{int(vendor_item_id)}/inventories"
+        )
+        if not isinstance(data, dict) or not isinstance(data.get("onSale"), bool):
+            raise TransientError(f"coupang vendor item {vendor_item_id}: malformed inventory")
+        return data
 
     # ------------------------------------------------------------------ orders
 

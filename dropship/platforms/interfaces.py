@@ -380,8 +380,12 @@ class MarketClaim:
 class MarketConnector(Protocol):
     market: str
 
-    def create_listing(self, request: MarketListingRequest) -> MarketListingResult:
-        """Create a listing; idempotent by ``request.external_sku``."""
+    def create_listing(
+        self, request: MarketListingRequest, *, first_attempt: bool = False
+    ) -> MarketListingResult:
+        """Create a listing; idempotent by ``request.external_sku``. ``first_attempt=True``:
+        the caller guarantees no create for this key was ever sent (its claim had never been
+        marked as sending), so the look-up by key is skipped (one call instead of two)."""
         ...
 
     def find_listing_by_external_sku(self, external_sku: str) -> MarketListingResult | None: ...

@@ -53,6 +53,7 @@ from dropship.platforms.interfaces import (
     MarketListingState,
     MarketOrder,
     MarketOrderItem,
+    Page,
     TrackingUpload,
 )
 
@@ -72,6 +73,21 @@ IMAGE_UPLOAD_PATH = "/external/v1/product-images/upload"
 MAX_UPLOAD_IMAGES = 10  # images per upload call
 # A seller management code normally matches one listing; a page this size also shows duplicates.
 SKU_SEARCH_PAGE_SIZE = 100
+# Listing every product (reconcile): products/search pages, oldest product number first.
+LISTING_PAGE_SIZE = 100
+MAX_LISTING_PAGES = 100_000
+# Naver's product statusType -> our normalised sale state.
+_PRODUCT_STATES: dict[str, str] = {
+    "SALE": "on_sale",
+    "OUTOFSTOCK": "suspended",
+    "SUSPENSION": "suspended",
+    "CLOSE": "suspended",
+    "PROHIBITION": "suspended",
+    "WAIT": "pending",
+    "UNADMISSION": "refused",
+    "REJECTION": "refused",
+    "DELETE": "deleted",
+}
 
 # Origin product statusType -> normalised sale state (see NaverConnector.get_listing).
 _NAVER_SALE_STATES: dict[str, ListingSaleState] = {
@@ -297,12 +313,17 @@ class NaverConnector:
                 )
         return common.oldest_listing(MARKET, self.account.name, external_sku, matches)
 
-    def create_listing(self, request: MarketListingRequest) -> MarketListingResult:
+    def create_listing(
+        self, request: MarketListingRequest, *, first_attempt: bool = False
+    ) -> MarketListingResult:
         """Register the product once per ``external_sku``: an existing listing with that code
         is returned (``already_existed=True``) instead of creating a second one, which Naver
         would accept. A create that timed out is not repeated here (a non-idempotent POST):
-        the task's retry comes back through the look-up and finds it."""
+        the task's retry comes back through the look-up and finds it. ``first_attempt=True``
+        (the caller knows no create for this key was ever sent) skips the look-up."""
         product = self._product_body(request)  # bad input fails before any call
+        if first_attempt:
+            return self._create_product(request, product)
         existing = self.find_listing_by_external_sku(request.external_sku)
         if existing is not None:
             log.info("naver %s: listing %s already exists", self.account.name, request.external_sku)
@@ -500,6 +521,51 @@ class NaverConnector:
             name=common.str_or_none(origin.get("name")),
             raw={"statusType": status_type},
         )
+
+    # ------------------------------------------------------------------ listings (reconcile)
+
+    def _listing_page_size(self) -> int:
+        # The account option ``listings_page_size`` tunes it (a page is one reconcile task).
+        return int(self.account.option("listings_page_size", "") or LISTING_PAGE_SIZE)
+
+    def iter_listings(self) -> Iterator[MarketListingState]:
+        """Every origin product of the application, each once per call (pages of
+        :meth:`listings_page` until ``last``). A record that cannot be read raises
+        :class:`TransientError` naming it (the caller aborts its run instead of guessing)."""
+        seen: set[str] = set()
+        cursor: str | None = None
+        for _ in range(MAX_LISTING_PAGES):
+            page = self.listings_page(cursor)
+            for state in page.items:
+                if state.market_product_id not in seen:  # moved between pages meanwhile
+                    seen.add(state.market_product_id)
+                    yield state
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+        raise TransientError(f"naver products/search: more than {MAX_LISTING_PAGES} pages")
+
+    def listings_page(self, cursor: str | None = None) -> Page[MarketListingState]:
+        """One ``POST /external/v1/products/search`` page (``cursor``: the page number, ``None``
+        for the first); the next cursor is ``None`` once the answer says ``last``."""
+        page = int(cursor) if cursor else 1
+        if page < 1:
+            raise PermanentError(f"naver products/search: bad page cursor {cursor!r}")
+        _, body = self._call(
+            "POST",
+            "/external/v1/products/search",
+            json={"page": page, "size": self._listing_page_size(), "orderType": "NO"},
+            idempotent=True,  # a search
+        )
+        contents = body.get("contents")
+        if not isinstance(contents, list):
+            raise TransientError("naver products/search: 'contents' is not a list")
+        last = body.get("last")
+        if not isinstance(last, bool):
+            raise TransientError("naver products/search: answer has no 'last' flag")
+        states = tuple(_listing_state(content) for content in contents)
+        done = last or not contents
+        return Page(items=states, next_cursor=None if done else str(page + 1))
 
     # ------------------------------------------------------------------ orders
 
@@ -805,6 +871,33 @@ def parse_change_page(body: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple
     if not all(cursor):
         raise TransientError("naver last-changed-statuses: 'more' without a cursor")
     return changes, cursor
+
+
+def _listing_state(content: Any) -> MarketListingState:
+    """One products/search entry -> MarketListingState; TransientError naming it when
+    malformed or in a state we do not know."""
+    number = content.get("originProductNo") if isinstance(content, dict) else None
+    channels = content.get("channelProducts") if isinstance(content, dict) else None
+    if number is None or not isinstance(channels, list) or not channels:
+        raise TransientError(f"naver products/search: malformed entry (originProductNo={number})")
+    channel = channels[0]
+    status = str(channel.get("statusType") or "")
+    sale_state = _PRODUCT_STATES.get(status)
+    if sale_state is None:
+        raise TransientError(f"naver product {number}: unknown statusType {status[:40]!r}")
+    if sale_state == "on_sale" and channel.get("channelProductDisplayStatusType") == "SUSPENSION":
+        sale_state = "suspended"  # on sale but not displayed: nobody can buy it
+    price = channel.get("salePrice")
+    stock = channel.get("stockQuantity")
+    return MarketListingState(
+        market_product_id=str(number),
+        external_sku=common.str_or_none(channel.get("sellerManagementCode")),
+        sale_state=sale_state,  # type: ignore[arg-type]
+        sale_price=int(price) if price is not None else None,
+        stock=int(stock) if stock is not None else None,
+        name=common.str_or_none(channel.get("name")),
+        raw={"statusType": status},
+    )
 
 
 def _origin_product_path(market_product_id: str, api: str = "v2") -> str:

@@ -129,6 +129,10 @@ class SandboxConfig:
     )
     token_ttls_s: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_TOKEN_TTLS_S))
     coupang_signature_max_skew_s: int = 300
+    # True: the markets' limits apply per account (Coupang per vendorId, Naver per application),
+    # as on the real platforms; False (default): one bucket per platform, stricter when several
+    # accounts share it.
+    per_account_rate_limits: bool = False
 
     def __post_init__(self) -> None:
         if self.catalog_size < 0:
@@ -270,7 +274,7 @@ class SandboxState:
         self.counters: dict[str, Counter[str]] = defaultdict(Counter)
         self.faults: dict[str, FaultConfig] = {p: FaultConfig() for p in PLATFORMS}
         self._fault_rngs = {p: random.Random(f"{config.seed}:faults:{p}") for p in PLATFORMS}
-        self._buckets: dict[str, _TokenBucket] = {}
+        self._buckets: dict[tuple[str, str | None], _TokenBucket] = {}
         self._stores: dict[str, Any] = {}
 
     def reset(self, config: SandboxConfig | None = None) -> None:
@@ -354,17 +358,21 @@ class SandboxState:
             limits = dict(self.config.rate_limits)
             limits[platform] = limit
             self.config = replace(self.config, rate_limits=limits)
-            self._buckets.pop(platform, None)
+            for key in [k for k in self._buckets if k[0] == platform]:
+                del self._buckets[key]
 
     def rate_limit(self, platform: str) -> SandboxRateLimit:
         return self.config.rate_limits.get(platform) or DEFAULT_SANDBOX_RATE_LIMITS[platform]
 
-    def take_token(self, platform: str) -> RateDecision:
+    def take_token(self, platform: str, account: str | None = None) -> RateDecision:
+        """One call's token. ``account`` (the caller's vendor / application) gets its own
+        bucket when ``config.per_account_rate_limits`` is on; otherwise it is ignored."""
         with self.lock:
             now = time.monotonic()
-            bucket = self._buckets.get(platform)
+            key = (platform, account if self.config.per_account_rate_limits else None)
+            bucket = self._buckets.get(key)
             if bucket is None:
-                bucket = self._buckets[platform] = _TokenBucket(self.rate_limit(platform), now)
+                bucket = self._buckets[key] = _TokenBucket(self.rate_limit(platform), now)
             decision = bucket.take(now)
             if not decision.allowed:
                 self.violations[platform] += 1
@@ -507,9 +515,9 @@ class SandboxHandler(_JsonMixin):
 
     async def prepare(self) -> None:
         state = self.state
-        state.record_call(self.platform, self.endpoint or type(self).__name__)
+        state.record_call(self.platform, self.call_name())
 
-        decision = state.take_token(self.platform)
+        decision = state.take_token(self.platform, self.rate_limit_account())
         self.set_rate_limit_headers(decision)
         if not decision.allowed:
             self.write_rate_limited(decision)
@@ -552,7 +560,7 @@ class SandboxHandler(_JsonMixin):
         if lost is None or self.get_status() >= 400:
             return super().finish(chunk)
         self._lost_response = None
-        self.count("lost_responses", f"{self.platform}:{self.endpoint or type(self).__name__}")
+        self.count("lost_responses", f"{self.platform}:{self.call_name()}")
         self.clear()  # status, headers and body the handler wrote never reach the client
         self._losing_response = asyncio.ensure_future(self._answer_lost(lost))
         return self._losing_response
@@ -588,6 +596,15 @@ class SandboxHandler(_JsonMixin):
             # The server is shutting down while a request is held: end it quietly instead of
             # logging a 500 for every held request.
             raise tornado.web.Finish() from None
+
+    def call_name(self) -> str:
+        """The name this call is counted under (``endpoint``, default the class name)."""
+        return self.endpoint or type(self).__name__
+
+    def rate_limit_account(self) -> str | None:
+        """The account the platform counts this call against (per-account rate limits);
+        ``None``: the platform's shared bucket. Markets override it."""
+        return None
 
     # ---- platform-shaped responses (override per platform when its shape differs)
 

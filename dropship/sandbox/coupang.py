@@ -634,7 +634,7 @@ class CoupangHandler(MarketHandler):
             world = CoupangWorld(self.state)
             blocked_s = world.blocked_for_s(self._claimed_vendor)
             if blocked_s > 0:
-                self.state.record_call(PLATFORM, self.endpoint or type(self).__name__)
+                self.state.record_call(PLATFORM, self.call_name())
                 with self.state.lock:
                     self.state.violations[PLATFORM] += 1
                 blocked_s = world.note_refused(self._claimed_vendor) or blocked_s
@@ -642,6 +642,10 @@ class CoupangHandler(MarketHandler):
                 self.finish()
                 return
         await super().prepare()
+
+    def rate_limit_account(self) -> str | None:
+        # Coupang limits per vendorId (see ThrottlePolicy).
+        return self._claimed_vendor
 
     def _vendor_of_access_key(self) -> str | None:
         match = _AUTH_RE.match(self.request.headers.get("Authorization", "").strip())
@@ -852,6 +856,98 @@ class SellerProductsHandler(CoupangHandler):
         return None
 
 
+# Coupang's seller-product status names (statusName) by status code, from the list document
+# (lookup-seller-product-list-paging.document.ts).
+PRODUCT_STATUS_NAMES: dict[str, str] = {
+    "SAVING": "임시저장중",
+    "SAVED": "임시저장",
+    "APPROVING": "승인대기중",
+    "APPROVED": "승인완료",
+    "PARTIAL_APPROVED": "부분승인완료",
+    "DENIED": "승인반려",
+    "DELETED": "상품삭제",
+}
+LIST_MAX_PER_PAGE = 100  # the list document: default 10, max 100
+
+
+class SellerProductListHandler(SellerProductsHandler):
+    """``GET .../seller-products?vendorId&nextToken&maxPerPage[&status]`` (상품 목록 페이징 조회):
+    newest first, ``nextToken`` a page number ("" on the last page), summaries without items,
+    as the document's sample shows. ``POST`` on the same path creates (the parent class)."""
+
+    def call_name(self) -> str:
+        return "seller-products.list" if self.request.method == "GET" else "seller-products.create"
+
+    def get(self) -> None:
+        vendor_id = self.get_query_argument("vendorId", "")
+        if not vendor_id:
+            return self.seller_error(400, "vendorId는 필수입니다.")
+        if vendor_id != self.vendor_id:
+            return self.seller_error(400, f"vendorId {vendor_id} does not match access key")
+        per_page = _int_arg(self.get_query_argument("maxPerPage", "10"), "maxPerPage")
+        if not 1 <= per_page <= LIST_MAX_PER_PAGE:
+            return self.seller_error(400, f"maxPerPage must be within 1..{LIST_MAX_PER_PAGE}")
+        page = _int_arg(self.get_query_argument("nextToken", "") or "1", "nextToken")
+        if page < 1:
+            return self.seller_error(400, "nextToken must be a page number >= 1")
+        status = self.get_query_argument("status", "")
+        if status and status not in PRODUCT_STATUS_NAMES:
+            return self.seller_error(400, f"unknown status {status}")
+        with self.state.lock:
+            products = sorted(
+                (
+                    p
+                    for p in self.world.store.products.values()
+                    if p.vendor_id == vendor_id
+                    and (not status or p.status_name == PRODUCT_STATUS_NAMES[status])
+                ),
+                key=lambda p: -p.seller_product_id,
+            )
+            chunk = products[(page - 1) * per_page : page * per_page]
+            summaries = [
+                {k: v for k, v in product.render().items() if k != "items"}
+                | {
+                    "categoryId": product.display_category_code % 10_000,
+                    "productId": None,
+                    "mdId": None,
+                    "mdName": None,
+                    "saleStartedAt": kst(product.created_at),
+                    "saleEndedAt": "2099-01-01T23:59:59",
+                }
+                for product in chunk
+            ]
+        more = page * per_page < len(products)
+        self.write_json(
+            {
+                "code": "SUCCESS",
+                "message": "",
+                "nextToken": str(page + 1) if more else "",
+                "data": summaries,
+            }
+        )
+
+
+class VendorItemInventoryHandler(CoupangHandler):
+    """``GET .../vendor-items/{vendorItemId}/inventories`` (상품 아이템별 수량/가격/상태 조회)."""
+
+    endpoint = "vendor-items.inventories"
+
+    def get(self, vendor_item_id: str) -> None:
+        item = self.vendor_item_or_error(vendor_item_id)
+        if item is None:
+            return
+        with self.state.lock:
+            data = {
+                "sellerItemId": item.seller_product_item_id,
+                "vendorItemId": item.vendor_item_id,
+                "amountInStock": item.quantity,
+                "salePrice": item.sale_price,
+                "onSale": item.on_sale,
+                "bestPriceGuaranteed3P": False,
+            }
+        self.seller_ok(data)
+
+
 class SellerProductHandler(CoupangHandler):
     endpoint = "seller-products.get"
 
@@ -923,27 +1019,6 @@ class VendorItemSalesHandler(CoupangHandler):
             with self.state.lock:
                 item.on_sale = action == "resume"
         self.seller_ok(None, "판매 재개 완료" if action == "resume" else "판매 중지 완료")
-
-
-class VendorItemInventoryHandler(CoupangHandler):
-    """``GET vendor-items/{vendorItemId}/inventories`` (아이템별 수량/가격/상태 조회): the item's
-    stock, price and whether it is on sale, ``{sellerItemId, amountInStock, salePrice, onSale}``."""
-
-    endpoint = "vendor-items.inventories"
-
-    def get(self, vendor_item_id: str) -> None:
-        item = self.vendor_item_or_error(vendor_item_id)
-        if item is None:
-            return
-        with self.state.lock:
-            self.seller_ok(
-                {
-                    "sellerItemId": item.seller_product_item_id,
-                    "amountInStock": item.quantity,
-                    "salePrice": item.sale_price,
-                    "onSale": item.on_sale,
-                }
-            )
 
 
 def _parse_window(
@@ -1369,7 +1444,7 @@ class CoupangThrottleAdminHandler(AdminHandler):
 def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     kw = {"state": state}
     p = "/" + PLATFORM
-    yield (rf"{p}{SELLER_API}/seller-products", SellerProductsHandler, kw)
+    yield (rf"{p}{SELLER_API}/seller-products", SellerProductListHandler, kw)
     yield (
         rf"{p}{SELLER_API}/seller-products/external-vendor-sku-codes/([^/]+)",
         ExternalSkuHandler,
@@ -1383,13 +1458,13 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
         kw,
     )
     yield (
-        rf"{p}{SELLER_API}/vendor-items/([0-9]+)/sales/(stop|resume)",
-        VendorItemSalesHandler,
+        rf"{p}{SELLER_API}/vendor-items/([0-9]+)/inventories",
+        VendorItemInventoryHandler,
         kw,
     )
     yield (
-        rf"{p}{SELLER_API}/vendor-items/([0-9]+)/inventories",
-        VendorItemInventoryHandler,
+        rf"{p}{SELLER_API}/vendor-items/([0-9]+)/sales/(stop|resume)",
+        VendorItemSalesHandler,
         kw,
     )
     yield (rf"{p}{OPENAPI_V4}/([^/]+)/ordersheets", OrderSheetsHandler, kw)

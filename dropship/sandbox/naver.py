@@ -493,6 +493,15 @@ class NaverHandler(MarketHandler):
             return
         self.client_id = client_id
 
+    def rate_limit_account(self) -> str | None:
+        # Naver limits per authenticated application: the token's client (the token endpoint:
+        # the client_id it names).
+        if not self.requires_token:
+            return self.get_argument("client_id", "") or None
+        header = self.request.headers.get("Authorization", "")
+        token = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
+        return NaverWorld(self.state).client_of(token) if token else None
+
     def naver_error(
         self, status: int, code: str, message: str, invalid: list[dict[str, str]] | None = None
     ) -> None:

@@ -15,6 +15,7 @@ Naver Commerce "원상품 조회" (``GET /external/v2/products/origin-products/{
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,8 +25,27 @@ from dropship.platforms.interfaces import MarketListingRequest, MarketListingSta
 from dropship.sandbox.coupang import CoupangWorld
 from dropship.sandbox.naver import NaverWorld
 from tests.contracts._shapes import fixture, shape_gaps
+from tests.platforms.hosted_images import market_image_urls
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("frozen_world_clock")]
+
+
+_BOX: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _market_images_box(sandbox: Any) -> None:
+    """The sandbox whose markets the requests go to: their images must be ones it accepts
+    (Coupang downloads every vendorPath; Naver takes only its own host's URLs)."""
+    _BOX[:] = [sandbox]
+
+
+def create(connector: Any, req: MarketListingRequest) -> Any:
+    """``create_listing`` with images the connector's market accepts."""
+    return connector.create_listing(
+        replace(req, images=market_image_urls(_BOX[0], connector.market))
+    )
+
 
 ACCOUNTS = {"coupang": "coupang_main", "naver": "naver_main"}
 
@@ -50,7 +70,7 @@ def test_read_endpoints_have_the_documented_shape(
     make_connector: Callable[[str], Any], market: str
 ) -> None:
     connector = make_connector(ACCOUNTS[market])
-    listing = connector.create_listing(request(f"shape-{market}"))
+    listing = create(connector, request(f"shape-{market}"))
     if market == "coupang":
         _, product = connector._call(
             "GET", f"{SELLER_API}/seller-products/{listing.market_product_id}"
@@ -71,7 +91,7 @@ def test_get_listing_follows_suspend_and_resume(
 ) -> None:
     connector = make_connector(ACCOUNTS[market])
     sku = f"rb-{market}"
-    listing = connector.create_listing(request(sku, stock=7))
+    listing = create(connector, request(sku, stock=7))
     state = connector.get_listing(listing.market_product_id)
     assert isinstance(state, MarketListingState)
     assert (state.sale_state, state.sale_price, state.stock, state.external_sku) == (
@@ -95,7 +115,7 @@ def test_zero_stock_reads_as_suspended_and_unknown_as_none(
     make_connector: Callable[[str], Any], market: str
 ) -> None:
     connector = make_connector(ACCOUNTS[market])
-    listing = connector.create_listing(request(f"zero-{market}"))
+    listing = create(connector, request(f"zero-{market}"))
     connector.update_stock(listing.market_product_id, 0)
     state = connector.get_listing(listing.market_product_id)
     assert (state.sale_state, state.stock) == ("suspended", 0)
@@ -106,7 +126,7 @@ def test_drop_suspensions_fault_accepts_and_does_not_apply(
     sandbox: Any, make_connector: Callable[[str], Any], market: str
 ) -> None:
     connector = make_connector(ACCOUNTS[market])
-    listing = connector.create_listing(request(f"drop-{market}"))
+    listing = create(connector, request(f"drop-{market}"))
     sandbox.set_faults(market, drop_suspensions=1)
     connector.suspend_listing(listing.market_product_id)  # answered 200 ...
     assert connector.get_listing(listing.market_product_id).sale_state == "on_sale"  # ... not done
@@ -128,7 +148,7 @@ def test_coupang_approval_states(
     sandbox: Any, make_connector: Callable[[str], Any], status_name: str, expected: str
 ) -> None:
     connector = make_connector("coupang_main")
-    listing = connector.create_listing(request(f"appr-{expected}-{status_name}"))
+    listing = create(connector, request(f"appr-{expected}-{status_name}"))
     world = CoupangWorld(sandbox.state)
     with sandbox.state.lock:
         world.store.products[int(listing.market_product_id)].status_name = status_name
@@ -149,7 +169,7 @@ def test_naver_status_types(
     sandbox: Any, make_connector: Callable[[str], Any], status_type: str, expected: str
 ) -> None:
     connector = make_connector("naver_main")
-    listing = connector.create_listing(request(f"st-{status_type}"))
+    listing = create(connector, request(f"st-{status_type}"))
     world = NaverWorld(sandbox.state)
     with sandbox.state.lock:
         world.store.products[int(listing.market_product_id)].origin_product["statusType"] = (
