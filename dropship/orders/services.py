@@ -654,8 +654,16 @@ def _sweep_locked(
         with db.session_scope() as session:
             if chunk:
                 _store_chunk(session, account_id, chunk, result)
-            # Forward tasks lost between a commit and their publish (or never run).
+            # Forward tasks lost between a commit and their publish (or never run). Touched as
+            # they are re-published, so the next sweep does not publish them again while their
+            # task waits in a backlog: each gets one more message per stale period, not one per
+            # sweep (which flooded `high` when workers fell behind).
             stale = forwardable_order_ids(session, account_id, cfg.stale_after_s)
+            if stale:
+                session.execute(
+                    text("UPDATE orders SET updated_at = now() WHERE id = ANY(:ids)"),
+                    {"ids": stale},
+                )
             result.forward = list(dict.fromkeys([*result.forward, *stale]))
             result.acknowledge = list(
                 dict.fromkeys([*result.acknowledge, *unacknowledged_order_ids(session, account_id)])

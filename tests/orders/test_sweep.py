@@ -269,3 +269,22 @@ def test_a_database_refusal_of_the_rows_reports_no_receiver_data(
         assert "CheckViolation" in shown
         assert name not in shown and phone not in shown
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_a_lost_forward_is_published_again_once_per_stale_period(
+    sandbox: SandboxFixture,
+    catalog: Catalog,
+    make_connector: Callable[[str], Any],
+    rules_db: Engine,
+) -> None:
+    account = "coupang_main"
+    market_orders(sandbox, account, catalog.skus[(account, "plain")], count=2)
+    first = services.sweep_account(account, make_connector)
+    assert len(first.forward) == 2
+    # Their forward messages were lost (never ran): make the items look untouched for long.
+    with rules_db.begin() as conn:
+        conn.execute(text("UPDATE orders SET updated_at = now() - interval '1 hour'"))
+    again = services.sweep_account(account, make_connector)
+    assert sorted(again.forward) == sorted(first.forward)  # re-published once...
+    # ...and not on every sweep after that while their task waits in a backlog.
+    assert services.sweep_account(account, make_connector).forward == []
