@@ -1286,7 +1286,7 @@ def demo(
 
     if not (0.0 <= cancel_share <= 1.0) or rate <= 0 or catalog < 1:
         raise _fail("--cancel-share must be within 0..1, --rate > 0, --catalog >= 1")
-    business.prepare_environment(Path(data_dir) if data_dir else None)
+    demo_dir = business.prepare_environment(Path(data_dir) if data_dir else None)
     get_settings.cache_clear()
     db.reset_engine()
     options = business.DemoOptions(
@@ -1304,6 +1304,11 @@ def demo(
     try:
         stack.start()
         assert stack.sandbox_url is not None
+        # The demo's stack lives in its own data folder: this is how to watch it.
+        console.print(
+            f"watch it from another terminal: DROPSHIP_DATA_DIR={demo_dir} "
+            "uv run dropship status --watch"
+        )
         exit_code = business.run_business(business.Sandbox(stack.sandbox_url), options, console)
     except (StackError, EmbeddedServerError, RuntimeError) as exc:
         err_console.print(f"[bold red]demo failed:[/] {exc}")
