@@ -119,3 +119,14 @@ def test_env_example_settings_are_valid(monkeypatch: pytest.MonkeyPatch) -> None
     assert loaded.partitions.retention_months == 60
     assert loaded.platforms.accounts["coupang_main"].platform == "coupang"
     assert loaded.celery.hard_time_limit < loaded.celery.visibility_timeout
+
+
+def test_k8s_exporter_serves_metrics_from_the_shared_settings() -> None:
+    deployment, service = _k8s("exporter.yaml")
+    assert deployment["spec"]["replicas"] == 1
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["dropship", "exporter"]
+    assert container["command"][container["command"].index("--port") + 1] == "9808"
+    assert container["envFrom"] == [{"secretRef": {"name": "dropship-env"}}]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/metrics"
+    assert service["spec"]["ports"][0]["targetPort"] == 9808
