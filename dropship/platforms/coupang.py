@@ -638,29 +638,37 @@ class CoupangConnector:
             "status": status,
             "maxPerPage": MAX_PER_PAGE,
         }
-        path = f"{OPENAPI_V4}/{self.vendor_id}/ordersheets"
+        yield from self._token_pages(
+            f"{OPENAPI_V4}/{self.vendor_id}/ordersheets", params, f"ordersheets ({status})"
+        )
+
+    def _token_pages(
+        self, path: str, params: dict[str, Any], what: str
+    ) -> Iterator[dict[str, Any]]:
+        """The records of an openapi v4 list followed through its ``nextToken`` pages. A
+        repeated token or more than ``MAX_PAGES_PER_WINDOW`` pages is an error, never an early
+        end: a page silently skipped would be orders or claims never seen."""
+        params = dict(params)
         tokens_seen: set[str] = set()
         for _ in range(MAX_PAGES_PER_WINDOW):
             status_code, body = self._call("GET", path, params=params)
             if not response_ok(body):
                 raise PermanentError(
-                    f"coupang ordersheets -> {status_code} code {body.get('code')}: "
+                    f"coupang {what} -> {status_code} code {body.get('code')}: "
                     f"{_short(body.get('message'))}"
                 )
             records = body.get("data")
             if not isinstance(records, list):
-                raise TransientError("coupang ordersheets: 'data' is not a list")
+                raise TransientError(f"coupang {what}: 'data' is not a list")
             yield from records
             next_token = str(body.get("nextToken") or "")
             if not next_token:
                 return
             if next_token in tokens_seen:
-                raise TransientError(f"coupang ordersheets: nextToken {next_token} repeated")
+                raise TransientError(f"coupang {what}: nextToken {next_token} repeated")
             tokens_seen.add(next_token)
             params["nextToken"] = next_token
-        raise TransientError(
-            f"coupang ordersheets: more than {MAX_PAGES_PER_WINDOW} pages for status {status}"
-        )
+        raise TransientError(f"coupang {what}: more than {MAX_PAGES_PER_WINDOW} pages")
 
     def _order_sheet(self, shipment_box_id: str) -> dict[str, Any]:
         box_id = common.numeric_id(MARKET, shipment_box_id)
@@ -847,27 +855,9 @@ class CoupangConnector:
             "maxPerPage": MAX_PER_PAGE,
             **query,
         }
-        path = f"{OPENAPI_V4}/{self.vendor_id}/returnRequests"
-        tokens_seen: set[str] = set()
-        for _ in range(MAX_PAGES_PER_WINDOW):
-            status_code, body = self._call("GET", path, params=params)
-            if not response_ok(body):
-                raise PermanentError(
-                    f"coupang returnRequests -> {status_code} code {body.get('code')}: "
-                    f"{_short(body.get('message'))}"
-                )
-            records = body.get("data")
-            if not isinstance(records, list):
-                raise TransientError("coupang returnRequests: 'data' is not a list")
-            yield from records
-            next_token = str(body.get("nextToken") or "")
-            if not next_token:
-                return
-            if next_token in tokens_seen:
-                raise TransientError(f"coupang returnRequests: nextToken {next_token} repeated")
-            tokens_seen.add(next_token)
-            params["nextToken"] = next_token
-        raise TransientError("coupang returnRequests: too many pages")
+        yield from self._token_pages(
+            f"{OPENAPI_V4}/{self.vendor_id}/returnRequests", params, "returnRequests"
+        )
 
     def confirm_cancel(self, claim: MarketClaim) -> None:
         """출고중지완료 (``PATCH returnRequests/{receiptId}/stoppedShipment``) for a cancellation
