@@ -43,18 +43,9 @@ import psycopg
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from bench.collect import fresh_database  # noqa: E402
+
 CATEGORIES = {"coupang": "56137", "naver": "50000803"}
-
-
-def fresh_database(server_url: str) -> tuple[str, str]:
-    from sqlalchemy.engine import make_url
-
-    name = f"dropship_bench_{uuid.uuid4().hex[:8]}"
-    url = make_url(server_url).set(drivername="postgresql")
-    admin = url.render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return admin, url.set(database=name).render_as_string(hide_password=False)
 
 
 def seed_catalog(url: str, products: int) -> None:

@@ -49,6 +49,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from bench.collect import PLATFORMS, Worker, fresh_database, start_sandbox  # noqa: E402
+from bench.orders import percentile  # noqa: E402
 
 SUPPLIER = "ownerclan"
 MARKETS = (("coupang", "56137"), ("naver", "50000803"))
@@ -152,12 +153,6 @@ def latency(conn: psycopg.Connection[Any], product_id: int) -> float | None:
     ).fetchone()
     assert row is not None
     return float(row[1]) if row[0] else None
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def main() -> int:
