@@ -81,11 +81,13 @@ def forward_order(self: DropshipTask, order_ids: list[int]) -> dict[str, int]:
     """Place one purchase order per order item, exactly once (claim, then the supplier call with
     the order key). Returns counts by outcome."""
     result = forwarding.forward_orders(order_ids, task_id=self.request.id)
-    # A stock refusal wrote a suspension into the sync outbox (committed): publish it now rather
-    # than at the next sync sweep.
-    from tasks.listings import publish_sync_outbox
+    if result.get("failed"):
+        # A stock refusal wrote a suspension into the sync outbox (committed): publish it now
+        # rather than at the next sync sweep. Only refusals write there, so a batch that bought
+        # everything skips the outbox read.
+        from tasks.listings import publish_sync_outbox
 
-    publish_sync_outbox()
+        publish_sync_outbox()
     return result
 
 
