@@ -10,8 +10,9 @@ market. Starts the sandbox in this process with its rate limits **on and per acc
 the real markets: Coupang per vendorId, Naver per application): by default the design's
 figures, Coupang 100 calls/min per vendor (bucket capacity 2) and Naver 2 calls/s with a burst
 of 4 per application; the workers' limiter uses the project's defaults for the same accounts
-(Coupang 100/min, Naver 120/min, ``burst=1``). Every sandbox market account is used: two on
-Coupang and two on Naver, so every product is registered four times.
+(Coupang 96/min, 4 % under the sandbox's 100/min; Naver 120/min; ``burst=1``). Every sandbox
+market account is used: two on Coupang and two on Naver, so every product is registered four
+times.
 
 Then one ``--concurrency``-process worker (queue ``medium``) starts, the register sweep claims
 every product on every account and publishes the batches (timed separately), and the script

@@ -92,7 +92,7 @@ def test_limits_resolve_account_then_platform_then_default(redis_client: redis_l
 def test_design_defaults() -> None:
     assert DEFAULT_RATE_LIMITS["gentrade"] == RateLimit(1000, 3600.0)
     assert DEFAULT_RATE_LIMITS["ownerclan"] == RateLimit(500, 3600.0)
-    assert DEFAULT_RATE_LIMITS["coupang"] == RateLimit(100, 60.0)
+    assert DEFAULT_RATE_LIMITS["coupang"] == RateLimit(96, 60.0)  # 4 % under 100/min
     assert DEFAULT_RATE_LIMITS["naver"] == RateLimit(120, 60.0)  # 2/s, Naver measured
     limits = PlatformSettings.model_validate(
         {"rate_limits": {"coupang": {"calls": 30}}}
