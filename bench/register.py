@@ -32,8 +32,10 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -49,7 +51,9 @@ from bench.collect import fresh_database  # noqa: E402
 CATEGORIES = {"coupang": "56137", "naver": "50000803"}
 
 
-def seed_catalog(url: str, products: int) -> None:
+def seed_catalog(url: str, products: int, image_base: str, image_pool: int) -> None:
+    """``products`` sellable products whose images are ``image_pool`` distinct sandbox images
+    (products sharing an image share its processing and its per-account Naver upload)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             """
@@ -57,10 +61,11 @@ def seed_catalog(url: str, products: int) -> None:
                                   category, options, images, open_market_sellable, adult_only)
             SELECT 'ownerclan', 'BENCH' || n, '벤치 상품 ' || n, 9000 + (n %% 50) * 100, 0, 10,
                    'active', 'KITCHEN', '[]'::jsonb,
-                   jsonb_build_array('https://img.example.test/p/' || n || '.jpg'), true, false
+                   jsonb_build_array(%s || '/images/ownerclan/' || (n %% %s) || '/0.jpg'),
+                   true, false
             FROM generate_series(1, %s) AS n
             """,
-            (products,),
+            (image_base, image_pool, products),
         )
         for market, category in CATEGORIES.items():
             conn.execute(
@@ -122,6 +127,12 @@ def main() -> int:
     parser.add_argument("--products", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=8, help="worker processes (medium)")
     parser.add_argument("--timeout", type=float, default=4 * 3600)
+    parser.add_argument(
+        "--image-pool",
+        type=int,
+        default=20,
+        help="distinct images across the catalog (each costs one Naver upload per account)",
+    )
     args = parser.parse_args()
 
     from dropship.sandbox.core import SandboxConfig, SandboxServer
@@ -130,12 +141,21 @@ def main() -> int:
     config = SandboxConfig(per_account_rate_limits=True, order_rate_per_min=0.0)
     sandbox = SandboxServer(config, host="127.0.0.1", port=0).start()
     admin_url, url = fresh_database(args.database_url)
+    # Registration needs processed images in a store the markets can fetch from (the Coupang
+    # sandbox downloads every vendorPath): a local store served over HTTP, as `dropship up` does.
+    from dropship.images.server import ImageServer
+
+    store_dir = Path(tempfile.mkdtemp(prefix="dropship-bench-register-images-"))
+    image_server = ImageServer(store_dir).start()
     env = {
         **os.environ,
         "DROPSHIP_DATABASE_URL": url,
         "DROPSHIP_REDIS_URL": args.redis_url,
         "DROPSHIP_PLATFORMS__ACCOUNTS": json.dumps(sandbox_account_config(sandbox.base_url)),
         "DROPSHIP_LOG_LEVEL": "WARNING",
+        "DROPSHIP_IMAGES__STORE": "local",
+        "DROPSHIP_IMAGES__LOCAL_DIR": str(store_dir),
+        "DROPSHIP_IMAGES__PUBLIC_BASE_URL": image_server.base_url,
     }
     env.pop("DROPSHIP_RESULT_BACKEND_URL", None)
     os.environ.update(env)
@@ -189,7 +209,12 @@ def main() -> int:
     }
     try:
         migrate.upgrade(url)
-        seed_catalog(url, args.products)
+        seed_catalog(url, args.products, sandbox.base_url, args.image_pool)
+        from dropship.images.services import pending_product_ids, process_products
+
+        images_started = time.perf_counter()
+        process_products(pending_product_ids())
+        result["images_s"] = round(time.perf_counter() - images_started, 2)
         deadline = time.monotonic() + 60
         while not app.control.ping(timeout=0.5):
             if worker.poll() is not None or time.monotonic() > deadline:
@@ -206,6 +231,8 @@ def main() -> int:
             register_batch.delay(name, batch)
         batches = len(order)
         published = sum(len(ids) for ids in planned.values())
+        if published == 0:
+            raise SystemExit(f"the sweep planned no registration: {status_counts(url)}")
         start = time.perf_counter()
         result["sweep_s"] = round(start - sweep_started, 2)
         result["published"] = published
@@ -252,6 +279,8 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
         sandbox.stop()
+        image_server.stop()
+        shutil.rmtree(store_dir, ignore_errors=True)
         from dropship import db
 
         db.reset_engine()
