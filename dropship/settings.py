@@ -209,6 +209,9 @@ class Settings(BaseSettings):
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")
     sandbox_seed: int = 42
+    # `dropship up`'s sandbox: a share of the orders that arrive by themselves are cancelled by
+    # their buyer, so the claims sweep has work as in a real shop.
+    sandbox_buyer_cancel_share: float = Field(0.05, ge=0.0, le=1.0)
 
     partitions: PartitionSettings = PartitionSettings()
     celery: CelerySettings = CelerySettings()

@@ -377,6 +377,8 @@ class Stack:
                 str(s.sandbox_port),
                 "--seed",
                 str(s.sandbox_seed),
+                "--buyer-cancel-share",
+                str(s.sandbox_buyer_cancel_share),
             ],
             where="",
         )

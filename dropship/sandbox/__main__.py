@@ -32,6 +32,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="new marketplace orders per minute per market",
     )
     parser.add_argument(
+        "--buyer-cancel-share",
+        type=float,
+        default=SandboxConfig.buyer_cancel_share,
+        help="share of arriving orders whose buyer asks to cancel (0..1)",
+    )
+    parser.add_argument(
+        "--buyer-cancel-after",
+        type=float,
+        default=SandboxConfig.buyer_cancel_after_s,
+        help="world seconds from an order to its buyer's cancel request",
+    )
+    parser.add_argument(
         "--tracking-delay",
         type=float,
         default=SandboxConfig.tracking_delay_s,
@@ -54,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             catalog_size=args.catalog_size,
             order_rate_per_min=args.order_rate,
+            buyer_cancel_share=args.buyer_cancel_share,
+            buyer_cancel_after_s=args.buyer_cancel_after,
             tracking_delay_s=args.tracking_delay,
         )
     except ValueError as exc:

@@ -78,6 +78,28 @@ def due_arrivals(
     return due
 
 
+def buyer_cancels(state: SandboxState, platform: str, at: datetime) -> datetime | None:
+    """When the buyer of the order that arrived by itself at ``at`` asks to cancel it, or None
+    (``SandboxConfig.buyer_cancel_share`` of them). Its own seeded generator, so the choice
+    never shifts the order's own draws."""
+    config = state.config
+    if config.buyer_cancel_share <= 0:
+        return None
+    rng = random.Random(f"{config.seed}:{platform}:buyer-cancel:{at.isoformat()}")
+    if rng.random() >= config.buyer_cancel_share:
+        return None
+    return at + timedelta(seconds=config.buyer_cancel_after_s)
+
+
+def due_cancels(state: SandboxState, pending: list[tuple[datetime, str]]) -> list[str]:
+    """Pops and returns the order ids in ``pending`` whose buyer's cancel time has come (world
+    clock). Call with ``state.lock`` held."""
+    now = state.now()
+    due = [unit for when, unit in pending if when <= now]
+    pending[:] = [(when, unit) for when, unit in pending if when > now]
+    return due
+
+
 @dataclass(frozen=True)
 class OrderBatch:
     """What ``POST /_sandbox/<market>/orders`` asks for, platform-neutral part."""

@@ -121,6 +121,10 @@ class SandboxConfig:
     seed: int = 42
     catalog_size: int = 500  # products per supplier
     order_rate_per_min: float = 0.5  # new marketplace orders per minute per market
+    # Share of the orders that arrive by themselves whose buyer asks to cancel, and when
+    # (world seconds after the order): before shipment a cancel request, after it a return.
+    buyer_cancel_share: float = 0.0
+    buyer_cancel_after_s: float = 600.0
     soldout_rate: float = 0.05
     price_drift: float = 0.02  # max relative cost change (at most one change per world week)
     tracking_delay_s: float = 3600.0  # purchase order -> tracking number appears
@@ -142,6 +146,14 @@ class SandboxConfig:
         if self.order_rate_per_min < 0:
             raise ValueError(
                 f"order_rate_per_min must not be negative, got {self.order_rate_per_min}"
+            )
+        if not 0.0 <= self.buyer_cancel_share <= 1.0:
+            raise ValueError(
+                f"buyer_cancel_share must be within [0, 1], got {self.buyer_cancel_share}"
+            )
+        if self.buyer_cancel_after_s < 0:
+            raise ValueError(
+                f"buyer_cancel_after_s must not be negative, got {self.buyer_cancel_after_s}"
             )
         unknown = set(self.rate_limits) - set(PLATFORMS)
         if unknown:

@@ -45,6 +45,7 @@ done without applying them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import math
@@ -63,7 +64,9 @@ import tornado.web
 from dropship.sandbox._market_common import (
     KST,
     MarketHandler,
+    buyer_cancels,
     due_arrivals,
+    due_cancels,
     fake_name,
     parse_order_batch,
 )
@@ -386,6 +389,8 @@ class CoupangStore:
     receipts: dict[int, CancelReceipt] = field(default_factory=dict)
     next_receipt_id: int = 300_000_001
     arrivals_until: datetime | None = None
+    # Buyers' cancel requests still to come: (world time, shipmentBoxId)
+    pending_cancels: list[tuple[datetime, str]] = field(default_factory=list)
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     # vendor -> wall-clock (monotonic) times of its recently refused calls
     refused: dict[str, deque[float]] = field(default_factory=dict)
@@ -557,7 +562,15 @@ class CoupangWorld:
         with self.state.lock:
             products = sorted(self.store.products.values(), key=lambda p: p.seller_product_id)
             for at, rng, product in due_arrivals(self.state, PLATFORM, self.store, products):
-                self.add_order(product.vendor_id, at, rng, product=product)
+                sheet = self.add_order(product.vendor_id, at, rng, product=product)
+                cancel_at = buyer_cancels(self.state, PLATFORM, at)
+                if cancel_at is not None:
+                    self.store.pending_cancels.append((cancel_at, str(sheet.shipment_box_id)))
+            for box_id in due_cancels(self.state, self.store.pending_cancels):
+                with contextlib.suppress(
+                    ValueError
+                ):  # cancelled meanwhile: nothing left to ask for
+                    self.request_cancel(int(box_id))
 
     def orders_between(
         self, vendor_id: str, status: str, start: datetime, end: datetime
@@ -1308,6 +1321,7 @@ class ReturnRequestsHandler(CoupangHandler):
             return self.v4_error(400, f"maxPerPage must be within 1..{MAX_PER_PAGE}")
         token = self.get_query_argument("nextToken", "")
         offset = _int_arg(token, "nextToken") if token else 0
+        self.world.materialise_arrivals()  # buyers' cancel requests come due with the clock
         receipts = self.world.receipts_between(vendor_id, cancel_type, status, start, end)
         page = receipts[offset : offset + max_per_page]
         next_offset = offset + len(page)

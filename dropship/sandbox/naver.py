@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import random
 import secrets
@@ -55,7 +56,9 @@ import tornado.web
 from dropship.sandbox._market_common import (
     KST,
     MarketHandler,
+    buyer_cancels,
     due_arrivals,
+    due_cancels,
     fake_name,
     parse_order_batch,
 )
@@ -269,6 +272,8 @@ class NaverStore:
     next_order_no: int = 2025_0000_0001
     seq: int = 0
     arrivals_until: datetime | None = None
+    # Buyers' cancel requests still to come: (world time, productOrderId)
+    pending_cancels: list[tuple[datetime, str]] = field(default_factory=list)
     # Naver's own image host: number -> (file name, bytes) of each uploaded image.
     images: dict[int, tuple[str, bytes]] = field(default_factory=dict)
 
@@ -430,7 +435,15 @@ class NaverWorld:
             products = sorted(self.store.products.values(), key=lambda p: p.origin_product_no)
             on_sale = [p for p in products if p.status == "SALE"]
             for at, rng, product in due_arrivals(self.state, PLATFORM, self.store, on_sale):
-                self.add_order(product.client_id, at, rng, product=product)
+                created = self.add_order(product.client_id, at, rng, product=product)
+                cancel_at = buyer_cancels(self.state, PLATFORM, at)
+                if cancel_at is not None:
+                    self.store.pending_cancels.extend((cancel_at, po) for po in created)
+            for product_order_id in due_cancels(self.state, self.store.pending_cancels):
+                with contextlib.suppress(
+                    ValueError
+                ):  # cancelled or claimed meanwhile: nothing left to ask for
+                    self.request_claim(product_order_id)
 
     def changes(
         self,
