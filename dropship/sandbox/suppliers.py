@@ -79,8 +79,10 @@ class SupplierStore:
     tracking_delay_s: float | None = None
     # Per supplier: (inputs, updatedAt in epoch ms of every product), see SupplierWorld.
     updated_index: dict[str, tuple[tuple[Any, ...], array[int]]] = field(default_factory=dict)
-    # Items an admin call sold out (a product selling out after it was listed).
-    sold_out: dict[str, set[int]] = field(default_factory=dict)
+    # Items an admin call sold out (a product selling out after it was listed): supplier ->
+    # item index -> world time of the sell-out, which becomes the item's updatedAt (a real
+    # supplier's modification time moves with its stock, so an incremental read sees it).
+    sold_out: dict[str, dict[int, datetime]] = field(default_factory=dict)
 
 
 class SupplierWorld:
@@ -127,11 +129,17 @@ class SupplierWorld:
 
     def _sold_out(self, item: CatalogItem) -> CatalogItem:
         with self.lock:
-            forced = item.index in self.store.sold_out.get(item.supplier, ())
-        if not forced:
+            sold_at = self.store.sold_out.get(item.supplier, {}).get(item.index)
+        if sold_at is None:
             return item
         options = tuple(replace(o, stock=0) for o in item.options)
-        return replace(item, soldout=True, stock=0, options=options)
+        return replace(
+            item,
+            soldout=True,
+            stock=0,
+            options=options,
+            updated_at=max(item.updated_at, sold_at),
+        )
 
     def items(self, supplier: str, start: int = 0) -> Iterator[CatalogItem]:
         """Every product from ``start`` on, generated one at a time at one world instant."""
@@ -166,8 +174,15 @@ class SupplierWorld:
         now = self.now()
         config = self.state.config
         stamps = self._updated_stamps(supplier, now)
+        with self.lock:
+            sold_ms = {
+                index: int(at.timestamp() * 1000)
+                for index, at in self.store.sold_out.get(supplier, {}).items()
+            }
         for index in range(max(0, start), len(stamps)):
             stamp = stamps[index]
+            if index in sold_ms:
+                stamp = max(stamp, sold_ms[index])  # as _sold_out stamps the item
             if (low_ms is None or stamp >= low_ms) and (high_ms is None or stamp <= high_ms):
                 yield self._sold_out(
                     generate_item(
@@ -305,8 +320,11 @@ class SupplierAdminHandler(_AdminHandler):
             raise tornado.web.HTTPError(400, reason=str(exc)) from None
         with self.state.lock:
             world.store.catalog_sizes.update(sizes)
+            now = world.now()
             for supplier, indexes in sold_out.items():
-                world.store.sold_out.setdefault(supplier, set()).update(indexes)
+                sold = world.store.sold_out.setdefault(supplier, {})
+                for index in indexes:
+                    sold.setdefault(index, now)  # selling out again changes nothing
             if delay is not None:
                 world.store.tracking_delay_s = float(delay)
         self.get()

@@ -42,3 +42,20 @@ def test_updated_window_matches_filtering_every_product_across_price_change_hour
         state.advance_clock(timedelta(days=3, hours=5).total_seconds())
     moved = [int(i.updated_at.timestamp() * 1000) for i in world.items("ownerclan")]
     assert sorted(moved) != stamps  # the clock advance did move some products
+
+
+def test_a_sell_out_moves_updated_at_so_an_incremental_window_sees_it() -> None:
+    state = SandboxState(SandboxConfig(seed=3, catalog_size=300, soldout_rate=0.0))
+    state.image_base = "http://127.0.0.1:1/images"
+    state.freeze_clock()
+    world = SupplierWorld(state)
+    latest = max(int(i.updated_at.timestamp() * 1000) for i in world.items("ownerclan"))
+    state.advance_clock(3600)
+    sold_at = int(world.now().timestamp() * 1000)
+    with state.lock:  # what POST /_sandbox/suppliers {"sold_out": ...} records
+        world.store.sold_out["ownerclan"] = {17: world.now(), 230: world.now()}
+    assert sold_at > latest  # nothing else changed since: the window holds only the sell-outs
+    got = list(world.items_updated_within("ownerclan", 0, sold_at - 1000, None))
+    assert [i.index for i in got] == [17, 230]
+    assert all(i.soldout and i.stock == 0 for i in got)
+    assert [i.index for i in got] == _brute_force(world, 0, sold_at - 1000, None)
