@@ -166,12 +166,15 @@ class CoupangItem:
     quantity: int
     external_vendor_sku: str | None
     on_sale: bool = True
+    # The option the item is: [{"attributeTypeName", "attributeValueName"}], as posted.
+    attributes: list[dict[str, str]] = field(default_factory=list)
 
     def render(self) -> dict[str, Any]:
         return {
             "sellerProductItemId": self.seller_product_item_id,
             "vendorItemId": self.vendor_item_id,
             "itemName": self.item_name,
+            "attributes": [dict(a) for a in self.attributes],
             "originalPrice": self.original_price,
             "salePrice": self.sale_price,
             "maximumBuyCount": self.quantity,
@@ -423,6 +426,14 @@ class CoupangWorld:
                         sale_price=int(item["salePrice"]),
                         quantity=int(item.get("maximumBuyCount") or 0),
                         external_vendor_sku=item.get("externalVendorSku") or None,
+                        attributes=[
+                            {
+                                "attributeTypeName": str(a.get("attributeTypeName") or ""),
+                                "attributeValueName": str(a.get("attributeValueName") or ""),
+                            }
+                            for a in item.get("attributes") or []
+                            if isinstance(a, dict)
+                        ],
                     )
                 )
                 store.items[item_id] = product_id
@@ -771,6 +782,29 @@ _REQUIRED_PRODUCT_FIELDS = ("displayCategoryCode", "sellerProductName", "vendorI
 _REQUIRED_ITEM_FIELDS = ("itemName", "salePrice", "maximumBuyCount")
 
 
+def _option_problem(items: list[dict[str, Any]]) -> str | None:
+    """Several items are the product's options: each names its option in ``attributes``
+    (type and value), and no two items are the same option."""
+    if len(items) < 2:
+        return None
+    seen: set[tuple[str, str]] = set()
+    for n, item in enumerate(items):
+        attributes = item.get("attributes")
+        if not isinstance(attributes, list) or not attributes:
+            return f"items[{n}].attributes: 옵션 상품의 아이템은 옵션 속성이 필요합니다."
+        key = tuple(
+            (str(a.get("attributeTypeName") or ""), str(a.get("attributeValueName") or ""))
+            for a in attributes
+            if isinstance(a, dict)
+        )
+        if not key or any(not t or not v for t, v in key):
+            return f"items[{n}].attributes: attributeTypeName과 attributeValueName은 필수입니다."
+        if key[0] in seen:
+            return f"items[{n}].attributes: 같은 옵션의 아이템이 이미 있습니다."
+        seen.add(key[0])
+    return None
+
+
 class SellerProductsHandler(CoupangHandler):
     endpoint = "seller-products.create"
 
@@ -795,7 +829,7 @@ class SellerProductsHandler(CoupangHandler):
                 return self.seller_error(
                     400, f"items[{n}].salePrice must be a positive multiple of 10, got {price!r}"
                 )
-        problem = await self.image_problem(items)
+        problem = _option_problem(items) or await self.image_problem(items)
         if problem:
             return self.seller_error(400, problem)
         try:
