@@ -62,6 +62,7 @@ import tornado.web
 
 from dropship.sandbox._market_common import (
     KST,
+    ForgetAdminHandler,
     MarketHandler,
     due_arrivals,
     fake_name,
@@ -1442,6 +1443,25 @@ class CoupangOrdersAdminHandler(AdminHandler):
         self.write_json({"orders": sheets})
 
 
+class CoupangForgetAdminHandler(ForgetAdminHandler):
+    """``POST /_sandbox/coupang/forget {"sellerProductId": N}``: gone from Coupang (reads answer
+    ``상품이 존재하지 않습니다``)."""
+
+    id_field = "sellerProductId"
+
+    def forget(self, number: int) -> bool:
+        store = CoupangWorld(self.state).store
+        product = store.products.pop(number, None)
+        if product is None:
+            return False
+        for item in product.items:
+            store.items.pop(item.vendor_item_id, None)
+        for ids in store.by_sku.values():
+            if number in ids:
+                ids.remove(number)
+        return True
+
+
 class CoupangThrottleAdminHandler(AdminHandler):
     """``GET /_sandbox/coupang/throttle``: the policy and each blocked vendor's remaining
     seconds (world time); ``POST`` ``{"excess_calls": 5, "excess_window_s": 10, "block_s": 300}``
@@ -1514,6 +1534,7 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     yield (r"/_sandbox/coupang/cancel_requests", CoupangCancelAdminHandler, kw)
     yield (r"/_sandbox/coupang/orders", CoupangOrdersAdminHandler, kw)
     yield (r"/_sandbox/coupang/throttle", CoupangThrottleAdminHandler, kw)
+    yield (r"/_sandbox/coupang/forget", CoupangForgetAdminHandler, kw)
 
 
 def routes(state: SandboxState) -> list[RouteSpec]:

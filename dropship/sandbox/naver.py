@@ -54,6 +54,7 @@ import tornado.web
 
 from dropship.sandbox._market_common import (
     KST,
+    ForgetAdminHandler,
     MarketHandler,
     due_arrivals,
     fake_name,
@@ -1177,6 +1178,20 @@ class NaverCancelAdminHandler(AdminHandler):
         self.write_json({"productOrderId": po.product_order_id, "claimType": po.claim_type})
 
 
+class NaverForgetAdminHandler(ForgetAdminHandler):
+    """``POST /_sandbox/naver/forget {"originProductNo": N}``: gone from Naver (reads: 404)."""
+
+    id_field = "originProductNo"
+
+    def forget(self, number: int) -> bool:
+        store = NaverWorld(self.state).store
+        product = store.products.pop(number, None)
+        for numbers in store.by_code.values():
+            if number in numbers:
+                numbers.remove(number)
+        return product is not None
+
+
 class NaverOrdersAdminHandler(AdminHandler):
     """``POST /_sandbox/naver/orders`` creates orders on demand::
 
@@ -1235,6 +1250,7 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     yield (rf"{p}{PAY_ORDER}/([0-9]+)/claim/cancel/approve", CancelApproveHandler, kw)
     yield (r"/_sandbox/naver/cancel_requests", NaverCancelAdminHandler, kw)
     yield (r"/_sandbox/naver/orders", NaverOrdersAdminHandler, kw)
+    yield (r"/_sandbox/naver/forget", NaverForgetAdminHandler, kw)
 
 
 def routes(state: SandboxState) -> list[RouteSpec]:
