@@ -695,8 +695,9 @@ def sweep(publish: PublishFn, resend_after_s: int = RESEND_AFTER_S) -> dict[str,
     """Beat: publish what the outbox still holds (a crash between the merge's commit and its
     publish), suspend live listings whose product is not sellable (whatever path missed them,
     e.g. a registration that finished after the sell-out), re-send unconfirmed suspensions
-    untouched for ``resend_after_s``, and update listings suspended for stock whose product is
-    back in stock (so they are resumed)."""
+    untouched for ``resend_after_s``, update listings suspended for stock whose product is
+    back in stock (so they are resumed), and update live listings with an option the supplier
+    sold out whose zero the market never confirmed (the update's retries ran out)."""
     drained = drain_outbox(publish)
     with db.session_scope() as session:
         missed = [
@@ -733,12 +734,45 @@ def sweep(publish: PublishFn, resend_after_s: int = RESEND_AFTER_S) -> dict[str,
                 )
             ).scalars()
         ]
+        # A listed option sold out (or gone) at the supplier whose zero was never confirmed at
+        # the market (the update's retries ran out while the market kept selling it).
+        options = [
+            int(pid)
+            for pid in session.execute(_OPTION_ZERO_UNSENT, {"s": resend_after_s}).scalars()
+        ]
     again = sorted(set(missed) | set(stale))
     if again:
         publish("suspend", again)
-    if back:
-        publish("update", back)
-    return {**drained, "missed": len(missed), "resent": len(stale), "resume": len(back)}
+    updates = sorted(set(back) | set(options))
+    if updates:
+        publish("update", updates)
+    return {
+        **drained,
+        "missed": len(missed),
+        "resent": len(stale),
+        "resume": len(back),
+        "option_zero": len(options),
+    }
+
+
+_OPTION_ZERO_UNSENT = text(
+    """
+    SELECT DISTINCT l.product_id
+    FROM listings l JOIN products p ON p.id = l.product_id
+    CROSS JOIN LATERAL jsonb_array_elements(l.options) AS lo
+    WHERE l.status = 'active' AND l.market_product_id IS NOT NULL
+      AND jsonb_typeof(l.options) = 'array' AND jsonb_array_length(l.options) > 0
+      AND l.updated_at < now() - make_interval(secs => :s)
+      AND coalesce(lo->>'stock', '') <> '0'
+      AND NOT EXISTS (
+          SELECT 1 FROM jsonb_array_elements(p.options) AS po
+          WHERE CASE WHEN coalesce(lo->>'supplier_option_code', '') <> ''
+                     THEN po->>'supplier_option_code' = lo->>'supplier_option_code'
+                     ELSE po->>'name' = lo->>'name' AND po->>'value' = lo->>'value' END
+            AND coalesce((po->>'stock')::int, 0) > 0)
+    ORDER BY 1
+    """
+)
 
 
 # --------------------------------------------------------------------------- operators

@@ -174,9 +174,25 @@ def test_a_market_that_keeps_selling_a_sold_out_option_is_retried_not_trusted(
     assert "L (5 on sale)" in naver["error"]
     # Not recorded as sent: the retry sends it again, and the market applies it this time.
     assert listed_option_stock(naver)["L"] != 0  # None: never sent
+    # Should the task's retries run out, the sweep finds the unconfirmed zero and queues the
+    # update again (the Coupang listing, confirmed, is not among them).
+    sync.drain_outbox(lambda kind, ids: None)
+    published: list[tuple[str, list[int]]] = []
+    assert sync.sweep(lambda kind, ids: published.append((kind, ids)))["option_zero"] == 0
+    with collect_db.begin() as conn:
+        conn.execute(
+            text("UPDATE listings SET updated_at = now() - interval '1 minute' WHERE id = :i"),
+            {"i": naver["id"]},
+        )
+    assert sync.sweep(lambda kind, ids: published.append((kind, ids)))["option_zero"] == 1
+    assert published == [("update", [optioned])]
     sandbox.set_faults("naver", drop_suspensions=0)
     assert sync.update_products([optioned], make_connector, confirm_delay_s=0)["updated"] == 1
     assert option_stock(make_connector, listings_of(collect_db, optioned)["naver_main"])["L"] == 0
+    with collect_db.begin() as conn:
+        conn.execute(text("UPDATE listings SET updated_at = now() - interval '1 minute'"))
+    published.clear()
+    assert sync.sweep(lambda kind, ids: published.append((kind, ids)))["option_zero"] == 0
 
 
 def test_naver_sandbox_keeps_option_stock_and_refuses_unknown_option_ids(
