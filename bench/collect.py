@@ -31,8 +31,10 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -82,6 +84,30 @@ def start_sandbox(size: int) -> tuple[subprocess.Popen[str], str]:
 
 
 PLATFORMS = ("ownerclan", "domeggook", "gentrade", "coupang", "naver")
+
+
+def start_image_store() -> tuple[Any, Path, dict[str, str]]:
+    """A local image store served over HTTP, as ``dropship up`` runs it: registration needs
+    processed images the markets can fetch (the Coupang sandbox downloads every vendorPath).
+    Returns the server, its folder (for :func:`stop_image_store`) and the settings env."""
+    from dropship.images.server import ImageServer
+
+    store_dir = Path(tempfile.mkdtemp(prefix="dropship-bench-images-"))
+    server = ImageServer(store_dir).start()
+    return (
+        server,
+        store_dir,
+        {
+            "DROPSHIP_IMAGES__STORE": "local",
+            "DROPSHIP_IMAGES__LOCAL_DIR": str(store_dir),
+            "DROPSHIP_IMAGES__PUBLIC_BASE_URL": server.base_url,
+        },
+    )
+
+
+def stop_image_store(server: Any, store_dir: Path) -> None:
+    server.stop()
+    shutil.rmtree(store_dir, ignore_errors=True)
 
 
 def bench_env(base_url: str, database_url: str, redis_url: str) -> dict[str, str]:

@@ -32,10 +32,8 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -46,7 +44,7 @@ import psycopg
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from bench.collect import fresh_database  # noqa: E402
+from bench.collect import fresh_database, start_image_store, stop_image_store  # noqa: E402
 
 CATEGORIES = {"coupang": "56137", "naver": "50000803"}
 
@@ -141,21 +139,15 @@ def main() -> int:
     config = SandboxConfig(per_account_rate_limits=True, order_rate_per_min=0.0)
     sandbox = SandboxServer(config, host="127.0.0.1", port=0).start()
     admin_url, url = fresh_database(args.database_url)
-    # Registration needs processed images in a store the markets can fetch from (the Coupang
-    # sandbox downloads every vendorPath): a local store served over HTTP, as `dropship up` does.
-    from dropship.images.server import ImageServer
-
-    store_dir = Path(tempfile.mkdtemp(prefix="dropship-bench-register-images-"))
-    image_server = ImageServer(store_dir).start()
+    # Registration needs processed images in a store the markets can fetch from.
+    image_server, store_dir, image_env = start_image_store()
     env = {
         **os.environ,
         "DROPSHIP_DATABASE_URL": url,
         "DROPSHIP_REDIS_URL": args.redis_url,
         "DROPSHIP_PLATFORMS__ACCOUNTS": json.dumps(sandbox_account_config(sandbox.base_url)),
         "DROPSHIP_LOG_LEVEL": "WARNING",
-        "DROPSHIP_IMAGES__STORE": "local",
-        "DROPSHIP_IMAGES__LOCAL_DIR": str(store_dir),
-        "DROPSHIP_IMAGES__PUBLIC_BASE_URL": image_server.base_url,
+        **image_env,
     }
     env.pop("DROPSHIP_RESULT_BACKEND_URL", None)
     os.environ.update(env)
@@ -279,8 +271,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
         sandbox.stop()
-        image_server.stop()
-        shutil.rmtree(store_dir, ignore_errors=True)
+        stop_image_store(image_server, store_dir)
         from dropship import db
 
         db.reset_engine()

@@ -48,7 +48,14 @@ import requests
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from bench.collect import PLATFORMS, Worker, fresh_database, start_sandbox  # noqa: E402
+from bench.collect import (  # noqa: E402
+    PLATFORMS,
+    Worker,
+    fresh_database,
+    start_image_store,
+    start_sandbox,
+    stop_image_store,
+)
 from bench.orders import percentile  # noqa: E402
 
 SUPPLIER = "ownerclan"
@@ -77,9 +84,15 @@ class BenchSupplier:
         return self
 
 
+IMAGE_POOL = 20  # distinct sandbox images across the products (processed once each)
+IMAGE_BASE: list[str] = []  # the sandbox's base URL, once started
+
+
 def record(sku: str, cost: int, stock: int = 50) -> Any:
     from dropship.platforms.interfaces import SupplierProduct
 
+    # Registration lists only products with a processed image the markets accept.
+    image = f"{IMAGE_BASE[0]}/images/ownerclan/{sum(map(ord, sku)) % IMAGE_POOL}/0.jpg"
     return SupplierProduct(
         supplier=SUPPLIER,
         supplier_sku=sku,
@@ -89,7 +102,7 @@ def record(sku: str, cost: int, stock: int = 50) -> Any:
         stock=stock,
         status="active",
         category="KITCHEN",
-        images=("https://img.example/b.jpg",),
+        images=(image,),
     )
 
 
@@ -176,7 +189,9 @@ def main() -> int:
 
     admin_url, url = fresh_database(args.database_url)
     sandbox, base_url = start_sandbox(100)
-    env = bench_env(base_url, url, args.redis_url)
+    IMAGE_BASE[:] = [base_url]
+    image_server, store_dir, image_env = start_image_store()
+    env = {**bench_env(base_url, url, args.redis_url), **image_env}
     os.environ.update(env)
     from dropship import migrate
     from dropship.celery_app import app
@@ -211,6 +226,9 @@ def main() -> int:
         sold = [f"S{n:05d}" for n in range(args.soldouts)]
         started = time.perf_counter()
         collect([record(s, 9000) for s in skus + sold], mode="full")
+        from dropship.images.services import pending_product_ids, process_products
+
+        process_products(pending_product_ids())
         for account in ("coupang_main", "naver_main"):
             ids = services.plan_registrations(account)["publish"]
             for start in range(0, len(ids), 200):
@@ -224,6 +242,9 @@ def main() -> int:
             }
             listed = conn.execute("SELECT count(*) FROM listings WHERE status = 'active'")
             result["listings"] = int(listed.fetchone()[0])  # type: ignore[index]
+        expected = (update_products + args.soldouts) * len(MARKETS)
+        if result["listings"] != expected:
+            raise SystemExit(f"set-up listed {result['listings']} of {expected} listings")
         wenv = worker_env(env)
         workers.append(Worker(wenv, "high", 1, logs / "bench-soldout-high.log"))
         workers.append(Worker(wenv, "medium,low", 2, logs / "bench-soldout-bulk.log"))
@@ -277,6 +298,7 @@ def main() -> int:
             w.stop()
         sandbox.terminate()
         sandbox.wait(30)
+        stop_image_store(image_server, store_dir)
         from dropship import db
 
         db.reset_engine()

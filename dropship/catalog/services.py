@@ -365,7 +365,7 @@ WITH src AS (
 ), old AS (
     -- the rows as they were before this statement (every CTE sees the same snapshot), for
     -- the sync outbox below
-    SELECT p.id, p.price, p.shipping_fee, p.stock, p.status
+    SELECT p.id, p.price, p.shipping_fee, p.stock, p.status, p.options
     FROM products p JOIN src ON p.supplier = src.supplier AND p.supplier_sku = src.supplier_sku
 ), up AS (
     INSERT INTO products AS p (
@@ -395,16 +395,18 @@ WITH src AS (
     -- one the supplier itself reports gone (OwnerClan discontinued) stays as it is
     WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
        OR (p.status = 'gone' AND EXCLUDED.status <> 'gone')
-    RETURNING (xmax = 0) AS inserted, p.id, p.price, p.shipping_fee, p.stock, p.status
+    RETURNING (xmax = 0) AS inserted, p.id, p.price, p.shipping_fee, p.stock, p.status,
+        p.options
 ), sync AS (
     -- Sync work in the merge's own transaction (published after commit): a listed product
-    -- whose cost, shipping, stock or status changed. Not sellable any more -> suspend (its own
-    -- task, ahead of other listing work); sellable -> price/stock update (or resume).
+    -- whose cost, shipping, stock, status or options changed (an option sold out while the
+    -- others took its stock leaves the product's stock as it was). Not sellable any more ->
+    -- suspend (its own task, ahead of other listing work); sellable -> price/stock update.
     INSERT INTO sync_outbox (product_id, kind)
     SELECT up.id, CASE WHEN up.status = 'active' AND up.stock > 0 THEN 'update' ELSE 'suspend' END
     FROM up JOIN old ON old.id = up.id
-    WHERE (old.price, old.shipping_fee, old.stock, old.status)
-          IS DISTINCT FROM (up.price, up.shipping_fee, up.stock, up.status)
+    WHERE (old.price, old.shipping_fee, old.stock, old.status, old.options)
+          IS DISTINCT FROM (up.price, up.shipping_fee, up.stock, up.status, up.options)
       AND EXISTS (SELECT 1 FROM listings l WHERE l.product_id = up.id)
     RETURNING kind
 )

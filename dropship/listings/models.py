@@ -28,6 +28,9 @@ from dropship.models import Base
 # ``suspending``: a suspension was sent and is not yet confirmed by reading the listing back;
 # ``suspend_failed``: not confirmed after the bounded re-sends (an operator lists and retries it,
 # ``dropship listings suspensions`` / ``retry-suspend``).
+# ``missing``: we held it as live, but the market no longer has it at all (absent from a
+# complete read of the account's listings and unknown to a read of the listing itself);
+# reconciliation marks it and reports it (discrepancy kind ``missing``); an operator decides.
 LISTING_STATUSES = (
     "claimed",
     "registering",
@@ -38,6 +41,7 @@ LISTING_STATUSES = (
     "failed",
     "refused",
     "deleted",
+    "missing",
 )
 
 
@@ -143,7 +147,7 @@ class SyncOutbox(Base):
 
 # --------------------------------------------------------------------------- reconciliation
 
-DISCREPANCY_KINDS = ("unknown_sku", "foreign_sku", "duplicate", "sku_mismatch")
+DISCREPANCY_KINDS = ("unknown_sku", "foreign_sku", "duplicate", "sku_mismatch", "missing")
 
 
 class ListingDiscrepancy(Base):

@@ -13,7 +13,12 @@ last page has been read does :func:`apply_run` compare and repair, in one transa
   **marked** (status and the reason in ``error``);
 * anything else that does not match (no key, another account's key, a key whose product we do
   not have, a second listing with one of our keys, a key that differs from our row's) is
-  **reported** in ``listing_discrepancies`` with the reason, never adopted by a guess.
+  **reported** in ``listing_discrepancies`` with the reason, never adopted by a guess;
+* a listing we hold as live (``active``, ``suspended``, ``suspend_failed``) that the complete
+  read did not show at all is read on its own (``get_listing``); only when the market says it
+  does not know it (``None``) is it marked ``missing`` and reported (kind ``missing``). A read
+  that fails leaves it as it was; a ``missing`` listing the market lists again gets its status
+  back from the market's state.
 
 A market error or a record the connector cannot read aborts the run (``reconcile_runs.status =
 'failed'`` with the error) before anything of ours changed: a partial or failed read never
@@ -35,7 +40,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, text
 
 from dropship import db
-from dropship.errors import PermanentError, TransientError
+from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.listings.rules import MarketAccount
 from dropship.listings.services import ERROR_MAX, default_connector, ensure_account
 from dropship.platforms.interfaces import MarketListingState, Page
@@ -65,13 +70,23 @@ COUNT_KEYS = (
     "marked_suspended",
     "marked_refused",
     "marked_deleted",
+    "marked_missing",
+    "missing_unchecked",
+    "restored",
     "reported",
     "busy",
 )
+# Ours and believed to exist at the market: a complete read that does not show one is checked.
+LIVE_STATUSES = ("active", "suspended", "suspend_failed")
+# At most this many unseen listings are read one by one per run (the rest wait for the next
+# run): a list that came back short by a fault must not turn into thousands of reads.
+MISSING_CHECKS_PER_RUN = 200
 
 
 class PagedListings(Protocol):
     def listings_page(self, cursor: str | None = None) -> Page[MarketListingState]: ...
+
+    def get_listing(self, market_product_id: str) -> MarketListingState | None: ...
 
 
 class RunFailed(PermanentError):
@@ -295,17 +310,132 @@ def _report(
     )
 
 
-def apply_run(run_id: int) -> dict[str, Any]:
+_UNSEEN_LIVE = text(
+    """
+    SELECT l.id, l.market_product_id FROM listings l
+    WHERE l.account_id = :a AND l.market_product_id IS NOT NULL AND l.status = ANY(:live)
+      AND NOT EXISTS (SELECT 1 FROM reconcile_observations o
+                      WHERE o.run_id = :r AND o.market_product_id = l.market_product_id)
+    ORDER BY l.id
+    """
+)
+
+
+def _confirm_missing(
+    run_id: int, connector: PagedListings | None, counts: dict[str, int]
+) -> list[tuple[int, str]]:
+    """Our live listings the complete read did not show, each read on its own (outside any
+    transaction: these are market calls): ``(listing id, market id)`` of those the market
+    says it does not know. A failed read (or one the rate limit stops) leaves the listing
+    unchecked, counted in ``missing_unchecked``."""
+    with db.get_engine().connect() as conn:
+        info = _run(conn, run_id)
+        if info is None or info.status != "running":
+            return []
+        unseen = conn.execute(
+            _UNSEEN_LIVE, {"a": info.account_id, "r": run_id, "live": list(LIVE_STATUSES)}
+        ).all()
+    if not unseen:
+        return []
+    reader = connector or _paged(info.account)
+    missing: list[tuple[int, str]] = []
+    for n, row in enumerate(unseen):
+        if n >= MISSING_CHECKS_PER_RUN:
+            counts["missing_unchecked"] += len(unseen) - n
+            break
+        try:
+            state = reader.get_listing(str(row.market_product_id))
+        except RateLimitedError:
+            counts["missing_unchecked"] += len(unseen) - n  # the rest waits for the next run
+            break
+        except (TransientError, PermanentError) as exc:
+            counts["missing_unchecked"] += 1
+            log.warning(
+                "reconcile run %s: listing %s not in the list, and reading it failed: %s",
+                run_id,
+                row.id,
+                str(exc)[:200],
+            )
+            continue
+        if state is None:
+            missing.append((int(row.id), str(row.market_product_id)))
+    return missing
+
+
+def _mark_missing(
+    conn: Connection,
+    info: RunInfo,
+    missing: Sequence[tuple[int, str]],
+    counts: dict[str, int],
+) -> None:
+    """Mark the confirmed ones ``missing`` (never deleted: the row is our record of what was
+    listed and sold) and report them; a listing whose status or market id moved meanwhile, or
+    whose lock a registration or sync holds, is left alone."""
+    reason = (
+        f"reconcile run {info.run_id}: the market no longer has this listing (not in its "
+        "complete list, and reading it says it does not exist)"
+    )
+    for listing_id, market_product_id in missing:
+        if not _locked(conn, listing_id):
+            counts["busy"] += 1
+            continue
+        row = conn.execute(
+            text(
+                "UPDATE listings SET status = 'missing', error = :e, updated_at = now() "
+                "WHERE id = :id AND market_product_id = :mpid AND status = ANY(:live) "
+                "RETURNING external_sku"
+            ),
+            {"id": listing_id, "mpid": market_product_id, "e": reason, "live": list(LIVE_STATUSES)},
+        ).first()
+        if row is None:
+            counts["busy"] += 1
+            continue
+        _report(
+            conn,
+            info.account_id,
+            _Seen(market_product_id, row.external_sku, None),
+            "missing",
+            reason,
+            listing_id,
+        )
+        counts["marked_missing"] += 1
+    # Still missing and still not listed: the report stays open.
+    conn.execute(
+        text(
+            "UPDATE listing_discrepancies d SET last_seen_at = now() FROM listings l "
+            "WHERE d.kind = 'missing' AND d.account_id = :a AND d.resolved_at IS NULL "
+            "AND l.id = d.listing_id AND l.status = 'missing' AND NOT EXISTS ("
+            "SELECT 1 FROM reconcile_observations o WHERE o.run_id = :r "
+            "AND o.market_product_id = l.market_product_id)"
+        ),
+        {"a": info.account_id, "r": info.run_id},
+    )
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What ``_report`` needs of an observation, for a listing the market did not show."""
+
+    market_product_id: str
+    external_sku: str | None
+    sale_state: str | None
+
+
+def apply_run(run_id: int, connector: PagedListings | None = None) -> dict[str, Any]:
     """Compare the run's observations with our listings and repair, in one transaction; the
-    run is then ``succeeded`` with its counts. Returns ``{"run_id", "account", "status",
-    counts...}``."""
+    run is then ``succeeded`` with its counts. Our live listings the run did not see are read
+    one by one first (``connector.get_listing``; the account's connector when not given).
+    Returns ``{"run_id", "account", "status", counts...}``."""
     counts = dict.fromkeys(COUNT_KEYS, 0)
+    # Only ever after the last page: a failed or partial read never gets here.
+    missing = _confirm_missing(run_id, connector, counts)
     with db.get_engine().begin() as conn:
         info = _run(conn, run_id, lock=True)
         if info is None or info.status != "running":
             return {"run_id": run_id, "status": info.status if info else "missing"}
         for chunk in _observations(conn, run_id):
             _apply_chunk(conn, info, chunk, counts)
+        _mark_missing(conn, info, missing, counts)
         # Reported earlier and not seen again by this complete read: resolved.
         conn.execute(
             text(
@@ -410,26 +540,56 @@ def _compare(conn: Connection, info: RunInfo, obs: Any, ours: Any, counts: dict[
         )
         counts["reported"] += 1
         return
+    if ours.status == "missing":
+        _restore(conn, info, obs, ours, counts)
+        return
     target = MARK_ACTIVE.get(str(obs.sale_state)) if ours.status == "active" else None
     if target is None:
         counts["matched"] += 1
         return
-    if not _locked(conn, int(ours.id)):
+    changed = _transition(
+        conn,
+        int(ours.id),
+        "active",
+        target,
+        f"reconcile run {info.run_id}: the market shows this listing {obs.sale_state}",
+    )
+    if changed is None:
         counts["busy"] += 1
         return
-    changed = conn.execute(
-        text(
-            "UPDATE listings SET status = :s, error = :e, updated_at = now() "
-            "WHERE id = :id AND status = 'active'"
-        ),
-        {
-            "id": int(ours.id),
-            "s": target,
-            "e": f"reconcile run {info.run_id}: the market shows this listing {obs.sale_state}",
-        },
-    ).rowcount
     counts[f"marked_{target}"] += changed
     counts["matched"] += 1 - changed
+
+
+def _transition(
+    conn: Connection, listing_id: int, before: str, after: str, note: str
+) -> int | None:
+    """Set a listing from ``before`` to ``after`` with ``note`` in ``error``, under its advisory
+    lock: 1 when changed, 0 when its status moved meanwhile, None while another holds the lock."""
+    if not _locked(conn, listing_id):
+        return None
+    return int(
+        conn.execute(
+            text(
+                "UPDATE listings SET status = :s, error = :e, updated_at = now() "
+                "WHERE id = :id AND status = :before"
+            ),
+            {"id": listing_id, "s": after, "e": note, "before": before},
+        ).rowcount
+    )
+
+
+def _restore(conn: Connection, info: RunInfo, obs: Any, ours: Any, counts: dict[str, int]) -> None:
+    """A listing marked ``missing`` that the market lists again: its status from the market's
+    state (its ``missing`` report is resolved, not being seen again)."""
+    changed = _transition(
+        conn,
+        int(ours.id),
+        "missing",
+        ADOPTED_STATUS[str(obs.sale_state)],
+        f"reconcile run {info.run_id}: listed by the market again ({obs.sale_state})",
+    )
+    counts["restored" if changed else "busy"] += 1
 
 
 @dataclass(frozen=True)
@@ -508,7 +668,7 @@ def reconcile_account(account: str, connector: PagedListings | None = None) -> d
         for _ in range(MAX_PAGES):
             cursor = reconcile_page(run_id, cursor, paged)["next_cursor"]
             if cursor is None:
-                apply_run(run_id)
+                apply_run(run_id, paged)
                 return run_summary(run_id)
         fail_run(run_id, f"more than {MAX_PAGES} pages")
     except RunFailed:

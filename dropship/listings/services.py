@@ -31,7 +31,12 @@ from dropship import db
 from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.images.services import gate_decisions, listing_images
 from dropship.listings.rules import Decision, MarketAccount, evaluate_products
-from dropship.platforms.interfaces import MarketConnector, MarketListingRequest, ProductOption
+from dropship.platforms.interfaces import (
+    MarketConnector,
+    MarketListingRequest,
+    OptionStock,
+    ProductOption,
+)
 from dropship.settings import get_settings
 
 log = logging.getLogger("dropship.listings")
@@ -193,6 +198,32 @@ def _unlock(conn: Connection, listing_id: int) -> None:
     conn.commit()
 
 
+def option_stocks(
+    listing_options: Sequence[dict[str, Any]], product_options: Sequence[dict[str, Any]]
+) -> list[OptionStock]:
+    """Each listed option's stock now, in the listing's order: the product's option with the
+    same supplier option code (a listed option with a code is that option and no other, as
+    orders buy it by that code), else the one with the same name and value. An option the
+    supplier no longer has gets 0."""
+    by_code = {
+        str(o["supplier_option_code"]): o for o in product_options if o.get("supplier_option_code")
+    }
+    by_label = {(o.get("name"), o.get("value")): o for o in product_options}
+    stocks = []
+    for o in listing_options:
+        code = o.get("supplier_option_code")
+        found = by_code.get(str(code)) if code else by_label.get((o.get("name"), o.get("value")))
+        stocks.append(
+            OptionStock(
+                name=str(o.get("name", "")),
+                value=str(o.get("value", "")),
+                stock=max(0, int((found or {}).get("stock") or 0)),
+                supplier_option_code=str(code) if code else None,
+            )
+        )
+    return stocks
+
+
 def _request(row: Any) -> MarketListingRequest:
     options = tuple(
         ProductOption(
@@ -269,12 +300,9 @@ def register_listings(
                     counts["skipped"] += 1
                     continue
                 # Stock per option comes from the product now, not from the claim.
-                stock_by_option = {
-                    (o.get("name"), o.get("value")): o.get("stock", 0)
-                    for o in row.product_options or []
-                }
-                for o in row.listing_options:
-                    o["stock"] = stock_by_option.get((o["name"], o["value"]), 0)
+                stocks = option_stocks(row.listing_options, row.product_options or [])
+                for o, now in zip(row.listing_options, stocks, strict=True):
+                    o["stock"] = now.stock
                 # Claimed and committed before the call: after a crash the row says a create
                 # may have happened, and the next attempt looks the key up first. Only a claim
                 # never marked as sending can skip the look-up: no create for it ever went out

@@ -26,6 +26,7 @@ serialises suspension, update and registration of one listing. Callable without 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,8 +42,13 @@ from dropship import db
 from dropship.errors import ConfigurationError, PermanentError, RateLimitedError, TransientError
 from dropship.listings import rules
 from dropship.listings.rules import MarketAccount, evaluate_products, load_pricing_rules
-from dropship.listings.services import ERROR_MAX, ConnectorFactory, default_connector
-from dropship.platforms.interfaces import MarketConnector
+from dropship.listings.services import (
+    ERROR_MAX,
+    ConnectorFactory,
+    default_connector,
+    option_stocks,
+)
+from dropship.platforms.interfaces import MarketConnector, MarketListingState, OptionStock
 from dropship.platforms.ratelimit import LimiterUnavailableError
 
 log = logging.getLogger("dropship.listings.sync")
@@ -408,6 +414,7 @@ _UPDATE_ROWS = text(
     """
     SELECT l.id, l.product_id, l.status, l.market_product_id, l.external_sku, l.sale_price,
            l.stock AS listed_stock, l.protected_fields, l.suspend_reason,
+           l.options AS listing_options, p.options AS product_options,
            p.price AS cost, p.shipping_fee, p.stock, p.status AS product_status
     FROM listings l JOIN products p ON p.id = l.product_id
     WHERE l.id = :id
@@ -533,6 +540,13 @@ def _update_one(
             )
     else:
         price = decision.sale_price
+    listed_options: list[dict[str, Any]] = [dict(o) for o in row.listing_options or []]
+    # An option listing: each market option gets its own supplier option's stock.
+    targets = option_stocks(listed_options, row.product_options or [])
+    if reason is None and targets and not any(t.stock for t in targets):
+        # In stock, but none of it in an option this listing sells (options replaced).
+        reason = "soldout"
+        message = "none of the listed options is in stock at the supplier"
     if reason is not None:
         if row.status == "suspended":
             return "unchanged"  # already off sale (its first reason kept)
@@ -547,24 +561,43 @@ def _update_one(
     if row.status == "suspended" and row.suspend_reason not in RESUMABLE_REASONS:
         return "unchanged"  # suspended for a reason only an operator lifts
     mpid = str(row.market_product_id)
-    stock = int(row.stock)
+    stock = sum(t.stock for t in targets) if targets else int(row.stock)
     changed = False
     if price is not None and price != row.sale_price and "price" not in protected:
         connector.update_price(mpid, price)
         changed = True
     resumed = row.status == "suspended"
+    # Options whose stock differs from the last one sent (all of them before the first sync).
+    moved = [t for o, t in zip(listed_options, targets, strict=True) if o.get("stock") != t.stock]
     if resumed:
-        _resume(connector, mpid, stock)
-    elif row.listed_stock is None or stock != int(row.listed_stock):
+        _resume(connector, mpid, stock, targets)
+    elif targets and (moved or row.listed_stock is None):
+        connector.update_option_stock(mpid, targets)
+        changed = True
+    elif not targets and (row.listed_stock is None or stock != int(row.listed_stock)):
         connector.update_stock(mpid, stock)
         changed = True
+    sent = targets if resumed or row.listed_stock is None else moved
+    if any(t.stock == 0 for t in sent):
+        # An option sold out at the supplier must not stay buyable: read it back.
+        _confirm_option_stock(
+            conn, connector, listing_id, row.external_sku, mpid, targets, confirm_delay_s
+        )
+    for o, t in zip(listed_options, targets, strict=True):
+        o["stock"] = t.stock
     conn.execute(
         text(
             "UPDATE listings SET sale_price = :price, stock = :stock, status = 'active', "
-            "suspend_reason = NULL, error = NULL, last_synced_at = now(), updated_at = now() "
+            "options = CAST(:options AS jsonb), suspend_reason = NULL, error = NULL, "
+            "last_synced_at = now(), updated_at = now() "
             "WHERE id = :id AND status IN ('active', 'suspended')"
         ),
-        {"id": listing_id, "price": price, "stock": stock},
+        {
+            "id": listing_id,
+            "price": price,
+            "stock": stock,
+            "options": json.dumps(listed_options, ensure_ascii=False),
+        },
     )
     conn.commit()
     if resumed:
@@ -585,17 +618,74 @@ def _start_suspension(conn: Connection, listing_id: int, reason: str, message: s
     log.info("listing %s: suspending (%s)", listing_id, reason)
 
 
-def _resume(connector: MarketConnector, market_product_id: str, stock: int) -> None:
+def _resume(
+    connector: MarketConnector,
+    market_product_id: str,
+    stock: int,
+    targets: Sequence[OptionStock] = (),
+) -> None:
     """Back on sale with ``stock``: Naver sets status and stock in one call, Coupang needs the
-    stock first, then the sale resumed per vendor item."""
+    stock first, then the sale resumed per vendor item. An option listing gets each option's
+    stock first (on Naver the combinations hold the stock; the status call only resumes)."""
     resume = getattr(connector, "resume_listing", None)
     if resume is None:
         raise PermanentError(f"{connector.market}: the connector cannot resume a listing")
+    if targets:
+        connector.update_option_stock(market_product_id, targets)
     if connector.market == "naver":
         resume(market_product_id, stock)
     else:
-        connector.update_stock(market_product_id, stock)
+        if not targets:
+            connector.update_stock(market_product_id, stock)
         resume(market_product_id)
+
+
+def _still_buyable(state: MarketListingState | None, targets: Sequence[OptionStock]) -> list[str]:
+    """Market options on sale with stock that the supplier no longer has (their target is 0,
+    or no listed option names them)."""
+    if state is None or state.sale_state != "on_sale":
+        return []
+    return [
+        f"{o.value or o.label or o.option_id} ({o.stock} on sale)"
+        for o in state.options
+        if o.on_sale and o.stock > 0 and not o.stock_in(targets)
+    ]
+
+
+def _confirm_option_stock(
+    conn: Connection,
+    connector: MarketConnector,
+    listing_id: int,
+    external_sku: str,
+    market_product_id: str,
+    targets: Sequence[OptionStock],
+    confirm_delay_s: float,
+) -> None:
+    """Read the listing back after an option stock write; an option still buyable that the
+    supplier sold out is sent again (up to ``RESENDS_PER_RUN`` times), then the run raises
+    ``TransientError`` with the options named in the listing's ``error`` (the task retries)."""
+    for attempt in range(1, RESENDS_PER_RUN + 1):
+        if confirm_delay_s:
+            time.sleep(confirm_delay_s)
+        with _patient(connector):
+            left = _still_buyable(connector.get_listing(market_product_id), targets)
+        if not left:
+            return
+        log.warning(
+            "listing %s: option stock write %d accepted but the market still sells %s",
+            external_sku,
+            attempt,
+            ", ".join(left)[:300],
+        )
+        if attempt < RESENDS_PER_RUN:
+            connector.update_option_stock(market_product_id, targets)
+    message = f"sold-out option(s) still on sale at the market: {', '.join(left)}"
+    conn.execute(
+        text("UPDATE listings SET error = :e, updated_at = now() WHERE id = :id"),
+        {"id": listing_id, "e": message[:ERROR_MAX]},
+    )
+    conn.commit()
+    raise TransientError(f"listing {external_sku}: {message}"[:ERROR_MAX])
 
 
 # --------------------------------------------------------------------------- sweep
@@ -605,8 +695,9 @@ def sweep(publish: PublishFn, resend_after_s: int = RESEND_AFTER_S) -> dict[str,
     """Beat: publish what the outbox still holds (a crash between the merge's commit and its
     publish), suspend live listings whose product is not sellable (whatever path missed them,
     e.g. a registration that finished after the sell-out), re-send unconfirmed suspensions
-    untouched for ``resend_after_s``, and update listings suspended for stock whose product is
-    back in stock (so they are resumed)."""
+    untouched for ``resend_after_s``, update listings suspended for stock whose product is
+    back in stock (so they are resumed), and update live listings with an option the supplier
+    sold out whose zero the market never confirmed (the update's retries ran out)."""
     drained = drain_outbox(publish)
     with db.session_scope() as session:
         missed = [
@@ -643,12 +734,45 @@ def sweep(publish: PublishFn, resend_after_s: int = RESEND_AFTER_S) -> dict[str,
                 )
             ).scalars()
         ]
+        # A listed option sold out (or gone) at the supplier whose zero was never confirmed at
+        # the market (the update's retries ran out while the market kept selling it).
+        options = [
+            int(pid)
+            for pid in session.execute(_OPTION_ZERO_UNSENT, {"s": resend_after_s}).scalars()
+        ]
     again = sorted(set(missed) | set(stale))
     if again:
         publish("suspend", again)
-    if back:
-        publish("update", back)
-    return {**drained, "missed": len(missed), "resent": len(stale), "resume": len(back)}
+    updates = sorted(set(back) | set(options))
+    if updates:
+        publish("update", updates)
+    return {
+        **drained,
+        "missed": len(missed),
+        "resent": len(stale),
+        "resume": len(back),
+        "option_zero": len(options),
+    }
+
+
+_OPTION_ZERO_UNSENT = text(
+    """
+    SELECT DISTINCT l.product_id
+    FROM listings l JOIN products p ON p.id = l.product_id
+    CROSS JOIN LATERAL jsonb_array_elements(l.options) AS lo
+    WHERE l.status = 'active' AND l.market_product_id IS NOT NULL
+      AND jsonb_typeof(l.options) = 'array' AND jsonb_array_length(l.options) > 0
+      AND l.updated_at < now() - make_interval(secs => :s)
+      AND coalesce(lo->>'stock', '') <> '0'
+      AND NOT EXISTS (
+          SELECT 1 FROM jsonb_array_elements(p.options) AS po
+          WHERE CASE WHEN coalesce(lo->>'supplier_option_code', '') <> ''
+                     THEN po->>'supplier_option_code' = lo->>'supplier_option_code'
+                     ELSE po->>'name' = lo->>'name' AND po->>'value' = lo->>'value' END
+            AND coalesce((po->>'stock')::int, 0) > 0)
+    ORDER BY 1
+    """
+)
 
 
 # --------------------------------------------------------------------------- operators

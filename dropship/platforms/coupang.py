@@ -55,10 +55,13 @@ from dropship.platforms.interfaces import (
     MarketListingRequest,
     MarketListingResult,
     MarketListingState,
+    MarketOptionState,
     MarketOrder,
     MarketOrderItem,
+    OptionStock,
     Page,
     TrackingUpload,
+    option_stock_for,
 )
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,18 @@ def coupang_authorization(
         f"CEA algorithm=HmacSHA256, access-key={access_key}, signed-date={signed_date}, "
         f"signature={signature}"
     )
+
+
+def item_option(item: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The option (name, value) a vendor item was registered as: its first attribute; an
+    item without attributes ("단일상품") has none."""
+    attributes = item.get("attributes")
+    if isinstance(attributes, list) and attributes and isinstance(attributes[0], dict):
+        first = attributes[0]
+        return common.str_or_none(first.get("attributeTypeName")), common.str_or_none(
+            first.get("attributeValueName")
+        )
+    return None, None
 
 
 def carrier_code(carrier: str) -> str:
@@ -432,6 +447,26 @@ class CoupangConnector:
                 "PUT", f"{SELLER_API}/vendor-items/{vendor_item_id}/quantities/{stock}"
             )
 
+    def update_option_stock(self, market_product_id: str, stocks: Sequence[OptionStock]) -> None:
+        """Set each vendor item's own quantity (``PUT vendor-items/{id}/quantities/{n}``): the
+        item is matched to its option by its attribute (or its ``itemName``, "name value", as
+        registered); an item no option names gets 0."""
+        for entry in stocks:
+            common.check_stock(MARKET, entry.stock, market_product_id)
+        items = [i for i in self._product(market_product_id)["items"] if i.get("vendorItemId")]
+        if not items:
+            raise TransientError(f"coupang seller product {market_product_id} has no vendor items")
+        self._remember_items(market_product_id, tuple(int(i["vendorItemId"]) for i in items))
+        for item in items:
+            name, value = item_option(item)
+            quantity = option_stock_for(
+                stocks, name=name, value=value, label=common.str_or_none(item.get("itemName"))
+            )
+            self._seller_call(
+                "PUT",
+                f"{SELLER_API}/vendor-items/{int(item['vendorItemId'])}/quantities/{quantity or 0}",
+            )
+
     def suspend_listing(self, market_product_id: str) -> None:
         for vendor_item_id in self._vendor_item_ids(market_product_id):
             self._seller_call("PUT", f"{SELLER_API}/vendor-items/{vendor_item_id}/sales/stop")
@@ -482,7 +517,9 @@ class CoupangConnector:
         on_sale = False
         stock = 0
         prices = []
-        for vendor_item_id in item_ids:
+        options = []
+        for item in (i for i in items if i.get("vendorItemId")):
+            vendor_item_id = int(item["vendorItemId"])
             inventory = self._seller_call(
                 "GET", f"{SELLER_API}/vendor-items/{vendor_item_id}/inventories"
             )
@@ -495,6 +532,17 @@ class CoupangConnector:
             if inventory.get("salePrice") is not None:
                 prices.append(int(inventory["salePrice"]))
             on_sale = on_sale or (inventory.get("onSale") is True and amount > 0)
+            name, value = item_option(item)
+            options.append(
+                MarketOptionState(
+                    option_id=str(vendor_item_id),
+                    name=name,
+                    value=value,
+                    stock=amount,
+                    on_sale=inventory.get("onSale") is True,
+                    label=common.str_or_none(item.get("itemName")),
+                )
+            )
         return MarketListingState(
             market_product_id=str(number),
             external_sku=sku,
@@ -502,6 +550,7 @@ class CoupangConnector:
             sale_price=min(prices) if prices else None,
             stock=stock,
             name=name,
+            options=tuple(options),
             raw={"statusName": approval},
         )
 

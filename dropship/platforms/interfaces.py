@@ -285,6 +285,67 @@ class MarketListingResult:
     status: str | None = None
 
 
+@dataclass(frozen=True)
+class OptionStock:
+    """The stock to set for one option of a listing, named as it was registered (option
+    ``name``/``value`` and the supplier option code the market keeps as the seller's code)."""
+
+    name: str
+    value: str
+    stock: int
+    supplier_option_code: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.stock < 0:
+            raise ValueError(f"OptionStock {self.name}={self.value}: negative stock {self.stock}")
+
+
+def option_stock_for(
+    stocks: Sequence[OptionStock],
+    *,
+    name: str | None,
+    value: str | None,
+    code: str | None = None,
+    label: str | None = None,
+) -> int | None:
+    """The stock meant for one market option: the entry with its seller code when both carry
+    one, else the one with its name and value (``name`` None: the value alone, as Naver's
+    one-group combinations name it), else the one whose "name value" is ``label`` (a Coupang
+    ``itemName``). ``None`` when no entry is that option."""
+    if code:
+        for entry in stocks:
+            if entry.supplier_option_code and entry.supplier_option_code == code:
+                return entry.stock
+    if value is not None:
+        for entry in stocks:
+            if entry.value == value and (name is None or entry.name == name):
+                return entry.stock
+    if label is not None:
+        for entry in stocks:
+            if f"{entry.name} {entry.value}" == label:
+                return entry.stock
+    return None
+
+
+@dataclass(frozen=True)
+class MarketOptionState:
+    """One option (Coupang vendor item, Naver option combination) as the market shows it."""
+
+    option_id: str
+    name: str | None
+    value: str | None
+    stock: int
+    on_sale: bool
+    seller_code: str | None = None
+    label: str | None = None
+
+    def stock_in(self, stocks: Sequence[OptionStock]) -> int | None:
+        """This option's entry in ``stocks`` (see :func:`option_stock_for`)."""
+        return option_stock_for(
+            stocks, name=self.name, value=self.value, code=self.seller_code, label=self.label
+        )
+
+
 ListingSaleState = Literal["on_sale", "suspended", "pending", "refused", "deleted"]
 LISTING_SALE_STATES: tuple[str, ...] = ("on_sale", "suspended", "pending", "refused", "deleted")
 
@@ -296,7 +357,8 @@ class MarketListingState:
 
     ``sale_state`` is normalised: ``on_sale`` (buyable), ``suspended`` (sale stopped / out of
     stock on the market), ``pending`` (under review), ``refused`` (review rejected), ``deleted``.
-    ``stock`` is the total sellable quantity over the listing's items/options.
+    ``stock`` is the total sellable quantity over the listing's items/options; ``options``
+    each option's own stock and sale flag where the read shows them (``get_listing``).
     """
 
     market_product_id: str
@@ -305,6 +367,7 @@ class MarketListingState:
     sale_price: int | None = None
     stock: int | None = None
     name: str | None = None
+    options: tuple[MarketOptionState, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -392,7 +455,15 @@ class MarketConnector(Protocol):
 
     def update_price(self, market_product_id: str, sale_price: int) -> None: ...
 
-    def update_stock(self, market_product_id: str, stock: int) -> None: ...
+    def update_stock(self, market_product_id: str, stock: int) -> None:
+        """Set the stock of a listing without options (every item/the product gets ``stock``)."""
+        ...
+
+    def update_option_stock(self, market_product_id: str, stocks: Sequence[OptionStock]) -> None:
+        """Set each market option's own stock from ``stocks`` (matched by
+        :func:`option_stock_for`); a market option no entry names is set to 0: it cannot be
+        bought as a supplier option."""
+        ...
 
     def suspend_listing(self, market_product_id: str) -> None: ...
 

@@ -51,10 +51,13 @@ from dropship.platforms.interfaces import (
     MarketListingRequest,
     MarketListingResult,
     MarketListingState,
+    MarketOptionState,
     MarketOrder,
     MarketOrderItem,
+    OptionStock,
     Page,
     TrackingUpload,
+    option_stock_for,
 )
 
 log = logging.getLogger(__name__)
@@ -410,7 +413,10 @@ class NaverConnector:
                     ],
                 },
                 "salePrice": request.sale_price,
-                "stockQuantity": request.stock,
+                # With option combinations Naver keeps the product's stock as their sum.
+                "stockQuantity": (
+                    sum(o.stock for o in request.options) if request.options else request.stock
+                ),
                 "deliveryInfo": {
                     "deliveryType": "DELIVERY",
                     "deliveryAttributeType": "NORMAL",
@@ -466,6 +472,37 @@ class NaverConnector:
             origin["statusType"] = "SALE"
         self._put_origin_product(market_product_id, product)
 
+    def update_option_stock(self, market_product_id: str, stocks: Sequence[OptionStock]) -> None:
+        """Set each option combination's ``stockQuantity`` through the whole origin product
+        (read, change, ``PUT`` with every combination's ``id`` kept): a combination is matched
+        by its ``sellerManagerCode`` (our supplier option code), else its value; one no option
+        names gets 0. The product's stock is their sum; a sold-out listing (OUTOFSTOCK) with
+        stock again goes back on sale, one we suspended stays suspended."""
+        for entry in stocks:
+            common.check_stock(MARKET, entry.stock, market_product_id)
+        product = self._origin_product(market_product_id)
+        origin = product["originProduct"]
+        combos = _combinations(origin)
+        if not combos:
+            raise PermanentError(
+                f"naver origin product {market_product_id} has no option combinations"
+            )
+        total = 0
+        for combo in combos:
+            quantity = option_stock_for(
+                stocks,
+                name=None,
+                value=common.str_or_none(combo.get("optionName1")),
+                code=common.str_or_none(combo.get("sellerManagerCode")),
+            )
+            combo["stockQuantity"] = quantity or 0
+            if combo.get("usable", True):
+                total += quantity or 0
+        origin["stockQuantity"] = total
+        if total > 0 and origin.get("statusType") == "OUTOFSTOCK":
+            origin["statusType"] = "SALE"
+        self._put_origin_product(market_product_id, product)
+
     def suspend_listing(self, market_product_id: str) -> None:
         self._change_status(market_product_id, {"statusType": "SUSPENSION"})
 
@@ -502,6 +539,20 @@ class NaverConnector:
             )
         stock = origin.get("stockQuantity")
         stock = int(stock) if isinstance(stock, int | float) else None
+        options = tuple(
+            MarketOptionState(
+                option_id=str(combo.get("id") or ""),
+                name=None,
+                value=common.str_or_none(combo.get("optionName1")),
+                stock=int(combo.get("stockQuantity") or 0),
+                on_sale=bool(combo.get("usable", True)),
+                seller_code=common.str_or_none(combo.get("sellerManagerCode")),
+            )
+            for combo in _combinations(origin)
+        )
+        if options:
+            # What a buyer can pick is the usable combinations' stock, whatever the product says.
+            stock = sum(o.stock for o in options if o.on_sale)
         channel = body.get("smartstoreChannelProduct")
         display = (channel or {}).get("channelProductDisplayStatusType")
         state: ListingSaleState = found
@@ -519,6 +570,7 @@ class NaverConnector:
             sale_price=int(price) if isinstance(price, int | float) else None,
             stock=stock,
             name=common.str_or_none(origin.get("name")),
+            options=options,
             raw={"statusType": status_type},
         )
 
@@ -898,6 +950,14 @@ def _listing_state(content: Any) -> MarketListingState:
         name=common.str_or_none(channel.get("name")),
         raw={"statusType": status},
     )
+
+
+def _combinations(origin: dict[str, Any]) -> list[dict[str, Any]]:
+    """The origin product's option combinations (the dicts themselves, to edit in place)."""
+    detail = origin.get("detailAttribute")
+    info = detail.get("optionInfo") if isinstance(detail, dict) else None
+    combos = info.get("optionCombinations") if isinstance(info, dict) else None
+    return [c for c in combos if isinstance(c, dict)] if isinstance(combos, list) else []
 
 
 def _origin_product_path(market_product_id: str, api: str = "v2") -> str:

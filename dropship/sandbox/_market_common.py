@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import tornado.web
 
-from dropship.sandbox.core import SandboxHandler, SandboxState
+from dropship.sandbox.core import AdminHandler, SandboxHandler, SandboxState
 from dropship.sandbox.credentials import accounts_for
 from dropship.sandbox.world import order_arrivals
 
@@ -140,3 +140,24 @@ def parse_order_batch(
         raise ValueError("quantity must be at least 1")
     spacing = timedelta(seconds=float(body.get("spacing_s", 60)))
     return OrderBatch(platform, account, count, first, spacing, quantity)
+
+
+class ForgetAdminHandler(AdminHandler):
+    """``POST /_sandbox/<market>/forget {<id_field>: N}``: the market no longer has that listing
+    at all (deleted in its seller centre, purged): ``forget`` drops it from the list, the key
+    look-up and every read. Answers ``{"forgotten": true|false}``."""
+
+    id_field = ""
+
+    def forget(self, number: int) -> bool:
+        raise NotImplementedError
+
+    def post(self) -> None:
+        body = self._body_dict()
+        try:
+            number = int(body[self.id_field])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise tornado.web.HTTPError(400, reason=f"invalid forget request: {exc}") from None
+        with self.state.lock:
+            forgotten = self.forget(number)
+        self.write_json({"forgotten": forgotten})

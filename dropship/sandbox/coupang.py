@@ -63,6 +63,7 @@ import tornado.web
 
 from dropship.sandbox._market_common import (
     KST,
+    ForgetAdminHandler,
     MarketHandler,
     buyer_cancels,
     due_arrivals,
@@ -169,12 +170,15 @@ class CoupangItem:
     quantity: int
     external_vendor_sku: str | None
     on_sale: bool = True
+    # The option the item is: [{"attributeTypeName", "attributeValueName"}], as posted.
+    attributes: list[dict[str, str]] = field(default_factory=list)
 
     def render(self) -> dict[str, Any]:
         return {
             "sellerProductItemId": self.seller_product_item_id,
             "vendorItemId": self.vendor_item_id,
             "itemName": self.item_name,
+            "attributes": [dict(a) for a in self.attributes],
             "originalPrice": self.original_price,
             "salePrice": self.sale_price,
             "maximumBuyCount": self.quantity,
@@ -428,6 +432,14 @@ class CoupangWorld:
                         sale_price=int(item["salePrice"]),
                         quantity=int(item.get("maximumBuyCount") or 0),
                         external_vendor_sku=item.get("externalVendorSku") or None,
+                        attributes=[
+                            {
+                                "attributeTypeName": str(a.get("attributeTypeName") or ""),
+                                "attributeValueName": str(a.get("attributeValueName") or ""),
+                            }
+                            for a in item.get("attributes") or []
+                            if isinstance(a, dict)
+                        ],
                     )
                 )
                 store.items[item_id] = product_id
@@ -784,6 +796,29 @@ _REQUIRED_PRODUCT_FIELDS = ("displayCategoryCode", "sellerProductName", "vendorI
 _REQUIRED_ITEM_FIELDS = ("itemName", "salePrice", "maximumBuyCount")
 
 
+def _option_problem(items: list[dict[str, Any]]) -> str | None:
+    """Several items are the product's options: each names its option in ``attributes``
+    (type and value), and no two items are the same option."""
+    if len(items) < 2:
+        return None
+    seen: set[tuple[str, str]] = set()
+    for n, item in enumerate(items):
+        attributes = item.get("attributes")
+        if not isinstance(attributes, list) or not attributes:
+            return f"items[{n}].attributes: 옵션 상품의 아이템은 옵션 속성이 필요합니다."
+        key = tuple(
+            (str(a.get("attributeTypeName") or ""), str(a.get("attributeValueName") or ""))
+            for a in attributes
+            if isinstance(a, dict)
+        )
+        if not key or any(not t or not v for t, v in key):
+            return f"items[{n}].attributes: attributeTypeName과 attributeValueName은 필수입니다."
+        if key[0] in seen:
+            return f"items[{n}].attributes: 같은 옵션의 아이템이 이미 있습니다."
+        seen.add(key[0])
+    return None
+
+
 class SellerProductsHandler(CoupangHandler):
     endpoint = "seller-products.create"
 
@@ -808,7 +843,7 @@ class SellerProductsHandler(CoupangHandler):
                 return self.seller_error(
                     400, f"items[{n}].salePrice must be a positive multiple of 10, got {price!r}"
                 )
-        problem = await self.image_problem(items)
+        problem = _option_problem(items) or await self.image_problem(items)
         if problem:
             return self.seller_error(400, problem)
         try:
@@ -1422,6 +1457,25 @@ class CoupangOrdersAdminHandler(AdminHandler):
         self.write_json({"orders": sheets})
 
 
+class CoupangForgetAdminHandler(ForgetAdminHandler):
+    """``POST /_sandbox/coupang/forget {"sellerProductId": N}``: gone from Coupang (reads answer
+    ``상품이 존재하지 않습니다``)."""
+
+    id_field = "sellerProductId"
+
+    def forget(self, number: int) -> bool:
+        store = CoupangWorld(self.state).store
+        product = store.products.pop(number, None)
+        if product is None:
+            return False
+        for item in product.items:
+            store.items.pop(item.vendor_item_id, None)
+        for ids in store.by_sku.values():
+            if number in ids:
+                ids.remove(number)
+        return True
+
+
 class CoupangThrottleAdminHandler(AdminHandler):
     """``GET /_sandbox/coupang/throttle``: the policy and each blocked vendor's remaining
     seconds (world time); ``POST`` ``{"excess_calls": 5, "excess_window_s": 10, "block_s": 300}``
@@ -1494,6 +1548,7 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     yield (r"/_sandbox/coupang/cancel_requests", CoupangCancelAdminHandler, kw)
     yield (r"/_sandbox/coupang/orders", CoupangOrdersAdminHandler, kw)
     yield (r"/_sandbox/coupang/throttle", CoupangThrottleAdminHandler, kw)
+    yield (r"/_sandbox/coupang/forget", CoupangForgetAdminHandler, kw)
 
 
 def routes(state: SandboxState) -> list[RouteSpec]:

@@ -55,6 +55,7 @@ import tornado.web
 
 from dropship.sandbox._market_common import (
     KST,
+    ForgetAdminHandler,
     MarketHandler,
     buyer_cancels,
     due_arrivals,
@@ -260,6 +261,67 @@ def _order_option(origin: dict[str, Any], rng: random.Random) -> tuple[str, str 
     return f"{group}: {combo.get('optionName1')}", code, int(combo.get("price") or 0)
 
 
+def _combinations(origin: dict[str, Any]) -> list[dict[str, Any]]:
+    info = (origin.get("detailAttribute") or {}).get("optionInfo") or {}
+    combos = info.get("optionCombinations")
+    return [c for c in combos if isinstance(c, dict)] if isinstance(combos, list) else []
+
+
+def _derive_stock(origin: dict[str, Any]) -> None:
+    """Like Naver: a product with option combinations has their (usable ones') stock in sum,
+    whatever ``stockQuantity`` the request carried."""
+    combos = _combinations(origin)
+    if combos:
+        origin["stockQuantity"] = sum(
+            int(c.get("stockQuantity") or 0) for c in combos if c.get("usable", True)
+        )
+
+
+def _validate_combinations(
+    origin: dict[str, Any], known_ids: set[int] | None = None
+) -> tuple[str, str] | None:
+    """Each combination needs a value, a stock count and a price difference; on an update an
+    ``id`` must be one of the product's (a combination without one is a new option)."""
+    info = (origin.get("detailAttribute") or {}).get("optionInfo")
+    if info is None:
+        return None
+    combos = info.get("optionCombinations") if isinstance(info, dict) else None
+    if not isinstance(combos, list):
+        return "originProduct.detailAttribute.optionInfo.optionCombinations", "목록이어야 합니다."
+    values: set[str] = set()
+    for n, combo in enumerate(combos):
+        where = f"originProduct.detailAttribute.optionInfo.optionCombinations[{n}]"
+        if not isinstance(combo, dict):
+            return where, "옵션 조합은 객체여야 합니다."
+        value = combo.get("optionName1")
+        if not isinstance(value, str) or not value.strip():
+            return f"{where}.optionName1", "옵션값은 필수입니다."
+        if value in values:
+            return f"{where}.optionName1", f"옵션값이 중복되었습니다: {value[:40]}"
+        values.add(value)
+        stock = combo.get("stockQuantity")
+        if not isinstance(stock, int) or isinstance(stock, bool) or stock < 0:
+            return f"{where}.stockQuantity", "옵션 재고 수량은 0 이상이어야 합니다."
+        if not isinstance(combo.get("price", 0), int):
+            return f"{where}.price", "옵션가는 정수여야 합니다."
+        option_id = combo.get("id")
+        if option_id is not None and (known_ids is None or option_id not in known_ids):
+            return f"{where}.id", f"옵션을 찾을 수 없습니다: {option_id}"
+    return None
+
+
+def _zeroes_stock(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """A write that takes the product or one of its options to zero stock (or suspends it):
+    what the ``drop_suspensions`` fault answers without applying."""
+    if int(after.get("stockQuantity") or 0) == 0 or after.get("statusType") == "SUSPENSION":
+        return True
+    old = {c.get("id"): int(c.get("stockQuantity") or 0) for c in _combinations(before)}
+    return any(
+        int(c.get("stockQuantity") or 0) == 0 and old.get(c.get("id"), 0) > 0
+        for c in _combinations(after)
+    )
+
+
 @dataclass
 class NaverStore:
     created_at: datetime
@@ -269,6 +331,7 @@ class NaverStore:
     by_code: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     product_orders: dict[str, ProductOrder] = field(default_factory=dict)
     next_origin_no: int = 10_000_000_001
+    next_option_id: int = 27_000_000_001  # optionCombinations[].id, unique across products
     next_order_no: int = 2025_0000_0001
     seq: int = 0
     arrivals_until: datetime | None = None
@@ -316,6 +379,10 @@ class NaverWorld:
             store = self.store
             number = store.next_origin_no
             store.next_origin_no += 1
+            for combo in _combinations(origin):
+                combo["id"] = store.next_option_id
+                store.next_option_id += 1
+            _derive_stock(origin)
             if int(origin.get("stockQuantity") or 0) == 0:
                 origin["statusType"] = "OUTOFSTOCK"
             product = NaverProduct(
@@ -714,7 +781,10 @@ class ProductsHandler(NaverHandler):
                 "smartstoreChannelProduct", "smartstoreChannelProduct 항목은 필수입니다."
             )
         problem = (
-            _validate_origin(origin) or self.foreign_images(origin) or _validate_channel(channel)
+            _validate_origin(origin)
+            or _validate_combinations(origin, known_ids=set())
+            or self.foreign_images(origin)
+            or _validate_channel(channel)
         )
         if problem:
             return self.bad_input(*problem)
@@ -791,15 +861,22 @@ class OriginProductHandler(NaverHandler):
             return self.bad_input(
                 "originProduct", "originProduct와 smartstoreChannelProduct는 필수입니다."
             )
+        with self.state.lock:
+            known = {c.get("id") for c in _combinations(product.origin_product)}
         problem = (
-            _validate_origin(origin) or self.foreign_images(origin) or _validate_channel(channel)
+            _validate_origin(origin)
+            or _validate_combinations(origin, known_ids={i for i in known if isinstance(i, int)})
+            or self.foreign_images(origin)
+            or _validate_channel(channel)
         )
         if problem:
             return self.bad_input(*problem)
-        # The drop_suspensions fault: a stock-zero or SUSPENSION write answered and not applied.
-        if (
-            int(origin["stockQuantity"]) == 0 or origin.get("statusType") == "SUSPENSION"
-        ) and self.state.drop_suspension(PLATFORM):
+        _derive_stock(origin)
+        # The drop_suspensions fault: a write taking the product or one of its options to zero
+        # stock, or suspending it, answered and not applied.
+        with self.state.lock:
+            zeroes = _zeroes_stock(product.origin_product, origin)
+        if zeroes and self.state.drop_suspension(PLATFORM):
             return self.write_json(
                 {
                     "originProductNo": product.origin_product_no,
@@ -807,6 +884,11 @@ class OriginProductHandler(NaverHandler):
                 }
             )
         with self.state.lock:
+            store = self.world.store
+            for combo in _combinations(origin):
+                if combo.get("id") is None:  # a new option
+                    combo["id"] = store.next_option_id
+                    store.next_option_id += 1
             if int(origin["stockQuantity"]) == 0:
                 origin["statusType"] = "OUTOFSTOCK"
             product.origin_product = origin
@@ -852,9 +934,12 @@ class ChangeStatusHandler(NaverHandler):
                 return self.naver_error(
                     400, "InvalidStatus", f"{current} 상태에서 OUTOFSTOCK으로 변경할 수 없습니다."
                 )
-            if stock is not None:
+            if stock is not None and not _combinations(product.origin_product):
                 product.origin_product["stockQuantity"] = stock
-            if stock == 0 and target == "SALE":
+            # With option combinations the stock is theirs (set through the product PUT).
+            if target == "SALE" and (
+                stock == 0 or int(product.origin_product.get("stockQuantity") or 0) == 0
+            ):
                 target = "OUTOFSTOCK"  # like Naver: zero stock forces OUTOFSTOCK
             product.origin_product["statusType"] = target
         self.write_json({"originProductNo": product.origin_product_no, "statusType": target})
@@ -1106,6 +1191,20 @@ class NaverCancelAdminHandler(AdminHandler):
         self.write_json({"productOrderId": po.product_order_id, "claimType": po.claim_type})
 
 
+class NaverForgetAdminHandler(ForgetAdminHandler):
+    """``POST /_sandbox/naver/forget {"originProductNo": N}``: gone from Naver (reads: 404)."""
+
+    id_field = "originProductNo"
+
+    def forget(self, number: int) -> bool:
+        store = NaverWorld(self.state).store
+        product = store.products.pop(number, None)
+        for numbers in store.by_code.values():
+            if number in numbers:
+                numbers.remove(number)
+        return product is not None
+
+
 class NaverOrdersAdminHandler(AdminHandler):
     """``POST /_sandbox/naver/orders`` creates orders on demand::
 
@@ -1164,6 +1263,7 @@ def _iter_routes(state: SandboxState) -> Iterator[RouteSpec]:
     yield (rf"{p}{PAY_ORDER}/([0-9]+)/claim/cancel/approve", CancelApproveHandler, kw)
     yield (r"/_sandbox/naver/cancel_requests", NaverCancelAdminHandler, kw)
     yield (r"/_sandbox/naver/orders", NaverOrdersAdminHandler, kw)
+    yield (r"/_sandbox/naver/forget", NaverForgetAdminHandler, kw)
 
 
 def routes(state: SandboxState) -> list[RouteSpec]:

@@ -104,7 +104,7 @@ def test_status_shows_states_by_account_and_the_top_refusals(
     assert result.exit_code == 0, result.output
     output = squeeze(result.output)
     # claimed registering active suspending suspended suspend_failed failed refused deleted total
-    assert "coupang_main │ 0 │ 0 │ 3 │ 0 │ 0 │ 0 │ 0 │ 2 │ 0 │ 5" in output, output
+    assert "coupang_main │ 0 │ 0 │ 3 │ 0 │ 0 │ 0 │ 0 │ 2 │ 0 │ 0 │ 5" in output, output
     # The refusal reason with how many listings it refused (here our own check of the
     # category code, before anything was sent).
     reason = "invalid literal for int() with base 10: 'not-a-category'"

@@ -320,3 +320,170 @@ def test_a_second_market_listing_with_one_of_our_keys_is_reported_not_adopted(
         second,
     }
     assert f"ours is {adopted}" in report["reason"]
+
+
+# --------------------------------------------------------------------------- gone from the market
+
+
+def forget(box: SandboxFixture, account: str, market_product_id: str) -> None:
+    """The market no longer has the listing at all (deleted in its seller centre)."""
+    platform = account.split("_")[0]
+    key = "sellerProductId" if platform == "coupang" else "originProductNo"
+    assert box._admin("POST", f"{platform}/forget", {key: int(market_product_id)})["forgotten"]
+
+
+def registered(account: str, factory: Callable[[str], Any], engine: Engine) -> list[int]:
+    """Every claimable listing of ``account`` registered; their ids, all active."""
+    ids = services.plan_registrations(account)["publish"]
+    register_until_done(account, ids, factory)
+    rows = rows_by_id(engine, account)
+    assert all(rows[i]["status"] == "active" for i in ids)
+    return ids
+
+
+def missing_reports(account: str) -> list[tuple[str, str]]:
+    return [
+        (d["market_product_id"], d["reason"])
+        for d in reconcile.discrepancies(account)
+        if d["kind"] == "missing"
+    ]
+
+
+@pytest.mark.parametrize("account", ["coupang_main", "naver_main"])
+def test_a_listing_the_market_no_longer_has_is_marked_missing_after_a_complete_read(
+    sandbox: SandboxFixture,  # noqa: F811
+    catalog: dict[str, list[int]],  # noqa: F811
+    make_connector: Callable[[str], Any],  # noqa: F811
+    rules_db: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    account: str,
+) -> None:
+    module = coupang_module if account.startswith("coupang") else naver_module
+    monkeypatch.setattr(module, "LISTING_PAGE_SIZE", 2)  # several pages
+    connector = make_connector(account)
+    ids = registered(account, make_connector, rules_db)
+    gone, suspended_gone = ids[0], ids[1]
+    rows = rows_by_id(rules_db, account)
+    with rules_db.begin() as conn:  # a listing we hold as suspended counts as live too
+        conn.execute(
+            text("UPDATE listings SET status = 'suspended' WHERE id = :i"), {"i": suspended_gone}
+        )
+    for listing_id in (gone, suspended_gone):
+        forget(sandbox, account, rows[listing_id]["market_product_id"])
+    # Read completely, but the single reads fail (a market outage right after the list): a
+    # failed read changes nothing.
+    run_id = reconcile.start_run(account)
+    assert run_id is not None
+    cursor: str | None = None
+    while True:
+        cursor = reconcile.reconcile_page(run_id, cursor, connector)["next_cursor"]
+        if cursor is None:
+            break
+    sandbox.set_faults(account.split("_")[0], error_rate=1.0)
+    summary = reconcile.apply_run(run_id, connector)
+    sandbox.set_faults(account.split("_")[0], error_rate=0.0)
+    assert (summary["status"], summary["marked_missing"], summary["missing_unchecked"]) == (
+        "succeeded",
+        0,
+        2,
+    )
+    assert {i: r["status"] for i, r in rows_by_id(rules_db, account).items()}[gone] == "active"
+    assert missing_reports(account) == []
+    # The next complete run confirms each with its own read and marks it; nothing deleted.
+    summary = reconcile.reconcile_account(account, connector)
+    assert (summary["status"], summary["marked_missing"], summary["seen"]) == (
+        "succeeded",
+        2,
+        len(ids) - 2,
+    )
+    after = rows_by_id(rules_db, account)
+    assert len(after) == len(rows)
+    for listing_id in (gone, suspended_gone):
+        assert after[listing_id]["status"] == "missing"
+        assert "no longer has this listing" in after[listing_id]["error"]
+    assert all(after[i]["status"] == "active" for i in ids[2:])
+    assert sorted(m for m, _ in missing_reports(account)) == sorted(
+        rows[i]["market_product_id"] for i in (gone, suspended_gone)
+    )
+    counts = {(r["status"]): r["listings"] for r in services.listing_counts(account)}
+    assert counts["missing"] == 2 and counts["active"] == len(ids) - 2
+    # A later run keeps the reports open and does not read the listings again.
+    again = reconcile.reconcile_account(account, connector)
+    assert (again["marked_missing"], again["missing_unchecked"]) == (0, 0)
+    assert len(missing_reports(account)) == 2
+    # The operator sees them.
+    from typer.testing import CliRunner
+
+    from dropship.cli import cli
+
+    shown = CliRunner().invoke(
+        cli, ["listings", "discrepancies", "--account", account], env={"COLUMNS": "250"}
+    )
+    assert shown.exit_code == 0 and shown.output.count("missing") >= 2, shown.output
+
+
+def test_a_page_through_failing_midway_marks_nothing_missing(
+    sandbox: SandboxFixture,  # noqa: F811
+    catalog: dict[str, list[int]],  # noqa: F811
+    make_connector: Callable[[str], Any],  # noqa: F811
+    rules_db: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = "naver_main"
+    monkeypatch.setattr(naver_module, "LISTING_PAGE_SIZE", 2)
+    connector = make_connector(account)
+    ids = registered(account, make_connector, rules_db)
+    forget(sandbox, account, rows_by_id(rules_db, account)[ids[0]]["market_product_id"])
+    before = rows_by_id(rules_db, account)
+    run_id = reconcile.start_run(account)
+    assert run_id is not None
+    first = reconcile.reconcile_page(run_id, None, connector)
+    assert first["next_cursor"]  # listings on the pages not read are unseen, not missing
+    sandbox.set_faults("naver", error_rate=1.0)
+    with pytest.raises(TransientError):
+        reconcile.reconcile_page(run_id, first["next_cursor"], connector)
+    summary = reconcile.reconcile_account(account, connector)
+    assert summary["status"] == "failed"
+    assert rows_by_id(rules_db, account) == before
+    assert missing_reports(account) == []
+    sandbox.set_faults("naver", error_rate=0.0)
+    assert reconcile.reconcile_account(account, connector)["marked_missing"] == 1
+    assert rows_by_id(rules_db, account)[ids[0]]["status"] == "missing"
+
+
+def test_a_missing_listing_the_market_lists_again_gets_its_status_back(
+    sandbox: SandboxFixture,  # noqa: F811
+    catalog: dict[str, list[int]],  # noqa: F811
+    make_connector: Callable[[str], Any],  # noqa: F811
+    rules_db: Engine,
+) -> None:
+    account = "coupang_main"
+    ids = registered(account, make_connector, rules_db)
+    with rules_db.begin() as conn:
+        conn.execute(text("UPDATE listings SET status = 'missing' WHERE id = :i"), {"i": ids[0]})
+    summary = reconcile.reconcile_account(account, make_connector(account))
+    assert (summary["restored"], summary["marked_missing"]) == (1, 0)
+    row = rows_by_id(rules_db, account)[ids[0]]
+    assert row["status"] == "active" and "listed by the market again" in row["error"]
+
+
+def test_a_listing_registered_after_the_read_is_read_back_not_marked(
+    sandbox: SandboxFixture,  # noqa: F811
+    catalog: dict[str, list[int]],  # noqa: F811
+    make_connector: Callable[[str], Any],  # noqa: F811
+    rules_db: Engine,
+) -> None:
+    account = "naver_main"
+    connector = make_connector(account)
+    ids = services.plan_registrations(account)["publish"]
+    register_until_done(account, ids[:-1], make_connector)
+    run_id = reconcile.start_run(account)
+    assert run_id is not None
+    assert reconcile.reconcile_page(run_id, None, connector)["next_cursor"] is None
+    # Registered while the run was between its last page and its apply: not in the list, but
+    # the market has it, as its own read shows.
+    register_until_done(account, ids[-1:], make_connector)
+    summary = reconcile.apply_run(run_id, connector)
+    assert (summary["marked_missing"], summary["missing_unchecked"]) == (0, 0), summary
+    assert all(r["status"] == "active" for r in rows_by_id(rules_db, account).values())
+    assert missing_reports(account) == []
