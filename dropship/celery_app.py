@@ -134,8 +134,10 @@ class DropshipTask(Task):
       with exponential backoff and jitter, rate limits into a retry after the advised delay, and
       lets ``PermanentError`` fail at once so the failure is visible in Flower.
     * Two separate budgets: ``max_retries`` (8) transient failures, ``max_rate_limit_retries``
-      (100) rate-limit re-schedules; a spent daily budget waits for its reset without spending
-      either. A spent budget fails the task with :class:`RetriesExhaustedError` naming it.
+      (100) rate-limit re-schedules in a row without progress (a ``RateLimitedError`` with
+      ``progressed`` set starts the count again); a spent daily budget waits for its reset
+      without spending either. A spent budget fails the task with
+      :class:`RetriesExhaustedError` naming it.
     * Logs with the task id (``worker_task_log_format``).
     """
 
@@ -212,6 +214,10 @@ class DropshipTask(Task):
                 "rate-limit retries",
             )
             countdown = failure.retry_after + random.uniform(0, self.rate_limit_jitter_s)
+            if failure.progressed:
+                # Part of the batch got done before the wait: 100 busy-account waits across a
+                # long batch are not 100 waits that achieved nothing.
+                counts[header] = 0
         else:
             header, limit, kind = TRANSIENT_RETRIES_HEADER, self.max_retries, "transient retries"
             countdown = backoff_seconds(

@@ -27,11 +27,16 @@ class TransientError(DropshipError):
 
 
 class RateLimitedError(TransientError):
-    """The platform (or our own limiter) says wait ``retry_after`` seconds before calling again."""
+    """The platform (or our own limiter) says wait ``retry_after`` seconds before calling again.
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    ``progressed`` is set by a batch task that got some of its work done before the wait: its
+    rate-limit budget then starts again (the budget bounds waits that achieve nothing, not the
+    length of a batch that shares a busy account with other batches)."""
+
+    def __init__(self, message: str, retry_after: float, progressed: bool = False) -> None:
         super().__init__(message)
         self.retry_after = max(0.0, float(retry_after))
+        self.progressed = progressed
 
 
 class BudgetExhaustedError(RateLimitedError):

@@ -61,6 +61,8 @@ def _scripted(
         client.close()
     if step == "rate":
         raise RateLimitedError("test: platform says wait", retry_after=0.05)
+    if step == "rate-progress":  # a batch that got part of its work done before the wait
+        raise RateLimitedError("test: platform says wait", retry_after=0.05, progressed=True)
     if step == "budget":
         raise BudgetExhaustedError(
             "test: daily budget spent", retry_after=0.0, resets_at=datetime.now(UTC)

@@ -187,6 +187,19 @@ def test_spent_rate_limit_and_budget_waits_fail_with_a_clear_message(
     assert len(hops(redis_client, key)) == limit + 1
 
 
+def test_a_rate_limit_wait_after_progress_starts_the_budget_again(
+    redis_client: redis_lib.Redis,
+) -> None:
+    """Budget 3: three waits, then a wait after progress (count back to 0, this wait is 1),
+    then two more: seven hops, more than the budget in all, and the task still succeeds."""
+    from tests.retry_tasks import scripted_small_budgets
+
+    key = script(redis_client, ["rate"] * 3 + ["rate-progress"] + ["rate"] * 2 + ["ok"])
+    result = scripted_small_budgets.apply(args=[key, broker_url_of(redis_client)])
+    assert result.successful(), result.traceback
+    assert [h["rate_limit"] for h in hops(redis_client, key)] == [0, 1, 2, 3, 1, 2, 3]
+
+
 # --------------------------------------------------------------------------- Redis killed
 
 

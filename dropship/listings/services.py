@@ -356,6 +356,8 @@ def register_listings(
             finally:
                 _unlock(conn, listing_id)
     if transient is not None:
+        if isinstance(transient, RateLimitedError) and (counts["active"] or counts["refused"]):
+            transient.progressed = True  # the retry's rate-limit budget starts again
         raise transient
     return counts
 
