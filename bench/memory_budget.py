@@ -16,8 +16,9 @@ a fresh database (dropped at the end) and a sandbox process of its own, starts `
 2. then, with the OwnerClan catalog back at ``--products``, runs a full collect of each supplier
    at once while real order traffic goes through the order flow: sandbox market orders arriving
    at ``--order-rate`` per second (half Coupang, half Naver), ``sweep_orders`` published every
-   second (acknowledge, ``forward_order`` to OwnerClan) and ``tracking_sweep`` every 5 s, as beat
-   would, all on ``worker-high``;
+   ``--sweep-interval`` s (acknowledge, ``forward_order`` to OwnerClan) and ``tracking_sweep``
+   every 10 s, each expiring before the next is due as beat's entries do, all on
+   ``worker-high``;
 3. samples the RSS and PSS of both worker trees (main processes and pool children) every 0.2 s
    from the start of set-up until the collect is over, and counts the orders by state.
 
@@ -108,7 +109,9 @@ def run_case(
     stop = threading.Event()
     arrived: dict[str, float] = {}
     refused = 0
-    publisher = threading.Thread(target=publish_loop, args=(stop, 1.0, 5.0), daemon=True)
+    publisher = threading.Thread(
+        target=publish_loop, args=(stop, args.sweep_interval, 10.0, True), daemon=True
+    )
 
     def buyers() -> None:
         # Orders keep arriving, in one-second rounds, until the collect is over.
@@ -208,6 +211,9 @@ def main() -> None:
     parser.add_argument("--cases", default="sized,sequential", help="sized, sequential or both")
     parser.add_argument("--order-catalog", type=int, default=40, help="OwnerClan products listed")
     parser.add_argument("--order-rate", type=float, default=3.0, help="orders arriving per second")
+    parser.add_argument(
+        "--sweep-interval", type=float, default=5.0, help="seconds between order sweeps"
+    )
     args = parser.parse_args()
 
     cases = {"sized": {}, "sequential": {"DROPSHIP_CELERY__AUTOSCALE_MAX": "1"}}
