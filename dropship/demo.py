@@ -317,7 +317,8 @@ def stuck_orders() -> list[Any]:
         "WHERE o.status <> ALL(:done) AND NOT (o.status IN ('failed', 'unmatched') "
         "AND o.status_reason IS NOT NULL) "
         "AND NOT (o.status = 'awaiting_placement' AND po.sheet_id IS NOT NULL) "
-        "AND NOT (o.status_reason LIKE :op) "
+        # coalesce: a NULL reason (most open orders) must not turn the whole test NULL.
+        "AND NOT coalesce(o.status_reason LIKE :op, false) "
         "AND NOT (o.status IN ('shipped', 'dispatched') AND o.status_reason IS NOT NULL)",
         done=list(TERMINAL),
         op=OPERATOR + "%",
