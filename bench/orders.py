@@ -155,15 +155,20 @@ def arrive(
     return arrivals, time.time() - started
 
 
-def publish_loop(stop: threading.Event, interval: float, tracking_interval: float) -> None:
+def publish_loop(
+    stop: threading.Event, interval: float, tracking_interval: float, expire: bool = False
+) -> None:
+    """Publish the sweeps every ``interval`` / ``tracking_interval`` s; with ``expire``, each
+    expires before the next one is due, as beat's entries do (a busy worker then skips the
+    sweeps it could not start in time instead of running a backlog of them)."""
     from tasks.fulfilment import tracking_sweep
     from tasks.orders import sweep_orders
 
     next_tracking = 0.0
     while not stop.is_set():
-        sweep_orders.delay().forget()
+        sweep_orders.apply_async(expires=0.9 * interval if expire else None).forget()
         if time.monotonic() >= next_tracking:
-            tracking_sweep.delay().forget()
+            tracking_sweep.apply_async(expires=0.9 * tracking_interval if expire else None).forget()
             next_tracking = time.monotonic() + tracking_interval
         stop.wait(interval)
 

@@ -172,7 +172,8 @@ class MemoryAwareAutoscaler(Autoscaler):
         self.high_watermark_pct = cfg.memory_high_watermark_pct
         self.low_watermark_pct = cfg.memory_low_watermark_pct
         self.reading_file: Path | None = cfg.memory_reading_file
-        budget = get_settings().memory_budget
+        settings = get_settings()
+        budget = settings.memory_budget
         self.memory_budget: int | None = int(budget) if budget else None
         self._reading: float | None = None
         self._read_at = 0.0
@@ -182,13 +183,17 @@ class MemoryAwareAutoscaler(Autoscaler):
         if self.memory_budget is not None:
             logger.info(
                 "autoscale: memory budget %d MB: bounds %d-%d, watermarks low %.1f%% / high "
-                "%.1f%% of the budget free, max memory per child %d KB",
+                "%.1f%% of the budget free, max memory per child %d KB, rows per task: COPY "
+                "chunk %d, supplier page cap %s, batch scale %.3f",
                 self.memory_budget // 1_000_000,
                 self.min_concurrency,
                 self.max_concurrency,
                 self.low_watermark_pct,
                 self.high_watermark_pct,
                 cfg.worker_max_memory_per_child_kb,
+                settings.collect.copy_chunk_rows,
+                settings.platforms.page_rows,
+                settings.row_batch_scale,
             )
         if self.reading_file is not None:
             logger.warning(

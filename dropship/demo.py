@@ -317,7 +317,8 @@ def stuck_orders() -> list[Any]:
         "WHERE o.status <> ALL(:done) AND NOT (o.status IN ('failed', 'unmatched') "
         "AND o.status_reason IS NOT NULL) "
         "AND NOT (o.status = 'awaiting_placement' AND po.sheet_id IS NOT NULL) "
-        "AND NOT (o.status_reason LIKE :op) "
+        # coalesce: a NULL reason (most open orders) must not turn the whole test NULL.
+        "AND NOT coalesce(o.status_reason LIKE :op, false) "
         "AND NOT (o.status IN ('shipped', 'dispatched') AND o.status_reason IS NOT NULL)",
         done=list(TERMINAL),
         op=OPERATOR + "%",
@@ -418,12 +419,19 @@ def run_business(box: Sandbox, options: DemoOptions, console: Console) -> int:
             time.sleep(min(0.05, max(0.0, min(next_order, next_tick) - time.monotonic())))
         state.phase = "draining"
         deadline = time.monotonic() + options.drain
+        settled = 0
         while time.monotonic() < deadline:
             publish_sweeps()
             ask_cancellations(box, state)
             operate_sheets(box, state)
             refresh()
             if not stuck_orders() and not state.pending_cancels and not missing_orders(state):
+                settled += 1
+            else:
+                settled = 0
+            # Settled on two rounds in a row: one reading can fall between a forward and the
+            # sheets sweep that puts its purchase order on a sheet.
+            if settled >= 2:
                 break
             time.sleep(options.tick)
         state.phase = "done"

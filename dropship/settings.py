@@ -205,6 +205,11 @@ class Settings(BaseSettings):
     memory_budget: ByteSize | None = Field(
         None, description="memory the whole worker tree must stay under; sizes pools and chunks"
     )
+    # Per-task row batches (order sweep, listing evaluation, reconcile) are their defaults times
+    # this; the memory budget sets it (dropship.ops.memory.batch_rows).
+    row_batch_scale: float = Field(
+        1.0, gt=0, le=1, description="scales the rows a task holds per batch (the budget sets it)"
+    )
 
     sandbox_host: str = "127.0.0.1"
     sandbox_port: int = Field(0, ge=0, le=65535, description="0 picks a free port")

@@ -43,6 +43,7 @@ from dropship import db
 from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.listings.rules import MarketAccount
 from dropship.listings.services import ERROR_MAX, default_connector, ensure_account
+from dropship.ops.memory import batch_rows
 from dropship.platforms.interfaces import MarketListingState, Page
 
 log = logging.getLogger("dropship.listings.reconcile")
@@ -263,7 +264,7 @@ def _observations(conn: Connection, run_id: int) -> Iterator[list[Any]]:
                 "FROM reconcile_observations WHERE run_id = :r AND market_product_id > :after "
                 "ORDER BY market_product_id LIMIT :n"
             ),
-            {"r": run_id, "after": after, "n": APPLY_CHUNK},
+            {"r": run_id, "after": after, "n": batch_rows(APPLY_CHUNK)},
         ).all()
         if not chunk:
             return

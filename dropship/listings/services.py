@@ -31,6 +31,7 @@ from dropship import db
 from dropship.errors import PermanentError, RateLimitedError, TransientError
 from dropship.images.services import gate_decisions, listing_images
 from dropship.listings.rules import Decision, MarketAccount, evaluate_products
+from dropship.ops.memory import batch_rows
 from dropship.platforms.interfaces import (
     MarketConnector,
     MarketListingRequest,
@@ -121,8 +122,9 @@ def plan_registrations(
                 {"a": account_id, "limit": limit},
             ).scalars()
         ]
-        for start in range(0, len(candidates), EVALUATE_CHUNK):
-            chunk = candidates[start : start + EVALUATE_CHUNK]
+        step = batch_rows(EVALUATE_CHUNK)
+        for start in range(0, len(candidates), step):
+            chunk = candidates[start : start + step]
             decisions = evaluate_products(session, chunk, market_account)
             # A product without a usable image waits (listing_blocks code "images").
             decisions = gate_decisions(session, decisions, market_account.name)

@@ -46,6 +46,11 @@ def orders_older_than(conn: Connection, minutes: int) -> int:
     )
 
 
+def orders_by_status(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(text("SELECT status, count(*) FROM orders GROUP BY status")).all()
+    return {str(status): int(n) for status, n in rows}
+
+
 def listings_by_status(conn: Connection) -> dict[str, int]:
     rows = conn.execute(text("SELECT status, count(*) FROM listings GROUP BY status")).all()
     return {str(status): int(n) for status, n in rows}
@@ -103,6 +108,7 @@ def last_run_rejects(conn: Connection) -> list[dict[str, Any]]:
 def figures(conn: Connection, soldout_minutes: int, forward_minutes: int) -> dict[str, Any]:
     by_status = listings_by_status(conn)
     return {
+        "orders_by_status": orders_by_status(conn),
         "orders_waiting_to_forward": orders_waiting_to_forward(conn),
         "oldest_unforwarded_order_age_s": round(oldest_unforwarded_order_age_s(conn), 1),
         "orders_not_forwarded_in_time": orders_older_than(conn, forward_minutes),

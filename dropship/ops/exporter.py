@@ -125,6 +125,10 @@ def metrics_from(snap: dict[str, Any]) -> list[Metric]:
         g = _gauge("dropship_listings_suspended_unconfirmed", "suspensions not yet confirmed")
         g.add_metric([], float(business["listings_suspended_unconfirmed"]))
         out.append(g)
+    orders = _gauge("dropship_orders", "orders by status", ["status"])
+    for status, n in sorted((business.get("orders_by_status") or {}).items()):
+        orders.add_metric([status], n)
+    out.append(orders)
     listings = _gauge("dropship_listings", "listings by status", ["status"])
     for status, n in sorted((business.get("listings_by_status") or {}).items()):
         listings.add_metric([status], n)

@@ -104,6 +104,8 @@ def render(snap: dict[str, Any]) -> RenderableType:
     figures.add_column("figure")
     figures.add_column("value", justify="right")
     if business:
+        orders = business.get("orders_by_status") or {}
+        figures.add_row("orders", ", ".join(f"{k} {v}" for k, v in sorted(orders.items())) or "0")
         figures.add_row("orders waiting to forward", str(business["orders_waiting_to_forward"]))
         figures.add_row(
             "oldest unforwarded order", _age(business["oldest_unforwarded_order_age_s"])

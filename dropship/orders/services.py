@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from dropship import db
 from dropship.errors import MissingPartitionError, PermanentError, TransientError
 from dropship.maintenance.partitions import Month, ensure_partitions
+from dropship.ops.memory import batch_rows
 from dropship.orders.matching import ListingIndex, Match
 from dropship.orders.models import Order, OrderEvent
 from dropship.platforms.interfaces import MarketConnector, MarketOrder, MarketOrderItem
@@ -645,9 +646,10 @@ def _sweep_locked(
     try:
         connector = connector_factory(account)
         chunk: list[MarketOrder] = []
+        chunk_items = batch_rows(SWEEP_CHUNK)
         for order in connector.iter_orders(since, until):
             chunk.append(order)
-            if sum(len(o.items) for o in chunk) >= SWEEP_CHUNK:
+            if sum(len(o.items) for o in chunk) >= chunk_items:
                 with db.session_scope() as session:
                     _store_chunk(session, account_id, chunk, result)
                 chunk = []

@@ -30,6 +30,8 @@ class SupplierConnectorBase:
     """Construction and small helpers of a supplier connector."""
 
     supplier: str
+    # The largest product page the platform serves; connectors with pages take ``page_size``.
+    max_page_size: int | None = None
 
     def __init__(
         self, *, account: AccountSettings, http: PlatformHttp, cache: ResponseCache | None = None

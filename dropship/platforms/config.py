@@ -142,6 +142,9 @@ class PlatformSettings(BaseModel):
     # Daily call budgets per platform (dropship.platforms.budget), counted per account in KST
     # days. Domeggook: 15,000 calls/day per API key (openapi.domeggook.com guide).
     daily_limits: dict[str, int] = {"domeggook": 15_000}
+    # Most records one supplier API page may hold (each platform's own maximum still applies;
+    # None: the platform's maximum). DROPSHIP_MEMORY_BUDGET sets it (dropship/ops/memory.py).
+    page_rows: int | None = Field(None, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _name_accounts(self) -> PlatformSettings:

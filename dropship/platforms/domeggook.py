@@ -112,6 +112,7 @@ class DomeggookConnector(SupplierConnectorBase):
     """:class:`~dropship.platforms.interfaces.SupplierConnector` for Domeggook (catalog side)."""
 
     supplier = SUPPLIER
+    max_page_size = MAX_PAGE_SIZE
 
     def __init__(
         self,

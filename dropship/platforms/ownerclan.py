@@ -166,6 +166,7 @@ class OwnerClanConnector(SupplierConnectorBase):
     """:class:`~dropship.platforms.interfaces.SupplierConnector` for OwnerClan."""
 
     supplier = SUPPLIER
+    max_page_size = MAX_PAGE_SIZE
 
     def __init__(
         self,

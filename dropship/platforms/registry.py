@@ -139,7 +139,12 @@ def build_connector(
             lru_ttl_s=platforms.cache.lru_ttl_s,
         )
     cls = connector_class(account.platform)
-    return cls(account=account, http=build_http(account, platforms, limiter), cache=cache)
+    extra: dict[str, int] = {}
+    largest = getattr(cls, "max_page_size", None)
+    if platforms.page_rows is not None and largest is not None:
+        # Rows one page holds in a worker: the memory budget's cap, never above the platform's.
+        extra["page_size"] = min(platforms.page_rows, largest)
+    return cls(account=account, http=build_http(account, platforms, limiter), cache=cache, **extra)
 
 
 def connector_for(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -288,3 +289,44 @@ def test_a_lost_forward_is_published_again_once_per_stale_period(
     assert sorted(again.forward) == sorted(first.forward)  # re-published once...
     # ...and not on every sweep after that while their task waits in a backlog.
     assert services.sweep_account(account, make_connector).forward == []
+
+
+def test_the_memory_budget_scale_commits_the_sweep_in_smaller_chunks(
+    sandbox: SandboxFixture,
+    catalog: Catalog,
+    make_connector: Callable[[str], Any],
+    rules_db: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweep holds at most ``batch_rows(SWEEP_CHUNK)`` items before it commits them: with
+    the scale a small budget gives, more, smaller transactions (one ``xmin`` per commit)."""
+    from dropship.settings import get_settings
+
+    def commits(units: list[str]) -> int:
+        with rules_db.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(DISTINCT xmin::text) FROM orders "
+                        "WHERE market_order_id = ANY(:u)"
+                    ),
+                    {"u": units},
+                ).scalar_one()
+            )
+
+    sku = catalog.skus[("coupang_main", "plain")]
+    first = market_orders(sandbox, "coupang_main", sku, count=6)
+    assert services.sweep_account("coupang_main", make_connector).new == 6
+    assert commits(first) == 1  # default scale: 500 items per chunk
+    monkeypatch.setenv("DROPSHIP_ROW_BATCH_SCALE", "0.004")  # 500 -> 2 items per chunk
+    get_settings.cache_clear()
+    try:
+        # Placed after the first six: the sweep's overlap re-reads those first, in their own
+        # chunks, so the new ones are not mixed into them.
+        later = (datetime.now(UTC) - timedelta(seconds=100)).isoformat()
+        second = market_orders(sandbox, "coupang_main", sku, count=6, ordered_at=later)
+        assert services.sweep_account("coupang_main", make_connector).new == 6
+    finally:
+        monkeypatch.delenv("DROPSHIP_ROW_BATCH_SCALE")
+        get_settings.cache_clear()
+    assert commits(second) == 3

@@ -188,6 +188,30 @@ def test_first_over_1000_is_rejected_like_the_real_api(
     assert len(next(iter(conn.iter_item_pages(first=1000)))) == 500  # the default world
 
 
+def test_the_page_rows_cap_holds_each_page_to_it(
+    sandbox: Any, connector_settings: PlatformSettings, redis_url: str
+) -> None:
+    """``platforms.page_rows`` (the memory budget sets it) is the most rows one page holds:
+    OwnerClan's pages shrink to it; Domeggook's 200 stay under its own maximum."""
+    from dropship.platforms.domeggook import DomeggookConnector
+    from dropship.platforms.registry import connector_for
+
+    sandbox.configure_suppliers(catalog_sizes={"ownerclan": 60})
+    capped = connector_settings.model_copy(update={"page_rows": 25})
+    client = redis_lib.Redis.from_url(redis_url)
+    conn = connector_for("ownerclan_main", capped, redis_client=client)
+    assert isinstance(conn, OwnerClanConnector) and conn.page_size == 25
+    assert [len(page) for page in conn.iter_item_pages()] == [25, 25, 10]
+    domeggook = connector_for("domeggook_main", capped, redis_client=client)
+    assert isinstance(domeggook, DomeggookConnector) and domeggook.page_size == 25
+    wide = connector_settings.model_copy(update={"page_rows": 5000})
+    assert connector_for("domeggook_main", wide, redis_client=client).page_size == 200
+    assert connector_for("ownerclan_main", wide, redis_client=client).page_size == 1000
+    uncapped = connector_for("ownerclan_main", connector_settings, redis_client=client)
+    assert uncapped.page_size == 1000
+    client.close()
+
+
 def test_date_window_with_cursor_continuation(
     sandbox: Any, make_connector: Callable[[str], Any]
 ) -> None:
