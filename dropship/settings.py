@@ -157,6 +157,12 @@ class OrderSettings(BaseModel):
     stale_after_s: int = Field(
         600, ge=10, description="a claimed order untouched this long is re-published by the sweep"
     )
+    abandoned_after_s: int = Field(
+        120,
+        ge=10,
+        description="a purchase left 'placing' by a dead worker (no error recorded, its forward "
+        "lock free) is re-published after this long; keep it above the longest supplier call",
+    )
     price_check: bool = Field(
         True, description="read the supplier's current price and stock before buying"
     )

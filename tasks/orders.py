@@ -54,13 +54,19 @@ def sweep_orders(self: DropshipTask, account: str | None = None) -> list[dict[st
             first_error = first_error or exc
             continue
         summary = result.as_dict()
-        summary["forward_tasks"] = publish_forwards(result.forward)
+        forward = [*result.forward, *forwarding.batches_of(result.abandoned_tasks, _task_meta)]
+        summary["forward_tasks"] = publish_forwards(list(dict.fromkeys(forward)))
         for start in range(0, len(result.acknowledge), ACK_BATCH):
             acknowledge_orders.delay(name, result.acknowledge[start : start + ACK_BATCH])
         results.append(summary)
     if first_error is not None:
         raise first_error
     return results
+
+
+def _task_meta(task_id: str) -> dict[str, Any]:
+    meta: dict[str, Any] = app.backend.get_task_meta(task_id)
+    return meta
 
 
 class ForwardTask(DropshipTask):

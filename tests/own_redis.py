@@ -23,12 +23,14 @@ def kill(server: EmbeddedRedis) -> None:
     server.process.wait()
 
 
-def own_redis_server() -> Iterator[EmbeddedRedis]:
+def own_redis_server(persist: bool = False) -> Iterator[EmbeddedRedis]:
+    """``persist=True`` keeps an append-only file, as the stack's Redis does: a restart keeps
+    queued and unacked messages."""
     run_as = service_user()
     tmp = Path(tempfile.mkdtemp(prefix="dropship-own-redis-"))
     tmp.chmod(0o755)  # the server's unprivileged user must reach it
     server = EmbeddedRedis(
-        tmp / "data", run_as, find_redis_server(run_as, []), persist=False, log_file=tmp / "log"
+        tmp / "data", run_as, find_redis_server(run_as, []), persist=persist, log_file=tmp / "log"
     )
     server.start()
     try:

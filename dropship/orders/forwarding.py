@@ -240,7 +240,9 @@ def forward_orders(
                 counts["busy"] += 1  # another worker has this item right now
                 continue
             try:
-                outcome = _forward_one(order_id, task_id, connector_factory)
+                outcome = _forward_one(
+                    order_id, task_id, connector_factory, lambda: _still_locked(lock_conn)
+                )
             except TransientError as exc:
                 transient = transient or exc
                 outcome = "retry"
@@ -261,8 +263,20 @@ def _forwardable(row: Any) -> bool:
     )
 
 
+def _still_locked(conn: Connection) -> None:
+    """Raise when the connection holding the forward lock is gone (PostgreSQL restarted): the
+    lock went with it, so the sweep may hand the item to another worker
+    (:func:`dropship.orders.services.abandoned_purchases`). The item is retried under a fresh
+    lock instead of calling the supplier unguarded."""
+    conn.execute(text("SELECT 1"))
+    conn.commit()
+
+
 def _forward_one(
-    order_id: int, task_id: str | None, connector_factory: SupplierConnectorFactory
+    order_id: int,
+    task_id: str | None,
+    connector_factory: SupplierConnectorFactory,
+    check_lock: Callable[[], None] = lambda: None,
 ) -> str:
     cfg = get_settings().orders
     with db.session_scope() as session:
@@ -338,6 +352,7 @@ def _forward_one(
             refusal = _check_supplier_product(connector, row, cfg.price_tolerance_pct)
             if refusal is not None:
                 return _refuse(row, refusal[1], task_id, refusal[0])
+        check_lock()
         result = connector.place_order(_request(row))
     except OrderingNotSupportedError as exc:
         with db.session_scope() as session:
@@ -526,6 +541,31 @@ def give_up_forwarding(order_ids: Sequence[int], error: str, task_id: str | None
             _set_order(session, row, "failed", reason, "forward_gave_up", task_id)
             marked += 1
     return marked
+
+
+def batches_of(task_ids: Sequence[str], task_meta: Callable[[str], dict[str, Any]]) -> list[int]:
+    """The order ids of the ``forward_order`` batches ``task_ids`` were running when their
+    worker died, from the result backend (``result_extended`` keeps a task's arguments, ids
+    only, from the moment it starts). The other items of such a batch are still ``new`` with
+    nothing to say their message is gone (it waits unacked at the broker until the visibility
+    timeout); published again they are forwarded now, and items done meanwhile are skipped.
+    A task the backend has forgotten (expired, Redis restarted without its data) or that
+    finished adds nothing: its claimed item is re-published on its own."""
+    ids: list[int] = []
+    for task_id in task_ids:
+        try:
+            meta = task_meta(task_id)
+        except Exception as exc:  # the backend is a help here, not a requirement
+            log.info("forward task %s: no result backend record (%s)", task_id, type(exc).__name__)
+            continue
+        if meta.get("status") not in ("STARTED", "RETRY") or not meta.get("args"):
+            continue
+        if meta.get("name") not in (None, "tasks.orders.forward_order"):
+            continue
+        batch = meta["args"][0]
+        if isinstance(batch, list):
+            ids.extend(int(i) for i in batch if isinstance(i, int))
+    return list(dict.fromkeys(ids))
 
 
 # --------------------------------------------------------------------------- retry

@@ -185,6 +185,7 @@ def count_orders(session: Session) -> int:
 #   sweep_account(account, connector_factory=..., now=None) -> SweepResult
 #   acknowledge_orders(account, order_ids, connector_factory=...) -> dict counts
 #   forwardable_order_ids(session, account_id=None, stale_after_s=...) -> list[int]
+#   abandoned_purchases(session, account_id=None, after_s=...) -> list[(order id, task id)]
 #   record_event(session, order_id, ordered_at, kind, from_status, to_status, detail, task_id)
 #   market_meaning(market, raw_status, claim) -> "open" | "unpaid" | "cancel_requested"
 #                                                 | "cancelled" | "shipped"
@@ -274,6 +275,9 @@ class SweepResult:
     cancel_requested: int = 0
     forward: list[int] = field(default_factory=list)
     acknowledge: list[int] = field(default_factory=list)
+    # Forward tasks that died mid-purchase (see abandoned_purchases): the task layer publishes
+    # their whole batch again when the result backend still knows its arguments.
+    abandoned_tasks: list[str] = field(default_factory=list)
     watermark: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -287,6 +291,7 @@ class SweepResult:
             "cancel_requested": self.cancel_requested,
             "forward": len(self.forward),
             "acknowledge": len(self.acknowledge),
+            "abandoned_tasks": len(self.abandoned_tasks),
             "watermark": self.watermark,
         }
 
@@ -666,6 +671,19 @@ def _sweep_locked(
                     text("UPDATE orders SET updated_at = now() WHERE id = ANY(:ids)"),
                     {"ids": stale},
                 )
+            # Purchases a dead worker left `placing` come back sooner than the stale period:
+            # nobody holds their forward lock, so nobody is placing them.
+            abandoned = abandoned_purchases(session, account_id, cfg.abandoned_after_s)
+            if abandoned:
+                session.execute(
+                    text(
+                        "UPDATE purchase_orders p SET updated_at = now() FROM orders o "
+                        "WHERE o.id = ANY(:ids) AND p.order_key = o.order_key"
+                    ),
+                    {"ids": [order_id for order_id, _ in abandoned]},
+                )
+            stale += [order_id for order_id, _ in abandoned]
+            result.abandoned_tasks = list(dict.fromkeys(t for _, t in abandoned if t))
             result.forward = list(dict.fromkeys([*result.forward, *stale]))
             result.acknowledge = list(
                 dict.fromkeys([*result.acknowledge, *unacknowledged_order_ids(session, account_id)])
@@ -741,6 +759,59 @@ def forwardable_order_ids(
         {"a": account_id, "stale": stale_after_s, "limit": limit},
     ).scalars()
     return [int(i) for i in rows]
+
+
+# The forward flow's per-key advisory lock (dropship.orders.forwarding._lock), as pg_locks shows
+# a bigint key: classid holds the high 32 bits, objid the low ones.
+_FORWARD_LOCK_HELD = """
+    EXISTS (SELECT 1 FROM pg_locks l
+            WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND ((l.classid::bigint << 32) | l.objid::bigint)
+                  = hashtextextended('dropship.forward:' || o.order_key, 0))
+"""
+
+
+def abandoned_purchases(
+    session: Session, account_id: int | None = None, after_s: int = 120, limit: int = 5000
+) -> list[tuple[int, str | None]]:
+    """``(order id, task id)`` of items whose purchase a forward task claimed and then left:
+    ``forwarding`` with the purchase ``pending``/``placing``, nobody holding the item's forward
+    lock, and untouched for ``after_s``. A live forward holds that lock from the claim to the
+    end of the supplier call, and PostgreSQL releases it when the worker's connection dies, so
+    such an item is not being placed by anyone: its worker was killed. Read from ``pg_locks``,
+    never by taking the lock (a forward arriving at that instant would skip the item as busy).
+
+    A purchase with an error recorded is waiting for its task's retry (lock free meanwhile):
+    it counts as left only once that retry is overdue, i.e. ``after_s`` past the longest
+    backoff its claims count allows (``attempts``; the backoff doubles from
+    ``BACKOFF_BASE_SECONDS`` up to ``BACKOFF_CAP_SECONDS``). The retry's message may well be
+    gone: a killed worker held it, or it could not be published."""
+    from dropship.celery_app import BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS
+
+    rows = session.execute(
+        text(
+            f"""
+            SELECT o.id, p.task_id FROM orders o
+            JOIN purchase_orders p ON p.order_key = o.order_key
+            WHERE (CAST(:a AS bigint) IS NULL OR o.account_id = :a)
+              AND o.status = 'forwarding' AND p.status IN ('pending', 'placing')
+              AND p.updated_at < now() - make_interval(secs => :after + CASE
+                    WHEN p.last_error IS NULL THEN 0
+                    ELSE LEAST(:cap, :base * power(2, LEAST(p.attempts, 30))) END)
+              AND NOT {_FORWARD_LOCK_HELD}
+            ORDER BY o.id LIMIT :limit
+            """
+        ),
+        {
+            "a": account_id,
+            "after": after_s,
+            "cap": BACKOFF_CAP_SECONDS,
+            "base": BACKOFF_BASE_SECONDS,
+            "limit": limit,
+        },
+    ).all()
+    return [(int(r.id), r.task_id) for r in rows]
 
 
 def unacknowledged_order_ids(session: Session, account_id: int, limit: int = 5000) -> list[int]:

@@ -427,7 +427,13 @@ def _guard_body(response: requests.Response, platform: str, method: str, safe_pa
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:
-    """True when the connection could not even be established (safe to repeat any request)."""
+    """True when the connection could not even be established (safe to repeat any request).
+
+    Only the error's own explicit chain is followed (``__cause__``, requests' wrapped error,
+    urllib3's ``reason``), never the implicit ``__context__``: that is whatever exception was
+    being handled when this one was raised (a refused connection of an earlier call, a lookup
+    made inside an ``except``) and says nothing about this request. Following it once made a
+    reset ``createOrder``, already carried out, look unsent and be sent again: bought twice."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -437,7 +443,7 @@ def _never_sent(exc: requests.ConnectionError) -> bool:
             return True
         if isinstance(current, ConnectionRefusedError):
             return True
-        nxt = current.__cause__ or current.__context__
+        nxt = current.__cause__
         if nxt is None and current.args and isinstance(current.args[0], BaseException):
             nxt = current.args[0]
         if nxt is None and hasattr(current, "reason") and isinstance(current.reason, BaseException):

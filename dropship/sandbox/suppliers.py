@@ -512,6 +512,7 @@ class SupplierOrdersAdminHandler(_AdminHandler):
                     {
                         "order_key": o.note,
                         "supplier_order_id": o.key,
+                        "created_at": o.created_at.isoformat(),
                         "cancelled": o.cancelled,
                         "shipped": o.shipped(now, delay),
                         "carrier": o.carrier if o.shipped(now, delay) else None,

@@ -330,3 +330,118 @@ def test_the_memory_budget_scale_commits_the_sweep_in_smaller_chunks(
         monkeypatch.delenv("DROPSHIP_ROW_BATCH_SCALE")
         get_settings.cache_clear()
     assert commits(second) == 3
+
+
+def test_a_purchase_left_placing_by_a_dead_worker_comes_back_before_the_stale_period(
+    sandbox: SandboxFixture,
+    catalog: Catalog,
+    make_connector: Callable[[str], Any],
+    rules_db: Engine,
+) -> None:
+    """A forward claimed the purchase (``placing``, committed) and its worker died in the
+    supplier call: no error recorded, nobody holds the item's forward lock. The sweep publishes
+    it again after ``orders.abandoned_after_s`` (2 minutes), not after the 10-minute stale
+    period; a purchase whose forward lock is held (a worker is placing it right now) or that
+    recorded a transient error (its task is retrying: after 6 claims its backoff may be 128 s)
+    is left alone until that retry is overdue."""
+    from dropship.orders.forwarding import _lock, _unlock
+
+    account = "coupang_main"
+    market_orders(sandbox, account, catalog.skus[(account, "plain")], count=3)
+    ids = sorted(services.sweep_account(account, make_connector).forward)
+    assert len(ids) == 3
+    with rules_db.begin() as conn:
+        keys = {
+            int(r.id): r.order_key
+            for r in conn.execute(
+                text("SELECT id, order_key FROM orders WHERE id = ANY(:i)"), {"i": ids}
+            )
+        }
+        for order_id in ids:
+            conn.execute(
+                text(
+                    "INSERT INTO purchase_orders (order_key, supplier, status, order_id, "
+                    "ordered_at, task_id, attempts, updated_at) SELECT order_key, supplier, "
+                    "'placing', id, ordered_at, :t, 1, now() - interval '3 minutes' "
+                    "FROM orders WHERE id = :id"
+                ),
+                {"id": order_id, "t": f"task-{order_id}"},
+            )
+        conn.execute(
+            text(
+                "UPDATE orders SET status = 'forwarding', "
+                "updated_at = now() - interval '3 minutes' WHERE id = ANY(:i)"
+            ),
+            {"i": ids},
+        )
+        conn.execute(
+            text(
+                "UPDATE purchase_orders SET last_error = 'TransientHttpError: 503', "
+                "attempts = 6 WHERE order_key = :k"
+            ),
+            {"k": keys[ids[2]]},
+        )
+    dead, live, retrying = ids
+    with rules_db.connect() as holder:
+        assert _lock(holder, keys[live])  # a live worker placing it right now
+        try:
+            swept = services.sweep_account(account, make_connector)
+        finally:
+            _unlock(holder, keys[live])
+    assert swept.forward == [dead]
+    assert swept.abandoned_tasks == [f"task-{dead}"]
+    # Touched as it is published: not again on the next sweep while its new task waits; the
+    # live one, its lock now free, is published once it has been untouched that long.
+    again = services.sweep_account(account, make_connector)
+    assert again.forward == [live]
+    assert services.sweep_account(account, make_connector).forward == []
+    # The retrying one once its retry is overdue (120 s past the 128 s backoff): its message
+    # went with a killed worker.
+    with rules_db.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE purchase_orders SET updated_at = now() - interval '250 seconds' "
+                "WHERE order_key = :k"
+            ),
+            {"k": keys[retrying]},
+        )
+    assert services.sweep_account(account, make_connector).forward == [retrying]
+
+
+def test_the_batch_of_a_forward_task_that_died_is_read_from_the_result_backend(
+    redis_url: str,
+) -> None:
+    """A started forward task's arguments (order ids only) are in the result backend from the
+    moment it starts (``task_track_started`` with ``result_extended``, real Redis here): the
+    sweep publishes its whole batch again. A finished task, one the backend never saw, or a
+    backend that cannot answer adds nothing."""
+    from celery.app.task import Context
+
+    from dropship.celery_app import app
+    from dropship.orders.forwarding import batches_of
+    from tasks.orders import _task_meta
+
+    def started(task_id: str, ids: list[int], state: str = "STARTED") -> None:
+        request = Context(
+            id=task_id, task="tasks.orders.forward_order", args=[ids], kwargs={}, retries=0
+        )
+        if state == "RETRY":  # as Celery records a retry: with the exception
+            app.backend.mark_as_retry(task_id, TransientError("503"), request=request)
+        else:
+            app.backend.store_result(task_id, {"pid": 1, "hostname": "w"}, state, request=request)
+
+    started("dead-1", [11, 12, 13])
+    started("dead-2", [13, 14], state="RETRY")
+    started("done-1", [15], state="SUCCESS")
+
+    def meta(task_id: str) -> dict[str, Any]:
+        if task_id == "backend-down":
+            raise ConnectionError("redis unavailable")
+        return _task_meta(task_id)
+
+    assert batches_of(["dead-1", "done-1", "never-seen", "backend-down", "dead-2"], meta) == [
+        11,
+        12,
+        13,
+        14,
+    ]

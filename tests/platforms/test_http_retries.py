@@ -166,3 +166,20 @@ def test_every_logical_call_succeeds_or_fails_clearly_under_20_percent_faults(
     assert attempts > calls  # faults did happen and were retried
     # At 20% faults and 4 attempts a logical call fails with p = 0.2^4: nearly all succeed.
     assert sum(o == "ok" for o in outcomes.values()) >= calls - 2
+
+
+def test_reset_post_is_not_repeated_even_while_a_refused_connection_is_being_handled(
+    sandbox: SandboxFixture,
+) -> None:
+    """A POST whose connection is reset after the platform carried it out must not be repeated,
+    also when the call is made while another exception is being handled (a retry after a
+    refused connection, a lookup inside an ``except``): that exception becomes the implicit
+    ``__context__`` of the reset, and says nothing about this request."""
+    sandbox.set_faults("ownerclan", lost_response_rate=1.0, lost_response_mode="reset")
+    http = client(sandbox, "ownerclan")
+    try:
+        raise ConnectionRefusedError(111, "refused: an earlier, unrelated call")
+    except ConnectionRefusedError:
+        with pytest.raises(TransientError, match="non-idempotent"):
+            http.post("/_echo", params={"id": "po-ctx"}, json={"order": "po-ctx"})
+    assert sandbox.counts()["calls"]["ownerclan"]["_echo"] == 1
