@@ -20,7 +20,7 @@ Idempotence, so a redelivered or re-published task changes nothing twice:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -276,11 +276,15 @@ def run_slice(
             conn = _psycopg(session)
             collect_slice = CollectSlice(slice_key, dict(piece.params or {}))
             records: Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]
-            if settings.skip_unchanged_parse and isinstance(connector, FingerprintingConnector):
-                # Records whose source bytes a stored product was built from are not parsed.
-                records = connector.iter_slice_fingerprinted(
-                    collect_slice, known_fingerprints(conn, piece.supplier)
+            if isinstance(connector, FingerprintingConnector):
+                # Records whose source bytes a stored product was built from are not parsed;
+                # with the setting off every record is, and the fingerprints are still stored.
+                known = (
+                    known_fingerprints(conn, piece.supplier)
+                    if settings.skip_unchanged_parse
+                    else _nothing_known
                 )
+                records = connector.iter_slice_fingerprinted(collect_slice, known)
             else:
                 records = connector.iter_slice(collect_slice)
             counts = copy_slice(
@@ -310,6 +314,10 @@ def run_slice(
         "rejected": counts.rejected,
         "unparsed": counts.unparsed,
     }
+
+
+def _nothing_known(pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    return set()
 
 
 def _pause(run_id: int, slice_key: str | None, exc: BudgetExhaustedError) -> datetime:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
@@ -291,5 +292,27 @@ def test_setting_off_parses_every_record(
         monkeypatch.delenv("DROPSHIP_COLLECT__SKIP_UNCHANGED_PARSE")
         get_settings.cache_clear()
     assert (len(parses), second["unparsed"], second["unchanged"]) == (30, 0, 30)
-    with collect_db.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM products")).scalar_one() == 30
+    with collect_db.connect() as conn:  # the fingerprints are kept up to date all the same
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM products WHERE source_fingerprint IS NOT NULL")
+            ).scalar_one()
+            == 30
+        )
+    third = collect(make_connector, parses)
+    assert (len(parses), third["unparsed"]) == (0, 30)
+
+
+def test_the_lookup_is_never_prepared(collect_db: Engine) -> None:
+    """A prepared look-up keeps the generic plan PostgreSQL made for it on that connection, one
+    made while products was empty (a scan per probe) until the table is analyzed: the first
+    re-run after a first run took seconds per batch. It is planned on every call instead."""
+    url = collect_db.url.render_as_string(hide_password=False).replace("+psycopg", "")
+    with psycopg.connect(url) as conn:
+        known = staging.known_fingerprints(conn, "gentrade")
+        for n in range(10):
+            assert known([(f"{n}", "1:x")]) == set()
+        prepared = conn.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%unnest%'"
+        ).fetchone()
+    assert prepared == (0,)
