@@ -194,7 +194,8 @@ def collect_run(engine_url: str, supplier: str, worker: Worker) -> tuple[float, 
         while True:
             worker.sample()
             row = conn.execute(
-                "SELECT status, inserted, updated, unchanged, rejected, gone, records, error "
+                "SELECT status, inserted, updated, unchanged, rejected, gone, records, unparsed, "
+                "error "
                 "FROM collect_runs WHERE id = %s",
                 (run_id,),
             ).fetchone()
@@ -203,7 +204,17 @@ def collect_run(engine_url: str, supplier: str, worker: Worker) -> tuple[float, 
                 break
             time.sleep(0.2)
     elapsed = time.perf_counter() - started
-    keys = ("status", "inserted", "updated", "unchanged", "rejected", "gone", "records", "error")
+    keys = (
+        "status",
+        "inserted",
+        "updated",
+        "unchanged",
+        "rejected",
+        "gone",
+        "records",
+        "unparsed",
+        "error",
+    )
     return elapsed, {**dict(zip(keys, row, strict=True)), "phases": run_phases(engine_url, run_id)}
 
 
@@ -549,7 +560,8 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         f"\nfirst/second run time: {first['seconds'] / second['seconds']:.2f}x; second run: "
         f"inserted {second['inserted']}, updated {second['updated']}, unchanged "
-        f"{second['unchanged']}; worker tree peak RSS {r['worker_peak_rss_mb']:.0f} MB, "
+        f"{second['unchanged']} (not parsed: {second['unparsed']}); worker tree peak RSS "
+        f"{r['worker_peak_rss_mb']:.0f} MB, "
         f"PSS {r['worker_peak_pss_mb']:.0f} MB ({platform.node()}, {os.cpu_count()} CPUs)"
     )
     hits = [r[k].get("sandbox_cache_hits") for k in ("collect_first", "collect_second")]

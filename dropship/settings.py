@@ -103,6 +103,11 @@ class CollectSettings(BaseModel):
     incremental_overlap_s: int = Field(
         600, ge=0, description="incremental runs re-read this much before the watermark"
     )
+    skip_unchanged_parse: bool = Field(
+        True,
+        description="records whose source bytes a stored product was built from are not "
+        "parsed again (connectors with source fingerprints: gentrade); false parses all",
+    )
 
 
 class AlertSettings(BaseModel):

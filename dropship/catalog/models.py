@@ -68,6 +68,9 @@ class Product(Base):
     images: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     options: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     content_hash: Mapped[str | None] = mapped_column(String(64))
+    # Fingerprint of the source bytes (and parser versions) this row was built from: a collect
+    # reading the same bytes again does not parse them (docs/ARCHITECTURE.md "Collect").
+    source_fingerprint: Mapped[str | None] = mapped_column(String(80))
     # Supplier flags (see SupplierProduct): the register flow must skip a product that may not
     # be sold on open markets; ``stock_assumed`` means stock is our configured guess.
     open_market_sellable: Mapped[bool] = mapped_column(server_default=text("true"))
@@ -120,6 +123,8 @@ class CollectRun(Base):
     slices_expected: Mapped[int | None] = mapped_column(Integer)
     slices_done: Mapped[int] = mapped_column(Integer, server_default="0")
     records: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Of ``records``: staged without parsing (source bytes as stored).
+    unparsed: Mapped[int] = mapped_column(Integer, server_default="0")
     # How often the sweep re-published the unfinished slices of a stalled run.
     resubmits: Mapped[int] = mapped_column(Integer, server_default="0")
     paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -151,6 +156,7 @@ class CollectRunSlice(Base):
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     records: Mapped[int] = mapped_column(Integer, server_default="0")
     rejected: Mapped[int] = mapped_column(Integer, server_default="0")
+    unparsed: Mapped[int] = mapped_column(Integer, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -187,7 +193,11 @@ class ProductReject(Base):
 
 class StagingProduct(Base):
     """COPY target for collection pages. UNLOGGED: it is rebuilt from the supplier on a crash,
-    so WAL for it is pure cost. Rows are tagged with their run and cleared by the merge."""
+    so WAL for it is pure cost. Rows are tagged with their run and cleared by the merge.
+
+    A ``source_unchanged`` row is a record whose source bytes matched the stored product's
+    ``source_fingerprint``: it was not parsed, only its key is staged (the product fields are
+    NULL); the merge counts it unchanged and the gone-marking sees it."""
 
     __tablename__ = "staging_products"
     __table_args__ = (
@@ -200,18 +210,20 @@ class StagingProduct(Base):
     slice_key: Mapped[str] = mapped_column(String(200))
     supplier: Mapped[str] = mapped_column(String(32))
     supplier_sku: Mapped[str] = mapped_column(String(128))
-    name: Mapped[str] = mapped_column(Text)
-    price: Mapped[int] = mapped_column(Integer)
-    shipping_fee: Mapped[int] = mapped_column(Integer)
-    stock: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(Text)
+    price: Mapped[int | None] = mapped_column(Integer)
+    shipping_fee: Mapped[int | None] = mapped_column(Integer)
+    stock: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str | None] = mapped_column(String(16))
     category: Mapped[str | None] = mapped_column(String(128))
-    images: Mapped[list[str]] = mapped_column(JSONB)
-    options: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
-    content_hash: Mapped[str] = mapped_column(String(64))
-    open_market_sellable: Mapped[bool] = mapped_column()
-    adult_only: Mapped[bool] = mapped_column()
-    stock_assumed: Mapped[bool] = mapped_column()
+    images: Mapped[list[str] | None] = mapped_column(JSONB)
+    options: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    open_market_sellable: Mapped[bool | None] = mapped_column()
+    adult_only: Mapped[bool | None] = mapped_column()
+    stock_assumed: Mapped[bool | None] = mapped_column()
+    source_fingerprint: Mapped[str | None] = mapped_column(String(80))
+    source_unchanged: Mapped[bool] = mapped_column(server_default=text("false"))
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -20,7 +20,7 @@ Idempotence, so a redelivered or re-published task changes nothing twice:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,10 +29,17 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from dropship import db
-from dropship.catalog.staging import copy_slice
+from dropship.catalog.staging import copy_slice, known_fingerprints
 from dropship.errors import BudgetExhaustedError, ConfigurationError
 from dropship.platforms.config import SUPPLIER_PLATFORMS
-from dropship.platforms.interfaces import CollectSlice, SupplierConnector
+from dropship.platforms.interfaces import (
+    CollectSlice,
+    FingerprintingConnector,
+    InvalidRecord,
+    SupplierConnector,
+    SupplierProduct,
+    UnchangedRecord,
+)
 from dropship.settings import CollectSettings, get_settings
 
 log = logging.getLogger("dropship.catalog")
@@ -204,9 +211,10 @@ def _refresh_run_counts(session: Session, run_id: int) -> None:
     session.execute(
         text(
             "UPDATE collect_runs r SET heartbeat_at = clock_timestamp(), slices_done = c.done, "
-            "records = c.records, rejected = c.rejected FROM ("
+            "records = c.records, rejected = c.rejected, unparsed = c.unparsed FROM ("
             "  SELECT count(*) FILTER (WHERE status = 'done') AS done,"
-            "         coalesce(sum(records), 0) AS records, coalesce(sum(rejected), 0) AS rejected"
+            "         coalesce(sum(records), 0) AS records, coalesce(sum(rejected), 0) AS rejected,"
+            "         coalesce(sum(unparsed), 0) AS unparsed"
             "  FROM collect_run_slices WHERE run_id = :r) c WHERE r.id = :r"
         ),
         {"r": run_id},
@@ -237,7 +245,8 @@ def run_slice(
         with db.session_scope() as session:
             piece = session.execute(
                 text(
-                    "SELECT s.status, s.params, s.records, s.rejected, r.status AS run_status, "
+                    "SELECT s.status, s.params, s.records, s.rejected, s.unparsed, "
+                    "r.status AS run_status, "
                     "r.supplier, r.account FROM collect_run_slices s "
                     "JOIN collect_runs r ON r.id = s.run_id "
                     "WHERE s.run_id = :r AND s.slice_key = :k FOR UPDATE OF s"
@@ -252,6 +261,7 @@ def run_slice(
                     "skipped": "already done",
                     "records": piece.records,
                     "rejected": piece.rejected,
+                    "unparsed": piece.unparsed,
                 }
             if piece.run_status != "running" or piece.status != "pending":
                 return {**result, "skipped": f"run {piece.run_status}, slice {piece.status}"}
@@ -263,9 +273,22 @@ def run_slice(
                 text("DELETE FROM product_rejects WHERE run_id = :r AND slice_key = :k"), params
             )
             connector = connector_factory(piece.account)
-            records = connector.iter_slice(CollectSlice(slice_key, dict(piece.params or {})))
+            conn = _psycopg(session)
+            collect_slice = CollectSlice(slice_key, dict(piece.params or {}))
+            records: Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]
+            if isinstance(connector, FingerprintingConnector):
+                # Records whose source bytes a stored product was built from are not parsed;
+                # with the setting off every record is, and the fingerprints are still stored.
+                known = (
+                    known_fingerprints(conn, piece.supplier)
+                    if settings.skip_unchanged_parse
+                    else _nothing_known
+                )
+                records = connector.iter_slice_fingerprinted(collect_slice, known)
+            else:
+                records = connector.iter_slice(collect_slice)
             counts = copy_slice(
-                _psycopg(session),
+                conn,
                 run_id,
                 slice_key,
                 piece.supplier,
@@ -276,16 +299,25 @@ def run_slice(
             session.execute(
                 text(
                     "UPDATE collect_run_slices SET status = 'done', records = :n, rejected = :j, "
-                    "error = NULL, finished_at = clock_timestamp() "
+                    "unparsed = :u, error = NULL, finished_at = clock_timestamp() "
                     "WHERE run_id = :r AND slice_key = :k"
                 ),
-                {**params, "n": counts.records, "j": counts.rejected},
+                {**params, "n": counts.records, "j": counts.rejected, "u": counts.unparsed},
             )
             _refresh_run_counts(session, run_id)
     except BudgetExhaustedError as exc:
         resets_at = _pause(run_id, slice_key, exc)
         return {**result, "paused": True, "resets_at": resets_at.isoformat()}
-    return {**result, "records": counts.records, "rejected": counts.rejected}
+    return {
+        **result,
+        "records": counts.records,
+        "rejected": counts.rejected,
+        "unparsed": counts.unparsed,
+    }
+
+
+def _nothing_known(pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    return set()
 
 
 def _pause(run_id: int, slice_key: str | None, exc: BudgetExhaustedError) -> datetime:
@@ -355,25 +387,32 @@ def _fail_locked(session: Session, run_id: int, reason: str) -> None:
 # --------------------------------------------------------------------------- merge
 
 _MERGE = """
-WITH src AS (
+WITH latest AS (
+    -- the last staged row of each product; a source_unchanged one (not parsed: its bytes are
+    -- those the stored product was built from) is seen and unchanged, nothing to write
     SELECT DISTINCT ON (supplier_sku)
         supplier, supplier_sku, name, price, shipping_fee, stock, status, category, images,
-        options, content_hash, open_market_sellable, adult_only, stock_assumed
+        options, content_hash, open_market_sellable, adult_only, stock_assumed,
+        source_fingerprint, source_unchanged
     FROM staging_products
     WHERE run_id = :r
     ORDER BY supplier_sku, id DESC
+), src AS (
+    SELECT * FROM latest WHERE NOT source_unchanged
 ), old AS (
     -- the rows as they were before this statement (every CTE sees the same snapshot), for
-    -- the sync outbox below
-    SELECT p.id, p.price, p.shipping_fee, p.stock, p.status, p.options
+    -- the sync outbox and the counts below
+    SELECT p.id, p.price, p.shipping_fee, p.stock, p.status, p.options, p.content_hash
     FROM products p JOIN src ON p.supplier = src.supplier AND p.supplier_sku = src.supplier_sku
 ), up AS (
     INSERT INTO products AS p (
         supplier, supplier_sku, name, price, shipping_fee, stock, status, category, images,
-        options, content_hash, open_market_sellable, adult_only, stock_assumed
+        options, content_hash, open_market_sellable, adult_only, stock_assumed,
+        source_fingerprint
     )
     SELECT supplier, supplier_sku, name, price, shipping_fee, stock, status, category, images,
-        options, content_hash, open_market_sellable, adult_only, stock_assumed
+        options, content_hash, open_market_sellable, adult_only, stock_assumed,
+        source_fingerprint
     FROM src
     ON CONFLICT (supplier, supplier_sku) DO UPDATE SET
         name = EXCLUDED.name,
@@ -388,15 +427,23 @@ WITH src AS (
         open_market_sellable = EXCLUDED.open_market_sellable,
         adult_only = EXCLUDED.adult_only,
         stock_assumed = EXCLUDED.stock_assumed,
-        last_seen_at = now(),
-        updated_at = now()
+        source_fingerprint = EXCLUDED.source_fingerprint,
+        -- a row written only for its new source fingerprint (same content: a parser version
+        -- bump, bytes that changed outside the stored fields) keeps its times
+        last_seen_at = CASE WHEN (p.content_hash, p.status)
+            IS DISTINCT FROM (EXCLUDED.content_hash, EXCLUDED.status)
+            THEN now() ELSE p.last_seen_at END,
+        updated_at = CASE WHEN (p.content_hash, p.status)
+            IS DISTINCT FROM (EXCLUDED.content_hash, EXCLUDED.status)
+            THEN now() ELSE p.updated_at END
     -- unchanged rows are not written at all (no dead tuple, no WAL)
     -- a product marked gone for being absent comes back even when its record is as before;
     -- one the supplier itself reports gone (OwnerClan discontinued) stays as it is
     WHERE p.content_hash IS DISTINCT FROM EXCLUDED.content_hash
        OR (p.status = 'gone' AND EXCLUDED.status <> 'gone')
+       OR p.source_fingerprint IS DISTINCT FROM EXCLUDED.source_fingerprint
     RETURNING (xmax = 0) AS inserted, p.id, p.price, p.shipping_fee, p.stock, p.status,
-        p.options
+        p.options, p.content_hash
 ), sync AS (
     -- Sync work in the merge's own transaction (published after commit): a listed product
     -- whose cost, shipping, stock, status or options changed (an option sold out while the
@@ -411,11 +458,14 @@ WITH src AS (
     RETURNING kind
 )
 SELECT
-    count(*) FILTER (WHERE inserted) AS inserted,
-    count(*) FILTER (WHERE NOT inserted) AS updated,
-    (SELECT count(*) FROM src) AS staged,
+    count(*) FILTER (WHERE up.inserted) AS inserted,
+    -- a row rewritten only for its fingerprint is not an update of the product
+    count(*) FILTER (WHERE NOT up.inserted
+        AND (old.content_hash, old.status) IS DISTINCT FROM (up.content_hash, up.status))
+        AS updated,
+    (SELECT count(*) FROM latest) AS staged,
     (SELECT count(*) FROM sync) AS sync_changes
-FROM up
+FROM up LEFT JOIN old ON old.id = up.id
 """
 
 # Products of the supplier this run did not see (neither staged nor rejected): before anything
@@ -688,8 +738,9 @@ def sweep_runs(now: datetime | None = None, stall_timeout_s: int | None = None) 
 
 
 RUN_FIELDS = (
-    "id, supplier, account, mode, status, slices_expected, slices_done, records, inserted, "
-    "updated, unchanged, rejected, gone, complete, error, started_at, finished_at, paused_until"
+    "id, supplier, account, mode, status, slices_expected, slices_done, records, unparsed, "
+    "inserted, updated, unchanged, rejected, gone, complete, error, started_at, finished_at, "
+    "paused_until"
 )
 
 

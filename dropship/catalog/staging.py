@@ -5,23 +5,33 @@ A slice's records are validated and normalised here, one at a time, and written 
 supplier names are safe) in chunks of ``collect.copy_chunk_rows`` rows: memory holds one chunk,
 whatever the catalog size. Nothing here commits: the caller replaces the slice's rows and marks
 the slice done in one transaction.
+
+Source fingerprints: a connector that can (:class:`FingerprintingConnector`, gentrade) asks
+:func:`known_fingerprints` per batch which records' source bytes a stored product was built
+from, and yields those as :class:`UnchangedRecord` without parsing them; they are staged as
+key-only "source unchanged" rows (the merge counts them unchanged, the gone-marking sees them).
+A parsed product's fingerprint is staged with it and stored by the merge.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from dropship.platforms.interfaces import InvalidRecord, SupplierProduct
+from dropship.platforms.interfaces import InvalidRecord, SupplierProduct, UnchangedRecord
 
 INT32_MAX = 2**31 - 1
 SKU_MAX = 128
 CATEGORY_MAX = 128
+# Part of every stored source fingerprint: bump it with any change to what a parsed record
+# becomes here (the checks of _problem, the JSON, the content hash), so the next collect parses
+# every record again. Connectors version their own parse inside their fingerprint.
+STAGING_VERSION = 1
 
 STAGING_COLUMNS = (
     "run_id",
@@ -40,10 +50,13 @@ STAGING_COLUMNS = (
     "open_market_sellable",
     "adult_only",
     "stock_assumed",
+    "source_fingerprint",
 )
+UNCHANGED_COLUMNS = ("run_id", "slice_key", "supplier", "supplier_sku", "source_unchanged")
 REJECT_COLUMNS = ("run_id", "slice_key", "supplier", "supplier_sku", "reason", "raw")
 
 COPY_STAGING = f"COPY staging_products ({', '.join(STAGING_COLUMNS)}) FROM STDIN"
+COPY_UNCHANGED = f"COPY staging_products ({', '.join(UNCHANGED_COLUMNS)}) FROM STDIN"
 COPY_REJECTS = f"COPY product_rejects ({', '.join(REJECT_COLUMNS)}) FROM STDIN"
 
 
@@ -51,6 +64,49 @@ COPY_REJECTS = f"COPY product_rejects ({', '.join(REJECT_COLUMNS)}) FROM STDIN"
 class SliceCounts:
     records: int = 0
     rejected: int = 0
+    unparsed: int = 0  # of records: source unchanged, staged without parsing
+
+
+def stored_fingerprint(fingerprint: str) -> str:
+    """A connector's source fingerprint as stored on products (with the staging version)."""
+    return f"{STAGING_VERSION}:{fingerprint}"
+
+
+# The (sku, fingerprint) pairs of a batch whose stored product was built from those bytes. A
+# product marked gone is not taken as unchanged: it is parsed, and the merge brings it back.
+# One probe of the products key per pair: OFFSET 0 keeps the LATERAL subquery from being
+# flattened into a join, which the planner may hash with a scan of all of products when the
+# table has no statistics yet (right after a first run filled it).
+_KNOWN = """
+SELECT k.sku, k.fp FROM unnest(%s::text[], %s::text[]) AS k(sku, fp)
+CROSS JOIN LATERAL (
+    SELECT 1 FROM products p
+    WHERE p.supplier = %s AND p.supplier_sku = k.sku
+      AND p.source_fingerprint = k.fp AND p.status <> 'gone'
+    OFFSET 0
+) AS hit
+"""
+
+
+def known_fingerprints(
+    conn: psycopg.Connection[Any], supplier: str
+) -> Callable[[Sequence[tuple[str, str]]], set[tuple[str, str]]]:
+    """The look-up a fingerprinting connector calls once per batch (one indexed query on the
+    products key; memory holds one batch, never the stored fingerprints of a catalog)."""
+    prefix = len(stored_fingerprint(""))
+
+    def known(pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        skus = [sku for sku, _ in pairs]
+        stored = [stored_fingerprint(fp) for _, fp in pairs]
+        with conn.cursor() as cur:
+            # Never prepared: psycopg prepares a statement run 5 times, and the generic plan
+            # PostgreSQL then caches for it on that connection can date from when products was
+            # empty (a scan per probe); it lasts until the table is analyzed. Planned each time
+            # (~0.5 ms a batch), the plan fits the table as it is.
+            cur.execute(_KNOWN, (skus, stored, supplier), prepare=False)
+            return {(sku, fp[prefix:]) for sku, fp in cur.fetchall()}
+
+    return known
 
 
 # One encoder for the process: json.dumps with options builds a new JSONEncoder on every call.
@@ -154,15 +210,17 @@ def copy_slice(
     run_id: int,
     slice_key: str,
     supplier: str,
-    records: Iterable[SupplierProduct | InvalidRecord],
+    records: Iterable[SupplierProduct | InvalidRecord | UnchangedRecord],
     *,
     chunk_rows: int,
     raw_max_bytes: int,
 ) -> SliceCounts:
     """COPY ``records`` into staging (valid) and product_rejects (invalid), ``chunk_rows`` at a
-    time. A product of another supplier than the run's is a reject, not a silent mix-up."""
+    time. A product of another supplier than the run's is a reject, not a silent mix-up. An
+    :class:`UnchangedRecord` is staged as a key-only ``source_unchanged`` row."""
     counts = SliceCounts()
     products: list[tuple[Any, ...]] = []
+    unchanged: list[tuple[Any, ...]] = []
     rejects: list[tuple[Any, ...]] = []
 
     def flush() -> None:
@@ -172,6 +230,11 @@ def copy_slice(
                     for row in products:
                         copy.write_row(row)
                 products.clear()
+            if unchanged:
+                with cur.copy(COPY_UNCHANGED) as copy:
+                    for row in unchanged:
+                        copy.write_row(row)
+                unchanged.clear()
             if rejects:
                 with cur.copy(COPY_REJECTS) as copy:
                     for row in rejects:
@@ -179,7 +242,25 @@ def copy_slice(
                 rejects.clear()
 
     for record in records:
-        if isinstance(record, InvalidRecord):
+        if isinstance(record, UnchangedRecord):
+            if record.supplier != supplier:
+                rejects.append(
+                    _reject_row(
+                        run_id,
+                        slice_key,
+                        supplier,
+                        record.supplier_sku,
+                        f"record of supplier {record.supplier!r} in a {supplier} run",
+                        {"fingerprint": record.fingerprint},
+                        raw_max_bytes,
+                    )
+                )
+                counts.rejected += 1
+            else:
+                unchanged.append((run_id, slice_key, supplier, record.supplier_sku, True))
+                counts.records += 1
+                counts.unparsed += 1
+        elif isinstance(record, InvalidRecord):
             rejects.append(
                 _reject_row(
                     run_id,
@@ -230,10 +311,13 @@ def copy_slice(
                         record.open_market_sellable,
                         record.adult_only,
                         record.stock_assumed,
+                        None
+                        if record.source_fingerprint is None
+                        else stored_fingerprint(record.source_fingerprint),
                     )
                 )
                 counts.records += 1
-        if len(products) + len(rejects) >= chunk_rows:
+        if len(products) + len(unchanged) + len(rejects) >= chunk_rows:
             flush()
     flush()
     return counts

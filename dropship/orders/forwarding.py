@@ -106,7 +106,11 @@ def request_listing_suspension(session: Session, product_id: int, reason: str) -
     when the supplier has stock again (and sync resumes listings suspended for stock)."""
     session.execute(
         text(
-            "UPDATE products SET status = 'soldout', stock = 0, updated_at = now() "
+            # The stored hash and source fingerprint are cleared: they describe the supplier's
+            # record, which did not change, and the next collect must not skip it as
+            # unchanged (it sets the product back when the supplier has stock again).
+            "UPDATE products SET status = 'soldout', stock = 0, content_hash = NULL, "
+            "source_fingerprint = NULL, updated_at = now() "
             "WHERE id = :p AND status = 'active'"
         ),
         {"p": product_id},

@@ -37,13 +37,14 @@ the feed carries no shipping fee).
 from __future__ import annotations
 
 import codecs
+import hashlib
 import http.client
 import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 import requests
 import urllib3.exceptions
@@ -62,11 +63,13 @@ from dropship.platforms.http import PlatformHttp
 from dropship.platforms.interfaces import (
     CollectSlice,
     InvalidRecord,
+    KnownFingerprints,
     ProductOption,
     PurchaseOrderRequest,
     PurchaseOrderResult,
     ShipmentInfo,
     SupplierProduct,
+    UnchangedRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,13 @@ MAX_PROLOGUE_BYTES = 64 * 1024
 DEFAULT_ASSUMED_STOCK = 10
 MAX_STOCK = 1_000_000
 MIN_PRICE, MAX_PRICE = 1, 100_000_000  # KRW; 0 or above 100 million is a data error
+# Part of every source fingerprint: bump it with any change to what a record's bytes are parsed
+# into (decoding, the shape checks, parse_record, parse_options), so every record is parsed
+# again by the next collect instead of being taken as unchanged.
+PARSE_VERSION = 1
+# Records held back per fingerprint look-up (and at most this many bytes of them).
+FINGERPRINT_BATCH_RECORDS = 1000
+FINGERPRINT_BATCH_BYTES = 8 * 1024 * 1024
 OPTION_ROW_SEPARATOR = "↑=↑"
 OPTION_FIELD_SEPARATOR = "^|^"
 
@@ -166,6 +176,16 @@ class _Unit:
     kind: str = "record"  # record | unclosed | oversized | garbage | truncated
 
 
+@dataclass
+class _Work:
+    """A record unit to turn into one record: it ends at its ``closes_needed``-th
+    ``</product>``; ``ends`` are where each ``</product>`` of ``unit.data`` ends."""
+
+    unit: _Unit
+    closes_needed: int
+    ends: list[int]
+
+
 class _SeenCodes:
     """Product codes already yielded in this document, for duplicate detection. Zentrade codes
     are small integers (``goodsno``), kept as a bitmap (1 MiB covers 8 million codes), so this
@@ -223,6 +243,9 @@ class FeedReader:
         assumed_stock: int = DEFAULT_ASSUMED_STOCK,
         shipping_fee: int = 0,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        known: KnownFingerprints | None = None,
+        batch_records: int = FINGERPRINT_BATCH_RECORDS,
+        batch_bytes: int = FINGERPRINT_BATCH_BYTES,
     ) -> None:
         self._chunks = iter(chunks)
         self.assumed_stock = assumed_stock
@@ -235,6 +258,12 @@ class FeedReader:
         self._empty_root = False
         self.products = 0
         self.rejects = 0
+        # Of ``products``: yielded as UnchangedRecord, not parsed (fingerprint known).
+        self.unparsed = 0
+        self._known = known
+        self.batch_records = max(1, batch_records)
+        self.batch_bytes = batch_bytes
+        self._fingerprint_base: Any = None
         self._seen = _SeenCodes()
         # One parser for the whole document: a fresh XMLParser per record set up a new libxml2
         # context each time, about half the cost of parsing a record. A reader is used by one
@@ -403,7 +432,29 @@ class FeedReader:
 
     # ---- units -> records
 
-    def __iter__(self) -> Iterator[SupplierProduct | InvalidRecord]:
+    def __iter__(self) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
+        if self._known is None:
+            for item in self._work():
+                if isinstance(item, _Work):
+                    yield from self._record(item)
+                else:
+                    yield item
+            return
+        # With fingerprints: a batch of records is held back, their stored fingerprints are
+        # looked up at once, then the batch is yielded in document order.
+        batch: list[_Work | InvalidRecord] = []
+        size = 0
+        for item in self._work():
+            batch.append(item)
+            if isinstance(item, _Work):
+                size += len(item.unit.data)
+            if len(batch) >= self.batch_records or size >= self.batch_bytes:
+                yield from self._resolve(batch)
+                batch, size = [], 0
+        yield from self._resolve(batch)
+
+    def _work(self) -> Iterator[_Work | InvalidRecord]:
+        """The document as record units to parse and the rejects between them, in order."""
         pending: list[_Unit] = []  # records without </product>, held back one step
         for unit in self._units():
             if unit.kind != "record":
@@ -432,8 +483,52 @@ class FeedReader:
                 yield from self._flush(pending, "unclosed")
                 pending = []
                 closes_needed = 1
-            yield from self._record(unit, closes_needed, ends)
+            yield _Work(unit, closes_needed, ends)
         yield from self._flush(pending, "truncated" if self.truncated else "unclosed")
+
+    def _resolve(
+        self, batch: list[_Work | InvalidRecord]
+    ) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
+        """Yield ``batch`` in order, records whose (code, fingerprint) ``known`` reports as
+        :class:`UnchangedRecord` without parsing them. Only a plain record (one
+        ``</product>``, a code readable from its start tag) has a fingerprint; a stored product
+        only ever has the fingerprint of bytes that parsed into it, so a match means parsing
+        would give that product again (and the code read from the start tag is its code)."""
+        assert self._known is not None
+        keys: dict[int, tuple[str, str]] = {}
+        for index, item in enumerate(batch):
+            if isinstance(item, _Work) and item.closes_needed == 1 and len(item.ends) == 1:
+                code = _code_hint(item.unit.data)
+                if code is not None:
+                    keys[index] = (code, self._fingerprint(item.unit.data[: item.ends[0]]))
+        known = set(self._known(list(keys.values()))) if keys else set()
+        for index, item in enumerate(batch):
+            if not isinstance(item, _Work):
+                yield item
+                continue
+            key = keys.get(index)
+            if key is not None and key in known:
+                yield from self._record(item, unchanged=key)
+            else:
+                yield from self._record(item, fingerprint=key[1] if key else None)
+
+    def _fingerprint(self, data: bytes) -> str:
+        """BLAKE2b-128 of the record's bytes and of everything else its parse depends on."""
+        if self._fingerprint_base is None:
+            base = hashlib.blake2b(digest_size=16, person=b"zentrade")
+            inputs = (
+                PARSE_VERSION,
+                self.encoding,
+                self.fallback_encoding,
+                self._control_in_bytes,
+                self.assumed_stock,
+                self.shipping_fee,
+            )
+            base.update(repr(inputs).encode("ascii"))
+            self._fingerprint_base = base
+        digest = self._fingerprint_base.copy()
+        digest.update(data)
+        return f"{PARSE_VERSION}:{digest.hexdigest()}"
 
     def _flush(self, pending: list[_Unit], kind: str) -> Iterator[InvalidRecord]:
         for unit in pending:
@@ -441,15 +536,25 @@ class FeedReader:
         pending.clear()
 
     def _record(
-        self, unit: _Unit, closes_needed: int, ends: list[int]
-    ) -> Iterator[SupplierProduct | InvalidRecord]:
+        self,
+        work: _Work,
+        *,
+        fingerprint: str | None = None,
+        unchanged: tuple[str, str] | None = None,
+    ) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
         """The record ends at its ``closes_needed``-th ``</product>``. A unit with more closes
         than that has either a stray ``</product>`` after the record (stray content) or one
         written inside a CDATA section: the whole unit is tried first, and if it is no product
-        the record ends at the expected close and the rest is stray content (one reject)."""
+        the record ends at the expected close and the rest is stray content (one reject).
+        ``unchanged`` (code, fingerprint): the record is not parsed (see :meth:`_resolve`)."""
+        unit, closes_needed, ends = work.unit, work.closes_needed, work.ends
         # ends: where each </product> of unit.data ends (the caller checked there is one)
         end = ends[-1]
-        result = self._parse(unit.offset, unit.data[:end])
+        result: SupplierProduct | InvalidRecord | UnchangedRecord
+        if unchanged is not None:
+            result = self._unchanged(unit.offset, unit.data[:end], *unchanged)
+        else:
+            result = self._parse(unit.offset, unit.data[:end], fingerprint)
         if len(ends) > closes_needed and isinstance(result, InvalidRecord):
             self.rejects -= 1  # that attempt is not reported
             end = ends[closes_needed - 1]
@@ -500,7 +605,27 @@ class FeedReader:
                 f"record ({bad})"
             ) from None
 
-    def _parse(self, offset: int, data: bytes) -> SupplierProduct | InvalidRecord:
+    def _duplicate(self, code: str, offset: int, data: bytes) -> InvalidRecord:
+        return self._invalid(
+            code,
+            f"duplicate product code {code}: already read earlier in this document (the first "
+            "one is kept)",
+            offset,
+            data,
+        )
+
+    def _unchanged(
+        self, offset: int, data: bytes, code: str, fingerprint: str
+    ) -> UnchangedRecord | InvalidRecord:
+        if not self._seen.add(code):
+            return self._duplicate(code, offset, data)
+        self.products += 1
+        self.unparsed += 1
+        return UnchangedRecord(SUPPLIER, code, fingerprint)
+
+    def _parse(
+        self, offset: int, data: bytes, fingerprint: str | None = None
+    ) -> SupplierProduct | InvalidRecord:
         try:
             text = self._decode(data)
             control = (
@@ -518,18 +643,15 @@ class FeedReader:
             except etree.XMLSyntaxError as exc:
                 raise _RecordError(f"not well-formed XML: {exc.msg}") from None
             product = parse_record(
-                element, assumed_stock=self.assumed_stock, shipping_fee=self.shipping_fee
+                element,
+                assumed_stock=self.assumed_stock,
+                shipping_fee=self.shipping_fee,
+                source_fingerprint=fingerprint,
             )
         except _RecordError as exc:
             return self._invalid(_code_hint(data), str(exc), offset, data)
         if not self._seen.add(product.supplier_sku):
-            return self._invalid(
-                product.supplier_sku,
-                f"duplicate product code {product.supplier_sku}: already read earlier in this "
-                "document (the first one is kept)",
-                offset,
-                data,
-            )
+            return self._duplicate(product.supplier_sku, offset, data)
         self.products += 1
         return product
 
@@ -552,15 +674,18 @@ def iter_feed(
     assumed_stock: int = DEFAULT_ASSUMED_STOCK,
     shipping_fee: int = 0,
     max_record_bytes: int = MAX_RECORD_BYTES,
-) -> Iterator[SupplierProduct | InvalidRecord]:
+    known: KnownFingerprints | None = None,
+) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
     """Every record of a Zentrade product document given as byte chunks (see
     :class:`FeedReader`); a truncated document ends with an :class:`InvalidRecord` for the cut
-    product and then raises :class:`TransientError`."""
+    product and then raises :class:`TransientError`. With ``known``, records whose stored
+    fingerprint matches come as :class:`UnchangedRecord`, unparsed."""
     reader = FeedReader(
         chunks,
         assumed_stock=assumed_stock,
         shipping_fee=shipping_fee,
         max_record_bytes=max_record_bytes,
+        known=known,
     )
     yield from reader
     if reader.truncated:
@@ -688,7 +813,11 @@ def parse_options(element: Any, buyprice: int, stock: int) -> tuple[tuple[Produc
 
 
 def parse_record(
-    product: Any, *, assumed_stock: int = DEFAULT_ASSUMED_STOCK, shipping_fee: int = 0
+    product: Any,
+    *,
+    assumed_stock: int = DEFAULT_ASSUMED_STOCK,
+    shipping_fee: int = 0,
+    source_fingerprint: str | None = None,
 ) -> SupplierProduct:
     """One parsed ``<product>`` element -> :class:`SupplierProduct`, or :class:`_RecordError`
     with the precise reason."""
@@ -773,6 +902,7 @@ def parse_record(
         updated_at=None,  # the document has no change time (opendate is when it went on sale)
         stock_assumed=not soldout,
         raw=raw,
+        source_fingerprint=source_fingerprint,
     )
 
 
@@ -881,11 +1011,26 @@ class GentradeConnector(SupplierConnectorBase):
         ]
 
     def iter_slice(self, piece: CollectSlice) -> Iterator[SupplierProduct | InvalidRecord]:
+        # Without ``known`` the reader yields no UnchangedRecord.
+        return cast(
+            Iterator[SupplierProduct | InvalidRecord], self._read(self._slice_params(piece))
+        )
+
+    def iter_slice_fingerprinted(
+        self, piece: CollectSlice, known: KnownFingerprints
+    ) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
+        """``iter_slice``, but a record whose bytes a stored product was parsed from comes as
+        an :class:`UnchangedRecord` (see :meth:`FeedReader._resolve`): the document is still
+        read whole, only the parse is skipped."""
+        return self._read(self._slice_params(piece), known)
+
+    @staticmethod
+    def _slice_params(piece: CollectSlice) -> dict[str, str]:
         params: dict[str, str] = {}
         for key in ("goodsno", "runout", "opendate_s", "opendate_e"):
             if piece.params.get(key) not in (None, ""):
                 params[key] = str(piece.params[key])
-        return self._read(params)
+        return params
 
     def iter_products(
         self, since: datetime | None = None
@@ -893,13 +1038,16 @@ class GentradeConnector(SupplierConnectorBase):
         for piece in self.plan_slices(since):
             yield from self.iter_slice(piece)
 
-    def _read(self, params: dict[str, str]) -> Iterator[SupplierProduct | InvalidRecord]:
+    def _read(
+        self, params: dict[str, str], known: KnownFingerprints | None = None
+    ) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
         response = self.http.get(FEED_PATH, params={**self._auth(), **params}, stream=True)
         try:
             yield from iter_feed(
                 self._chunks(response),
                 assumed_stock=self.assumed_stock,
                 shipping_fee=self.shipping_fee,
+                known=known,
             )
         finally:
             response.close()  # also when the caller stops early: give the connection back
@@ -914,7 +1062,7 @@ class GentradeConnector(SupplierConnectorBase):
         """``product_api.php?goodsno=`` answers a document with that one product (or none)."""
 
         def load() -> dict[str, Any] | None:
-            for record in self._read({"goodsno": supplier_sku}):
+            for record in self.iter_slice(CollectSlice("goodsno", {"goodsno": supplier_sku})):
                 if record.supplier_sku != supplier_sku:
                     continue
                 if isinstance(record, InvalidRecord):

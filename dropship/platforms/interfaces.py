@@ -23,7 +23,7 @@ Owners of the connector modules may add fields to these records *additively* (wi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
@@ -79,6 +79,9 @@ class SupplierProduct:
     # The platform's record as received, kept for product_rejects and debugging. Excluded from
     # equality/hash so two reads of the same product compare equal; never logged whole.
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # Fingerprint of the source bytes this record was parsed from (see UnchangedRecord), when
+    # the connector computes one; stored on the product. Not part of the record's value.
+    source_fingerprint: str | None = field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.status not in PRODUCT_STATUSES:
@@ -106,7 +109,23 @@ class InvalidRecord:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
+@dataclass(frozen=True)
+class UnchangedRecord:
+    """A record a connector did not parse because its source bytes have the fingerprint of the
+    stored product ``supplier_sku`` (the fingerprint covers the bytes and everything the parse
+    depends on, versions included): parsing them again would give the stored product. The
+    collector stages it as seen, unchanged."""
+
+    supplier: str
+    supplier_sku: str
+    fingerprint: str
+
+
 SupplierRecord = SupplierProduct | InvalidRecord
+
+# Given (supplier_sku, fingerprint) pairs, the pairs whose stored product was built from
+# exactly those source bytes (a fingerprint-aware connector asks this once per batch).
+KnownFingerprints = Callable[[Sequence[tuple[str, str]]], Collection[tuple[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -240,6 +259,20 @@ class SupplierConnector(Protocol):
 
     def cancel_order(self, order_key: str, reason: str = "") -> bool:
         """Cancel a not-yet-shipped purchase order; ``False`` when it can no longer be cancelled."""
+        ...
+
+
+@runtime_checkable
+class FingerprintingConnector(Protocol):
+    """A supplier connector that can skip the parse of records it read before unchanged
+    (optional: the collector falls back to ``iter_slice``)."""
+
+    def iter_slice_fingerprinted(
+        self, piece: CollectSlice, known: KnownFingerprints
+    ) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
+        """The records of ``piece`` as :meth:`SupplierConnector.iter_slice` gives them, except
+        that a record whose (key, fingerprint) ``known`` reports comes as an
+        :class:`UnchangedRecord`, unparsed; parsed products carry their fingerprint."""
         ...
 
 
