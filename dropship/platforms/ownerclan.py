@@ -56,6 +56,7 @@ import jwt
 
 from dropship.errors import (
     ConfigurationError,
+    DropshipError,
     PermanentError,
     RateLimitedError,
     TransientError,
@@ -81,7 +82,7 @@ log = logging.getLogger(__name__)
 SUPPLIER = "ownerclan"
 MAX_PAGE_SIZE = 1000  # OwnerClan rejects first > 1000
 TOKEN_REFRESH_MARGIN_S = 300.0
-SHIPMENT_KEYS_PER_QUERY = 20
+NOTE_KEYS_PER_QUERY = 20  # aliased allOrders(note:) per request
 # Sanity bounds: a value outside them is a supplier data error, rejected with a reason.
 MAX_COST_KRW = 100_000_000
 MAX_STOCK = 1_000_000
@@ -132,14 +133,16 @@ CREATE_ORDER_MUTATION = (
 CANCEL_ORDER_MUTATION = "mutation CancelOrder($key: ID!) { cancelOrder(key: $key) { key status } }"
 
 
-def shipments_query(count: int) -> str:
-    """One ``allOrders`` per key, as GraphQL aliases: one call for up to 20 keys."""
+def notes_query(count: int) -> str:
+    """One ``allOrders(note:)`` per key, as GraphQL aliases: one call for up to 20 keys (the
+    purchase look-up of a forward batch and the tracking sweep both send it)."""
     params = ", ".join(f"$n{i}: String!" for i in range(count))
     fields = " ".join(
-        f"o{i}: allOrders(note: $n{i}, first: 100) {{ edges {{ node {{ {ORDER_FIELDS} }} }} }}"
+        f"o{i}: allOrders(note: $n{i}, first: 100) {{ pageInfo {{ hasNextPage endCursor }} "
+        f"edges {{ node {{ {ORDER_FIELDS} }} }} }}"
         for i in range(count)
     )
-    return f"query Shipments({params}) {{ {fields} }}"
+    return f"query OrdersByNotes({params}) {{ {fields} }}"
 
 
 def documents() -> list[str]:
@@ -150,7 +153,7 @@ def documents() -> list[str]:
         ORDERS_BY_NOTE_QUERY,
         CREATE_ORDER_MUTATION,
         CANCEL_ORDER_MUTATION,
-        *(shipments_query(n) for n in range(1, SHIPMENT_KEYS_PER_QUERY + 1)),
+        *(notes_query(n) for n in range(1, NOTE_KEYS_PER_QUERY + 1)),
     ]
 
 
@@ -442,12 +445,67 @@ class OwnerClanConnector(SupplierConnectorBase):
         # allOrders(note) matches by substring: keep exact matches only.
         return [o for o in orders if o.get("note") == note]
 
+    def orders_by_notes(self, keys: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The orders carrying each key as their ``note`` (exact matches), one aliased query per
+        :data:`NOTE_KEYS_PER_QUERY` keys. ``note`` matches by substring, so a key can have more
+        than one page of near matches (``coupang:1:12`` is inside ``coupang:1:123``): such a key
+        is paged through on its own."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), NOTE_KEYS_PER_QUERY):
+            chunk = unique[start : start + NOTE_KEYS_PER_QUERY]
+            data = self._graphql(
+                notes_query(len(chunk)),
+                {f"n{i}": key for i, key in enumerate(chunk)},
+                operation="allOrders(notes)",
+            )
+            for i, key in enumerate(chunk):
+                connection = data.get(f"o{i}")
+                if not isinstance(connection, dict):
+                    raise PermanentError("ownerclan allOrders: answer has no connection object")
+                info = connection.get("pageInfo")
+                if isinstance(info, dict) and info.get("hasNextPage"):
+                    found[key] = self._orders_by_note(key)
+                else:
+                    found[key] = [o for o in _order_nodes(connection) if o.get("note") == key]
+        return found
+
     def place_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
         existing = self._orders_by_note(request.order_key)
         if existing:
             log.info("ownerclan: order %s already placed; not buying again", request.order_key)
             return _order_result(request.order_key, existing, already_existed=True)
         return self._create_order(request)
+
+    def place_orders(
+        self, requests: Sequence[PurchaseOrderRequest]
+    ) -> list[PurchaseOrderResult | DropshipError]:
+        """:meth:`place_order` for a batch: one aliased look-up of every key first (a call per
+        20 keys instead of one per order), then one ``createOrder`` per key not found. The
+        answer lists, in request order, each request's result or its error (a refusal, or a
+        lost answer whose outcome the next look-up tells). A failed look-up raises: nothing
+        was created. Once the API says "too many requests" the remaining creates are not
+        sent; they get the same error."""
+        found = self.orders_by_notes([r.order_key for r in requests])
+        results: list[PurchaseOrderResult | DropshipError] = []
+        limited: RateLimitedError | None = None
+        for request in requests:
+            existing = found.get(request.order_key)
+            if existing:
+                log.info("ownerclan: order %s already placed; not buying again", request.order_key)
+                results.append(_order_result(request.order_key, existing, already_existed=True))
+                continue
+            if limited is not None:
+                results.append(limited)
+                continue
+            try:
+                results.append(self._create_order(request))
+            except RateLimitedError as exc:
+                limited = exc
+                results.append(exc)
+            except (PermanentError, TransientError) as exc:
+                results.append(exc)
+        return results
 
     def _option_values(self, line: PurchaseOrderLine) -> list[str]:
         """The option of a line as OwnerClan's ``optionAttributes``: the attribute values in the
@@ -523,22 +581,11 @@ class OwnerClanConnector(SupplierConnectorBase):
         )
 
     def get_shipments(self, order_keys: Sequence[str]) -> list[ShipmentInfo]:
-        shipments: list[ShipmentInfo] = []
-        keys = list(dict.fromkeys(order_keys))
         # Several keys per request with GraphQL aliases: one call per 20 keys, not per key.
-        for start in range(0, len(keys), SHIPMENT_KEYS_PER_QUERY):
-            chunk = keys[start : start + SHIPMENT_KEYS_PER_QUERY]
-            data = self._graphql(
-                shipments_query(len(chunk)),
-                {f"n{i}": key for i, key in enumerate(chunk)},
-                operation="allOrders(shipments)",
-            )
-            for i, key in enumerate(chunk):
-                connection = data.get(f"o{i}")
-                if not isinstance(connection, dict):
-                    raise PermanentError("ownerclan allOrders: answer has no connection object")
-                for order in _order_nodes(connection):
-                    shipments += _shipments_of(key, order)
+        shipments: list[ShipmentInfo] = []
+        for key, orders in self.orders_by_notes(order_keys).items():
+            for order in orders:
+                shipments += _shipments_of(key, order)
         return shipments
 
     def cancel_order(self, order_key: str, reason: str = "") -> bool:
@@ -818,4 +865,10 @@ def _shipments_of(order_key: str, order: dict[str, Any]) -> list[ShipmentInfo]:
     return shipments
 
 
-__all__ = ["OwnerClanConnector", "bounded_raw", "documents", "normalise_item", "shipments_query"]
+__all__ = [
+    "OwnerClanConnector",
+    "bounded_raw",
+    "documents",
+    "normalise_item",
+    "notes_query",
+]
