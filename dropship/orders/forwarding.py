@@ -3,30 +3,35 @@
 Public API (stable; ``tasks/orders.py`` and the CLI call these):
 
 * :func:`forward_orders` ``(order_ids, task_id=None, connector_factory=...) -> counts`` — one
-  batch. Per item, in this order:
+  batch, with a fixed number of round trips whatever its size:
 
-  1. a session-level advisory lock on the order key (a second worker handed the same item at the
-     same instant sees it held and skips the item: ``busy``);
-  2. **claim**: ``INSERT INTO purchase_orders ... ON CONFLICT (order_key) DO NOTHING`` committed
-     (the unique key makes a second purchase row impossible whatever the task layer does); an
-     existing row is read instead: ``placed`` -> nothing to do, ``failed``/``awaiting_placement``/
-     cancelled -> not ours to touch, ``pending``/``placing`` -> continue (a redelivery after a
-     crash: the outcome of the earlier call is unknown);
-  3. purchase ``placing`` (attempts + 1, task id) and order ``forwarding``, **committed before the
-     supplier call**;
+  1. session-level advisory locks on all the batch's order keys, tried in one statement (a
+     second worker handed the same item at the same instant sees it held and skips it: ``busy``);
+  2. **claim**, one committed transaction for the batch: the order rows ``FOR UPDATE`` in id
+     order, ``INSERT INTO purchase_orders ... SELECT FROM unnest(...) ON CONFLICT (order_key) DO
+     NOTHING`` (the unique key makes a second purchase row impossible whatever the task layer
+     does), then each key's row: ``placed`` -> nothing to do (the order repaired to
+     ``forwarded`` if that update was lost), ``failed``/``awaiting_placement``/cancelled -> not
+     ours to touch, ``pending``/``placing`` -> continue (a redelivery after a crash: the outcome
+     of the earlier call is unknown);
+  3. in the same transaction, **committed before the supplier call**: purchases ``placing``
+     (attempts + 1, task id) and orders ``forwarding``, one event each;
   4. suppliers without an ordering API (setting ``orders.sheet_suppliers``): purchase and order
      ``awaiting_placement`` with ``sheet_id`` NULL — **that pair means "to be put on a
      purchase-order sheet"**; the sheet flow picks such rows up, fills ``sheet_id``, and moves
      them to ``forwarded``/``placed`` when the supplier's lookup by key shows them placed;
   5. optional price/stock check against the supplier's live product (setting
      ``orders.price_check``, tolerance ``orders.price_tolerance_pct`` over ``orders.unit_cost``);
-  6. ``place_order`` with the order key (OwnerClan ``note``): the connector looks the key up
-     before creating, so a retry after an unknown outcome finds the first purchase;
-  7. success -> purchase ``placed`` (supplier ids, placed_at), order ``forwarded``; a refusal
-     (``PermanentError``: sold out, option gone, price beyond tolerance, ...) -> purchase and
-     order ``failed`` with the supplier's reason; for a stock reason the product's listings are
-     asked to be suspended (:func:`request_listing_suspension`); a transient error leaves
-     ``placing`` with ``last_error`` and is raised after the batch (the task retries).
+  6. the connector's ``place_orders`` (OwnerClan: one aliased look-up of every key, then one
+     ``createOrder`` per key not found) or ``place_order`` per item, the order key in the
+     supplier's own-order field (OwnerClan ``note``): a retry after an unknown outcome finds the
+     first purchase;
+  7. the successes in one transaction -> purchases ``placed`` (supplier ids, placed_at), orders
+     ``forwarded`` (one the sweep moved to ``cancel_requested`` meanwhile keeps that status); a
+     refusal (``PermanentError``: sold out, option gone, price beyond tolerance, ...) ->
+     purchase and order ``failed`` with the supplier's reason; for a stock reason the product's
+     listings are asked to be suspended (:func:`request_listing_suspension`); a transient error
+     leaves ``placing`` with ``last_error`` and is raised after the batch (the task retries).
 
 * :func:`give_up_forwarding` — a spent retry budget: items still ``forwarding`` become ``failed``
   with the reason (the outcome at the supplier is unknown; a retry looks the key up first).

@@ -31,8 +31,11 @@ Every query this module can send is listed by :func:`documents` and validated in
 * Purchase orders: our order key travels in ``note``. ``place_order`` first looks the key up
   with ``allOrders(note: key)`` (no dates: OwnerClan's default window, the last 90 days) and only
   creates when nothing exists, so a redelivered task never buys twice; ``createOrder`` itself is
-  sent once. Tracking comes from the order products' ``shippingCompanyCode``,
-  ``trackingNumber`` and ``shippedDate``.
+  sent once. ``place_orders`` does the same for a forward batch with one aliased look-up
+  (:func:`notes_query`, 20 keys a call) before its creates. Tracking comes from the order
+  products' ``shippingCompanyCode``, ``trackingNumber`` and ``shippedDate``, read with the same
+  aliased look-up. ``note`` matches by substring: only exact matches count, and a key whose
+  answer has a next page is paged through alone.
 
 Account settings: credentials ``username``/``password``; options ``auth_url`` (default
 ``{base_url}/auth``; production: ``https://auth.ownerclan.com/auth``), ``graphql_path`` (default
