@@ -93,8 +93,9 @@ def test_a_batch_looks_its_keys_up_in_one_call_then_creates(
     before = graphql_calls(sandbox)
     counts = forwarding.forward_orders(ids, task_id="T1", connector_factory=suppliers)
     assert counts["placed"] == 10, counts
-    # One aliased allOrders(note:) for the 10 keys, then one createOrder each (was 2 per item).
-    assert graphql_calls(sandbox) - before == 1 + 10
+    # One aliased allOrders(note:) for the 10 keys, then one request with 10 aliased
+    # createOrder (was a look-up and a createOrder per item: 20 calls).
+    assert graphql_calls(sandbox) - before == 2
     assert purchase_counts(sandbox, keys_of(rules_db, ids)) == [1] * 10
     with rules_db.connect() as conn:
         kinds = conn.execute(
@@ -134,7 +135,7 @@ def test_a_batch_looks_its_keys_up_in_one_call_then_creates(
         assert list(tasks) == ["T3"]
 
 
-@pytest.mark.parametrize("lost", [0.0, 0.5], ids=["clean", "lost-answers"])
+@pytest.mark.parametrize("lost", [0.0, 1.0], ids=["clean", "lost-answers"])
 def test_overlapping_batches_on_two_workers_at_once_buy_each_key_once(
     sandbox: SandboxFixture,
     catalog: Catalog,
@@ -184,6 +185,44 @@ def test_overlapping_batches_on_two_workers_at_once_buy_each_key_once(
             text("SELECT count(DISTINCT order_id) FROM order_events WHERE kind = 'forwarded'")
         ).scalar_one()
     assert forwarded == 16
+
+
+def test_a_refusal_inside_a_batch_of_creates_fails_that_item_only(
+    sandbox: SandboxFixture,
+    rules_db: Engine,
+    accounts: None,
+    make_connector: Factory,
+    suppliers: Factory,
+) -> None:
+    """The sold-out item's createOrder errors in the middle of the aliased mutation: the
+    answer's data is null (the field is non-null), so the others' outcomes are unknown; they
+    are looked up by key and the missing ones created, each exactly once."""
+    plain = sandbox_items(make_connector, lambda p: sellable(p) and not p.options, 1)[0]
+    gone = sandbox_items(
+        make_connector,
+        lambda p: p.status == "soldout" and p.open_market_sellable and not p.options,
+        1,
+    )[0]
+    catalog = list_products(
+        rules_db,
+        make_connector,
+        {
+            "plain": insert_product(rules_db, plain),
+            "gone": insert_product(rules_db, gone, stock=10),  # the sell-out not seen yet
+        },
+    )
+    account = "coupang_main"
+    ids = swept(sandbox, make_connector, account, catalog.skus[(account, "plain")], 3)
+    ids += swept(sandbox, make_connector, account, catalog.skus[(account, "gone")], 1)
+    ids += swept(sandbox, make_connector, account, catalog.skus[(account, "plain")], 3)
+    counts = forwarding.forward_orders(ids, connector_factory=suppliers)
+    assert (counts["placed"] + counts["already_placed"], counts["failed"]) == (6, 1), counts
+    rows = {r["id"]: r for r in order_rows(rules_db)}
+    refused = rows[ids[3]]
+    assert refused["status"] == "failed"
+    assert refused["status_reason"].startswith("supplier refused (stock)")
+    assert [rows[i]["status"] for i in ids if i != ids[3]] == ["forwarded"] * 6
+    assert purchase_counts(sandbox, keys_of(rules_db, ids)) == [1, 1, 1, 0, 1, 1, 1]
 
 
 def test_a_key_behind_a_page_of_near_matches_is_found_not_bought_again(
