@@ -430,14 +430,24 @@ _EXISTING = text(
          AS k(mo, mi, ts)
       ON o.market_order_id = k.mo AND o.market_item_id = k.mi AND o.ordered_at = k.ts
     WHERE o.account_id = :a
+    """
+)
+# The stored items whose market status or claim changed, read again FOR UPDATE in id order (as
+# forwarding locks its batches): the status the update below starts from is the current one
+# until this chunk commits. Without the lock a forward committing ``forwarding``/``forwarded``
+# between the read and the update was overwritten with the stale status (an order left ``new``
+# or ``forwarding`` with its purchase placed). Unchanged items (most of an overlapping re-read)
+# are not locked, so forwards of them never wait for the sweep.
+_CHANGED = text(
+    """
+    SELECT o.id, o.ordered_at, o.market_order_id, o.market_item_id, o.status, o.raw_status,
+           o.market_claim
+    FROM orders o
+    WHERE o.id = ANY(:ids) AND o.ordered_at = ANY(:ts)
     ORDER BY o.id
     FOR UPDATE OF o
     """
 )
-# FOR UPDATE, in id order (as forwarding locks its batches): a status read here is the current
-# one until this chunk commits. Without it a forward committing ``forwarding``/``forwarded``
-# between this read and the market-status update below was overwritten with the stale status
-# (an order left ``new`` or ``forwarding`` with its purchase placed).
 
 _INSERT_COLUMNS = (
     "account_id",
@@ -609,10 +619,23 @@ def _store_chunk(
     }
     result.seen += len(rows)
     fresh = [row for key, row in rows.items() if key not in existing]
+    changed = [
+        e
+        for key, e in existing.items()
+        if (e.raw_status, e.market_claim) != (rows[key]["raw_status"], rows[key]["market_claim"])
+    ]
+    if changed:
+        existing.update(
+            ((e.market_order_id, e.market_item_id, e.ordered_at), e)
+            for e in session.execute(
+                _CHANGED,
+                {"ids": [e.id for e in changed], "ts": list({e.ordered_at for e in changed})},
+            ).all()
+        )
     writes = _Writes()
-    for key, row in rows.items():
-        if key in existing:
-            _apply_market_change(writes, existing[key], row, result)
+    for e in changed:
+        key = (e.market_order_id, e.market_item_id, e.ordered_at)
+        _apply_market_change(writes, existing[key], rows[key], result)
     inserted = (
         _insert_items(session, [{c: row[c] for c in _INSERT_COLUMNS} for row in fresh])
         if fresh
