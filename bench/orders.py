@@ -101,12 +101,13 @@ def setup_catalog(url: str, base_url: str, catalog: int) -> list[tuple[str, str]
             register_sweep.delay(account).forget()
         deadline = time.monotonic() + 300
         while True:
+            # Both accounts listed (the naive script buys on Coupang), nothing in flight.
             row = conn.execute(
-                "SELECT count(*) FILTER (WHERE l.status = 'active'), count(*) FILTER (WHERE "
-                "l.status IN ('claimed', 'registering')) FROM listings l"
+                "SELECT count(DISTINCT l.account_id) FILTER (WHERE l.status = 'active'), "
+                "count(*) FILTER (WHERE l.status IN ('claimed', 'registering')) FROM listings l"
             ).fetchone()
             assert row is not None
-            if row[0] and not row[1]:
+            if row[0] >= len(MARKET_ACCOUNTS) and not row[1]:
                 break
             if time.monotonic() > deadline:
                 raise SystemExit("registration did not finish")
@@ -204,7 +205,7 @@ def project_path(
                 "SELECT count(*), extract(epoch FROM max(dispatched_at)) FROM orders "
                 "WHERE status = 'dispatched'"
             ).fetchone()
-            statuses = dict(
+            statuses: dict[str, int] = dict(
                 conn.execute("SELECT status, count(*) FROM orders GROUP BY 1").fetchall()
             )
     finally:
