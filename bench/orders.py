@@ -101,13 +101,14 @@ def setup_catalog(url: str, base_url: str, catalog: int) -> list[tuple[str, str]
             register_sweep.delay(account).forget()
         deadline = time.monotonic() + 300
         while True:
-            # Both accounts listed (the naive script buys on Coupang), nothing in flight.
+            # Coupang listed (the naive script buys there), nothing in flight.
             row = conn.execute(
-                "SELECT count(DISTINCT l.account_id) FILTER (WHERE l.status = 'active'), "
-                "count(*) FILTER (WHERE l.status IN ('claimed', 'registering')) FROM listings l"
+                "SELECT count(*) FILTER (WHERE l.status = 'active' AND a.platform = 'coupang'), "
+                "count(*) FILTER (WHERE l.status IN ('claimed', 'registering')) "
+                "FROM listings l JOIN accounts a ON a.id = l.account_id"
             ).fetchone()
             assert row is not None
-            if row[0] >= len(MARKET_ACCOUNTS) and not row[1]:
+            if row[0] and not row[1]:
                 break
             if time.monotonic() > deadline:
                 raise SystemExit("registration did not finish")
@@ -118,6 +119,8 @@ def setup_catalog(url: str, base_url: str, catalog: int) -> list[tuple[str, str]
             "AND a.name = ANY(%s) AND p.stock > 0 AND p.options = '[]'::jsonb ORDER BY l.id",
             (list(MARKET_ACCOUNTS.values()),),
         ).fetchall()
+    by_market = {m: sum(1 for x, _ in listed if x == m) for m in MARKET_ACCOUNTS}
+    print(f"listed for the run by market: {by_market}", flush=True)
     return [(str(m), str(s)) for m, s in listed]
 
 

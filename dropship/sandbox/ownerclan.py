@@ -686,6 +686,15 @@ class OwnerClanGraphQLHandler(SandboxHandler):
             return
         world = SupplierWorld(self.state)
         document, refused = prepared(body["query"])
+        if document is not None and self.state.faults[PLATFORM].one_mutation_per_request:
+            operation = get_operation_ast(document, body.get("operationName"))
+            if (
+                operation is not None
+                and operation.operation == OperationType.MUTATION
+                and len(operation.selection_set.selections) > 1
+            ):
+                document = None
+                refused = (GraphQLError("only one mutation field per request"),)
         if document is None:
             result = ExecutionResult(data=None, errors=list(refused))
         else:

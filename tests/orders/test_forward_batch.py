@@ -225,6 +225,27 @@ def test_a_refusal_inside_a_batch_of_creates_fails_that_item_only(
     assert purchase_counts(sandbox, keys_of(rules_db, ids)) == [1, 1, 1, 0, 1, 1, 1]
 
 
+def test_a_server_taking_one_mutation_per_request_gets_one_create_per_call(
+    sandbox: SandboxFixture, catalog: Catalog, make_connector: Factory, rules_db: Engine
+) -> None:
+    """The aliased creates are refused as a whole (nothing executed): the same creates go out
+    one per request, and the connector stays at one per request."""
+    sandbox.set_faults("ownerclan", one_mutation_per_request=True)
+    connector = make_connector("ownerclan_main")
+    ids = swept(sandbox, make_connector, "coupang_main", catalog.skus[("coupang_main", "plain")], 8)
+    before = graphql_calls(sandbox)
+    counts = forwarding.forward_orders(ids[:4], connector_factory=lambda _: connector)
+    assert counts["placed"] == 4, counts
+    # look-up, the refused aliased mutation, then 4 single creates
+    assert graphql_calls(sandbox) - before == 1 + 1 + 4
+    assert connector.creates_per_call == 1
+    before = graphql_calls(sandbox)
+    counts = forwarding.forward_orders(ids[4:], connector_factory=lambda _: connector)
+    assert counts["placed"] == 4, counts
+    assert graphql_calls(sandbox) - before == 1 + 4  # no second try of the aliased form
+    assert purchase_counts(sandbox, keys_of(rules_db, ids)) == [1] * 8
+
+
 def test_a_key_behind_a_page_of_near_matches_is_found_not_bought_again(
     sandbox: SandboxFixture, make_connector: Factory
 ) -> None:
