@@ -101,9 +101,11 @@ def setup_catalog(url: str, base_url: str, catalog: int) -> list[tuple[str, str]
             register_sweep.delay(account).forget()
         deadline = time.monotonic() + 300
         while True:
+            # Coupang listed (the naive script buys there), nothing in flight.
             row = conn.execute(
-                "SELECT count(*) FILTER (WHERE l.status = 'active'), count(*) FILTER (WHERE "
-                "l.status IN ('claimed', 'registering')) FROM listings l"
+                "SELECT count(*) FILTER (WHERE l.status = 'active' AND a.platform = 'coupang'), "
+                "count(*) FILTER (WHERE l.status IN ('claimed', 'registering')) "
+                "FROM listings l JOIN accounts a ON a.id = l.account_id"
             ).fetchone()
             assert row is not None
             if row[0] and not row[1]:
@@ -117,6 +119,8 @@ def setup_catalog(url: str, base_url: str, catalog: int) -> list[tuple[str, str]
             "AND a.name = ANY(%s) AND p.stock > 0 AND p.options = '[]'::jsonb ORDER BY l.id",
             (list(MARKET_ACCOUNTS.values()),),
         ).fetchall()
+    by_market = {m: sum(1 for x, _ in listed if x == m) for m in MARKET_ACCOUNTS}
+    print(f"listed for the run by market: {by_market}", flush=True)
     return [(str(m), str(s)) for m, s in listed]
 
 
@@ -209,7 +213,7 @@ def project_path(
                 "SELECT count(*), extract(epoch FROM max(dispatched_at)) FROM orders "
                 "WHERE status = 'dispatched'"
             ).fetchone()
-            statuses = dict(
+            statuses: dict[str, int] = dict(
                 conn.execute("SELECT status, count(*) FROM orders GROUP BY 1").fetchall()
             )
     finally:

@@ -3,30 +3,35 @@
 Public API (stable; ``tasks/orders.py`` and the CLI call these):
 
 * :func:`forward_orders` ``(order_ids, task_id=None, connector_factory=...) -> counts`` — one
-  batch. Per item, in this order:
+  batch, with a fixed number of round trips whatever its size:
 
-  1. a session-level advisory lock on the order key (a second worker handed the same item at the
-     same instant sees it held and skips the item: ``busy``);
-  2. **claim**: ``INSERT INTO purchase_orders ... ON CONFLICT (order_key) DO NOTHING`` committed
-     (the unique key makes a second purchase row impossible whatever the task layer does); an
-     existing row is read instead: ``placed`` -> nothing to do, ``failed``/``awaiting_placement``/
-     cancelled -> not ours to touch, ``pending``/``placing`` -> continue (a redelivery after a
-     crash: the outcome of the earlier call is unknown);
-  3. purchase ``placing`` (attempts + 1, task id) and order ``forwarding``, **committed before the
-     supplier call**;
+  1. session-level advisory locks on all the batch's order keys, tried in one statement (a
+     second worker handed the same item at the same instant sees it held and skips it: ``busy``);
+  2. **claim**, one committed transaction for the batch: the order rows ``FOR UPDATE`` in id
+     order, ``INSERT INTO purchase_orders ... SELECT FROM unnest(...) ON CONFLICT (order_key) DO
+     NOTHING`` (the unique key makes a second purchase row impossible whatever the task layer
+     does), then each key's row: ``placed`` -> nothing to do (the order repaired to
+     ``forwarded`` if that update was lost), ``failed``/``awaiting_placement``/cancelled -> not
+     ours to touch, ``pending``/``placing`` -> continue (a redelivery after a crash: the outcome
+     of the earlier call is unknown);
+  3. in the same transaction, **committed before the supplier call**: purchases ``placing``
+     (attempts + 1, task id) and orders ``forwarding``, one event each;
   4. suppliers without an ordering API (setting ``orders.sheet_suppliers``): purchase and order
      ``awaiting_placement`` with ``sheet_id`` NULL — **that pair means "to be put on a
      purchase-order sheet"**; the sheet flow picks such rows up, fills ``sheet_id``, and moves
      them to ``forwarded``/``placed`` when the supplier's lookup by key shows them placed;
   5. optional price/stock check against the supplier's live product (setting
      ``orders.price_check``, tolerance ``orders.price_tolerance_pct`` over ``orders.unit_cost``);
-  6. ``place_order`` with the order key (OwnerClan ``note``): the connector looks the key up
-     before creating, so a retry after an unknown outcome finds the first purchase;
-  7. success -> purchase ``placed`` (supplier ids, placed_at), order ``forwarded``; a refusal
-     (``PermanentError``: sold out, option gone, price beyond tolerance, ...) -> purchase and
-     order ``failed`` with the supplier's reason; for a stock reason the product's listings are
-     asked to be suspended (:func:`request_listing_suspension`); a transient error leaves
-     ``placing`` with ``last_error`` and is raised after the batch (the task retries).
+  6. the connector's ``place_orders`` (OwnerClan: one aliased look-up of every key, then one
+     ``createOrder`` per key not found) or ``place_order`` per item, the order key in the
+     supplier's own-order field (OwnerClan ``note``): a retry after an unknown outcome finds the
+     first purchase;
+  7. the successes in one transaction -> purchases ``placed`` (supplier ids, placed_at), orders
+     ``forwarded`` (one the sweep moved to ``cancel_requested`` meanwhile keeps that status); a
+     refusal (``PermanentError``: sold out, option gone, price beyond tolerance, ...) ->
+     purchase and order ``failed`` with the supplier's reason; for a stock reason the product's
+     listings are asked to be suspended (:func:`request_listing_suspension`); a transient error
+     leaves ``placing`` with ``last_error`` and is raised after the batch (the task retries).
 
 * :func:`give_up_forwarding` — a spent retry budget: items still ``forwarding`` become ``failed``
   with the reason (the outcome at the supplier is unknown; a retry looks the key up first).
@@ -43,13 +48,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from dropship import db
-from dropship.errors import OrderingNotSupportedError, PermanentError, TransientError
+from dropship.errors import (
+    DropshipError,
+    OrderingNotSupportedError,
+    PermanentError,
+    TransientError,
+)
 from dropship.orders.matching import ListingIndex
 from dropship.orders.services import FORWARDABLE_RAW_STATUSES, record_event
 from dropship.platforms.interfaces import (
@@ -57,6 +68,7 @@ from dropship.platforms.interfaces import (
     MarketOrderItem,
     PurchaseOrderLine,
     PurchaseOrderRequest,
+    PurchaseOrderResult,
     SupplierConnector,
 )
 from dropship.settings import get_settings
@@ -138,30 +150,49 @@ def request_listing_suspension(session: Session, product_id: int, reason: str) -
 # --------------------------------------------------------------------------- locking
 
 
-def _lock(conn: Connection, key: str) -> bool:
+def _lock_name(key: str) -> str:
+    # The same lock the cancellation flow takes (dropship.orders.claims): one holder per key.
+    return f"dropship.forward:{key}"
+
+
+def _lock_all(conn: Connection, keys: Sequence[str]) -> set[str]:
+    """Try the session-level advisory lock of every key in one statement; the keys got."""
     got = conn.execute(
-        text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"),
-        {"k": f"dropship.forward:{key}"},
-    ).scalar_one()
+        text(
+            "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
+            "WHERE pg_try_advisory_lock(hashtextextended('dropship.forward:' || k, 0))"
+        ),
+        {"keys": list(keys)},
+    ).scalars()
+    held = {str(k) for k in got}
     conn.commit()
-    return bool(got)
+    return held
 
 
-def _unlock(conn: Connection, key: str) -> None:
+def _unlock_all(conn: Connection, keys: Sequence[str]) -> None:
     if conn.in_transaction():
         conn.rollback()
-    conn.execute(
-        text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": f"dropship.forward:{key}"}
-    )
+    if keys:
+        conn.execute(
+            text(
+                "SELECT pg_advisory_unlock(hashtextextended('dropship.forward:' || k, 0)) "
+                "FROM unnest(CAST(:keys AS text[])) AS k"
+            ),
+            {"keys": list(keys)},
+        )
     conn.commit()
 
 
-_ORDER = text(
-    "SELECT id, ordered_at, order_key, status, market, raw_status, market_claim, supplier, "
+_COLUMNS = (
+    "id, ordered_at, order_key, status, status_reason, market, raw_status, market_claim, supplier, "
     "supplier_sku, supplier_option_code, quantity, unit_cost, product_id, pii_erased_at, "
-    "receiver_name, receiver_phone, receiver_address, receiver_zipcode, receiver_message "
-    "FROM orders WHERE id = :id"
+    "receiver_name, receiver_phone, receiver_address, receiver_zipcode, receiver_message"
 )
+_ORDER = text(f"SELECT {_COLUMNS} FROM orders WHERE id = :id FOR UPDATE")
+# A batch's rows, locked in id order (every writer of several order rows locks that way, so two
+# of them never wait on each other in a cycle): the order sweep cannot overwrite a status this
+# transaction is changing, nor this one a status the sweep just set.
+_ORDERS = text(f"SELECT {_COLUMNS} FROM orders WHERE id = ANY(:ids) ORDER BY id FOR UPDATE")
 
 
 NOW = object()  # a field value meaning the transaction's now()
@@ -214,6 +245,69 @@ def _set_purchase(session: Session, key: str, status: str, **fields: Any) -> Non
     )
 
 
+@dataclass
+class _Transitions:
+    """Order status changes and their events, written with one statement each (executemany)
+    instead of two round trips per item."""
+
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(
+        self,
+        row: Any,
+        status: str,
+        reason: str | None,
+        kind: str,
+        task_id: str | None,
+        detail: dict[str, Any] | None = None,
+        supplier_order_ids: str | None = None,
+        forwarded: bool = False,
+    ) -> None:
+        self.orders.append(
+            {
+                "id": row.id,
+                "t": row.ordered_at,
+                "status": status,
+                "reason": reason,
+                "ids": supplier_order_ids,
+                "fwd": forwarded,
+            }
+        )
+        self.events.append(
+            {
+                "o": row.id,
+                "t": row.ordered_at,
+                "k": kind,
+                "f": row.status,
+                "s": status,
+                "d": json.dumps(detail or {}, ensure_ascii=False),
+                "task": task_id,
+            }
+        )
+
+    def write(self, session: Session) -> None:
+        if self.orders:
+            session.execute(
+                text(
+                    "UPDATE orders SET status = :status, status_reason = :reason, "
+                    "updated_at = now(), "
+                    "supplier_order_ids = COALESCE(CAST(:ids AS jsonb), supplier_order_ids), "
+                    "forwarded_at = CASE WHEN :fwd THEN now() ELSE forwarded_at END "
+                    "WHERE id = :id AND ordered_at = :t"
+                ),
+                self.orders,
+            )
+        if self.events:
+            session.execute(_EVENT, self.events)
+
+
+_EVENT = text(
+    "INSERT INTO order_events (order_id, ordered_at, kind, from_status, to_status, detail, "
+    "task_id) VALUES (:o, :t, :k, :f, :s, CAST(:d AS jsonb), :task)"
+)
+
+
 # --------------------------------------------------------------------------- forwarding
 
 
@@ -232,28 +326,29 @@ def forward_orders(
         "busy": 0,
         "skipped": 0,
     }
+    ids = list(dict.fromkeys(int(i) for i in order_ids))
+    if not ids:
+        return counts
+    with db.session_scope() as session:
+        key_of = {
+            int(i): str(k)
+            for i, k in session.execute(
+                text("SELECT id, order_key FROM orders WHERE id = ANY(:ids)"), {"ids": ids}
+            ).all()
+        }
+    counts["skipped"] += len(ids) - len(key_of)
     transient: TransientError | None = None
     with db.get_engine().connect() as lock_conn:
-        for order_id in dict.fromkeys(int(i) for i in order_ids):
-            with db.session_scope() as session:
-                row = session.execute(_ORDER, {"id": order_id}).first()
-            if row is None:
-                counts["skipped"] += 1
-                continue
-            if not _lock(lock_conn, row.order_key):
-                counts["busy"] += 1  # another worker has this item right now
-                continue
-            try:
-                outcome = _forward_one(
-                    order_id, task_id, connector_factory, lambda: _still_locked(lock_conn)
+        held = _lock_all(lock_conn, list(dict.fromkeys(key_of.values())))
+        try:
+            mine = [i for i in ids if i in key_of and key_of[i] in held]
+            counts["busy"] += len(key_of) - len(mine)  # another worker has these right now
+            if mine:
+                transient = _forward_locked(
+                    mine, task_id, connector_factory, counts, lambda: _still_locked(lock_conn)
                 )
-            except TransientError as exc:
-                transient = transient or exc
-                outcome = "retry"
-            finally:
-                _unlock(lock_conn, row.order_key)
-            if outcome in counts:
-                counts[outcome] += 1
+        finally:
+            _unlock_all(lock_conn, sorted(held))
     if transient is not None:
         raise transient
     return counts
@@ -267,155 +362,281 @@ def _forwardable(row: Any) -> bool:
     )
 
 
+def _claim(order_ids: list[int], task_id: str | None, counts: dict[str, int]) -> list[Any]:
+    """Steps 2-4 for the whole batch in one committed transaction: claim a purchase row per
+    key, repair items whose purchase is placed, hand sheet suppliers' items to the sheet flow,
+    and mark the rest ``placing``/``forwarding``. Returns the rows to place now."""
+    cfg = get_settings().orders
+    moves = _Transitions()
+    with db.session_scope() as session:
+        # Read again under the locks: another worker may have finished some meanwhile.
+        rows = session.execute(_ORDERS, {"ids": order_ids}).all()
+        todo = [r for r in rows if r.status in ("new", "forwarding") and _forwardable(r)]
+        counts["skipped"] += len(order_ids) - len(todo)
+        if not todo:
+            return []
+        session.execute(
+            text(
+                "INSERT INTO purchase_orders (order_key, supplier, status, order_id, ordered_at, "
+                "task_id) SELECT * FROM unnest(CAST(:k AS text[]), CAST(:s AS text[]), "
+                "CAST(:st AS text[]), CAST(:o AS bigint[]), CAST(:t AS timestamptz[]), "
+                "CAST(:task AS text[])) ON CONFLICT (order_key) DO NOTHING"
+            ),
+            {
+                "k": [r.order_key for r in todo],
+                "s": [r.supplier for r in todo],
+                "st": ["pending"] * len(todo),
+                "o": [r.id for r in todo],
+                "t": [r.ordered_at for r in todo],
+                "task": [task_id] * len(todo),
+            },
+        )
+        purchases = {
+            str(p.order_key): p
+            for p in session.execute(
+                text(
+                    "SELECT order_key, status, supplier_order_ids FROM purchase_orders "
+                    "WHERE order_key = ANY(:k) ORDER BY order_key FOR UPDATE"
+                ),
+                {"k": [r.order_key for r in todo]},
+            ).all()
+        }
+        place: list[Any] = []
+        sheet_keys: list[str] = []
+        for row in todo:
+            purchase = purchases[row.order_key]
+            if purchase.status == "placed":
+                if row.status != "forwarded":  # placed, but the order update was lost: repair
+                    moves.add(
+                        row,
+                        "forwarded",
+                        None,
+                        "forwarded",
+                        task_id,
+                        {"repaired": True},
+                        supplier_order_ids=_json(purchase.supplier_order_ids),
+                    )
+                counts["already_placed"] += 1
+            elif purchase.status not in ("pending", "placing"):
+                counts["skipped"] += 1  # failed / on a sheet / cancelled: another flow owns it
+            elif row.supplier in cfg.sheet_suppliers:
+                sheet_keys.append(row.order_key)
+                moves.add(
+                    row,
+                    "awaiting_placement",
+                    "to be placed on a purchase-order sheet (supplier has no ordering API)",
+                    "awaiting_placement",
+                    task_id,
+                )
+                counts["awaiting_placement"] += 1
+            else:
+                place.append(row)
+                if row.status != "forwarding":
+                    moves.add(row, "forwarding", None, "forwarding", task_id)
+        if sheet_keys:
+            session.execute(
+                text(
+                    "UPDATE purchase_orders SET status = 'awaiting_placement', task_id = :task, "
+                    "updated_at = now() WHERE order_key = ANY(:k)"
+                ),
+                {"k": sheet_keys, "task": task_id},
+            )
+        if place:
+            session.execute(
+                text(
+                    "UPDATE purchase_orders SET status = 'placing', attempts = attempts + 1, "
+                    "task_id = :task, updated_at = now() WHERE order_key = ANY(:k)"
+                ),
+                {"k": [r.order_key for r in place], "task": task_id},
+            )
+        moves.write(session)
+    # Committed: from here on the outcome may be unknown, and the rows say so.
+    return place
+
+
 def _still_locked(conn: Connection) -> None:
-    """Raise when the connection holding the forward lock is gone (PostgreSQL restarted): the
-    lock went with it, so the sweep may hand the item to another worker
-    (:func:`dropship.orders.services.abandoned_purchases`). The item is retried under a fresh
-    lock instead of calling the supplier unguarded."""
+    """Raise when the connection holding the forward locks is gone (PostgreSQL restarted): the
+    locks went with it, so the sweep may hand the items to another worker
+    (:func:`dropship.orders.services.abandoned_purchases`). The batch is retried under fresh
+    locks instead of calling the supplier unguarded."""
     conn.execute(text("SELECT 1"))
     conn.commit()
 
 
-def _forward_one(
-    order_id: int,
+def _forward_locked(
+    order_ids: list[int],
     task_id: str | None,
     connector_factory: SupplierConnectorFactory,
+    counts: dict[str, int],
     check_lock: Callable[[], None] = lambda: None,
-) -> str:
+) -> TransientError | None:
     cfg = get_settings().orders
-    with db.session_scope() as session:
-        # Read again under the lock: another worker may have finished it meanwhile.
-        row = session.execute(_ORDER, {"id": order_id}).one()
-        if row.status not in ("new", "forwarding") or not _forwardable(row):
-            return "skipped"
-        session.execute(
-            text(
-                "INSERT INTO purchase_orders (order_key, supplier, status, order_id, ordered_at, "
-                "task_id) VALUES (:k, :s, 'pending', :o, :t, :task) "
-                "ON CONFLICT (order_key) DO NOTHING"
-            ),
-            {
-                "k": row.order_key,
-                "s": row.supplier,
-                "o": row.id,
-                "t": row.ordered_at,
-                "task": task_id,
-            },
-        )
-        purchase = session.execute(
-            text("SELECT status, supplier_order_ids FROM purchase_orders WHERE order_key = :k"),
-            {"k": row.order_key},
-        ).one()
-        if purchase.status == "placed":
-            if row.status != "forwarded":  # placed, but the order update was lost: repair
-                _set_order(
-                    session,
+    transient: TransientError | None = None
+    by_supplier: dict[str, list[Any]] = {}
+    for row in _claim(order_ids, task_id, counts):
+        if row.pii_erased_at is not None or not row.receiver_name:
+            counts[
+                _refuse(
                     row,
-                    "forwarded",
-                    None,
-                    "forwarded",
+                    "the receiver's data has been erased: the order cannot be shipped",
                     task_id,
-                    {"repaired": True},
-                    supplier_order_ids=_json(purchase.supplier_order_ids),
+                    "other",
                 )
-            return "already_placed"
-        if purchase.status not in ("pending", "placing"):
-            return "skipped"  # failed / on a sheet / cancelled: another flow owns it
-        sheet = row.supplier in cfg.sheet_suppliers
-        if sheet:
-            _set_purchase(session, row.order_key, "awaiting_placement", task_id=task_id)
-            _set_order(
-                session,
-                row,
-                "awaiting_placement",
-                "to be placed on a purchase-order sheet (supplier has no ordering API)",
-                "awaiting_placement",
-                task_id,
-            )
-            return "awaiting_placement"
+            ] += 1
+            continue
+        by_supplier.setdefault(row.supplier, []).append(row)
+    for supplier, rows in by_supplier.items():
+        connector = connector_factory(supplier)
+        asking: list[Any] = []
+        for row in rows:
+            try:
+                if cfg.price_check and row.unit_cost:
+                    refusal = _check_supplier_product(connector, row, cfg.price_tolerance_pct)
+                    if refusal is not None:
+                        counts[_refuse(row, refusal[1], task_id, refusal[0])] += 1
+                        continue
+            except TransientError as exc:
+                transient = transient or exc
+                _note_errors([(row, exc)])
+                continue
+            except PermanentError as exc:
+                counts[_refuse(row, str(exc), task_id)] += 1
+                continue
+            asking.append(row)
+        if not asking:
+            continue
+        check_lock()
+        try:
+            answers = _place_all(connector, [_request(r) for r in asking])
+        except TransientError as exc:  # the batch's look-up failed: nothing was created
+            transient = transient or exc
+            _note_errors([(r, exc) for r in asking])
+            continue
+        placed: list[tuple[Any, PurchaseOrderResult]] = []
+        lost: list[tuple[Any, TransientError]] = []
+        for row, answer in zip(asking, answers, strict=True):
+            if isinstance(answer, PurchaseOrderResult):
+                placed.append((row, answer))
+            elif isinstance(answer, OrderingNotSupportedError):
+                counts[_to_sheet(row, answer, task_id)] += 1
+            elif isinstance(answer, PermanentError):
+                counts[_refused_by_supplier(connector, row, answer, task_id)] += 1
+            elif isinstance(answer, TransientError):
+                lost.append((row, answer))
+                transient = transient or answer
+            else:  # pragma: no cover - connectors answer results or DropshipErrors only
+                raise TypeError(f"unexpected answer {type(answer).__name__}")
+        if lost:
+            _note_errors(lost)
+        if placed:
+            _record_placed(placed, task_id, counts)
+    return transient
+
+
+def _place_all(
+    connector: SupplierConnector, requests: list[PurchaseOrderRequest]
+) -> list[PurchaseOrderResult | DropshipError]:
+    """Each request's result or error, in order: the connector's batch call when it has one
+    (OwnerClan: one look-up of all the keys, then the creates), else one ``place_order`` each."""
+    batch = getattr(connector, "place_orders", None)
+    if batch is not None:
+        answers: list[PurchaseOrderResult | DropshipError] = batch(requests)
+        return answers
+    answers = []
+    for request in requests:
+        try:
+            answers.append(connector.place_order(request))
+        except (PermanentError, TransientError) as exc:
+            answers.append(exc)
+    return answers
+
+
+def _note_errors(rows: list[tuple[Any, TransientError]]) -> None:
+    """A transient failure leaves the purchase ``placing`` with its error; the task retries
+    and the retry looks the key up before buying."""
+    with db.session_scope() as session:
         session.execute(
             text(
-                "UPDATE purchase_orders SET status = 'placing', attempts = attempts + 1, "
-                "task_id = :task, updated_at = now() WHERE order_key = :k"
+                "UPDATE purchase_orders SET last_error = :e, updated_at = now() "
+                "WHERE order_key = :k"
             ),
-            {"k": row.order_key, "task": task_id},
+            [
+                {"k": row.order_key, "e": f"{type(exc).__name__}: {exc}"[:ERROR_MAX]}
+                for row, exc in rows
+            ],
         )
-        if row.status != "forwarding":
-            _set_order(session, row, "forwarding", None, "forwarding", task_id)
-    # Committed: from here on the outcome may be unknown, and the row says so.
-    if row.pii_erased_at is not None or not row.receiver_name:
-        return _refuse(
-            row,
-            "the receiver's data has been erased: the order cannot be shipped",
-            task_id,
-            "other",
-        )
-    connector = connector_factory(row.supplier)
-    try:
-        if cfg.price_check and row.unit_cost:
-            refusal = _check_supplier_product(connector, row, cfg.price_tolerance_pct)
-            if refusal is not None:
-                return _refuse(row, refusal[1], task_id, refusal[0])
-        check_lock()
-        result = connector.place_order(_request(row))
-    except OrderingNotSupportedError as exc:
-        with db.session_scope() as session:
-            _set_purchase(session, row.order_key, "awaiting_placement", task_id=task_id)
-            current = session.execute(_ORDER, {"id": order_id}).one()
-            _set_order(
-                session,
-                current,
-                "awaiting_placement",
-                f"to be placed on a purchase-order sheet: {str(exc)[:300]}",
-                "awaiting_placement",
-                task_id,
-            )
-        return "awaiting_placement"
-    except PermanentError as exc:
-        reason, kind = str(exc), refusal_kind(str(exc))
-        if kind == "other":
-            # Some refusals carry no reason (OwnerClan's createOrder errors are reduced to
-            # their codes, since their text may echo the receiver): the product tells why.
-            found = _diagnose(connector, row, cfg.price_tolerance_pct)
-            if found is not None:
-                kind, reason = found[0], f"{reason}; the supplier's product now: {found[1]}"
-        return _refuse(row, reason, task_id, kind)
-    except TransientError as exc:
-        with db.session_scope() as session:
-            session.execute(
-                text(
-                    "UPDATE purchase_orders SET last_error = :e, updated_at = now() "
-                    "WHERE order_key = :k"
-                ),
-                {"k": row.order_key, "e": f"{type(exc).__name__}: {exc}"[:ERROR_MAX]},
-            )
-        raise
+
+
+def _record_placed(
+    placed: list[tuple[Any, PurchaseOrderResult]], task_id: str | None, counts: dict[str, int]
+) -> None:
+    """Step 7 for every purchase the supplier confirmed, in one transaction: purchases
+    ``placed``; orders ``forwarded``, except one the market asked to cancel meanwhile (the
+    order sweep may set ``cancel_requested`` at any time): it keeps that status, with the
+    supplier's ids, for the cancellation flow to cancel."""
+    moves = _Transitions()
     with db.session_scope() as session:
-        ids = _json(list(result.supplier_order_ids))
-        _set_purchase(
-            session,
-            row.order_key,
-            "placed",
-            supplier_order_ids=ids,
-            placed_at=NOW,
-            last_error=None,
+        session.execute(
+            text(
+                "UPDATE purchase_orders SET status = 'placed', updated_at = now(), "
+                "supplier_order_ids = CAST(:ids AS jsonb), placed_at = now(), last_error = NULL "
+                "WHERE order_key = :k"
+            ),
+            [
+                {"k": row.order_key, "ids": _json(list(result.supplier_order_ids))}
+                for row, result in placed
+            ],
         )
-        current = session.execute(_ORDER, {"id": order_id}).one()
+        current = {
+            int(r.id): r
+            for r in session.execute(_ORDERS, {"ids": [row.id for row, _ in placed]}).all()
+        }
+        for row, result in placed:
+            now = current[int(row.id)]
+            status = "forwarded" if now.status in ("new", "forwarding") else now.status
+            moves.add(
+                now,
+                status,
+                None if status == "forwarded" else now.status_reason,
+                "forwarded",
+                task_id,
+                {
+                    "supplier_order_ids": list(result.supplier_order_ids),
+                    "already_existed": result.already_existed,
+                },
+                supplier_order_ids=_json(list(result.supplier_order_ids)),
+                forwarded=True,
+            )
+            counts["already_placed" if result.already_existed else "placed"] += 1
+        moves.write(session)
+
+
+def _to_sheet(row: Any, exc: OrderingNotSupportedError, task_id: str | None) -> str:
+    with db.session_scope() as session:
+        _set_purchase(session, row.order_key, "awaiting_placement", task_id=task_id)
+        current = session.execute(_ORDER, {"id": row.id}).one()
         _set_order(
             session,
             current,
-            "forwarded",
-            None,
-            "forwarded",
+            "awaiting_placement",
+            f"to be placed on a purchase-order sheet: {str(exc)[:300]}",
+            "awaiting_placement",
             task_id,
-            {
-                "supplier_order_ids": list(result.supplier_order_ids),
-                "already_existed": result.already_existed,
-            },
-            supplier_order_ids=ids,
-            forwarded_at=NOW,
         )
-    return "already_placed" if result.already_existed else "placed"
+    return "awaiting_placement"
+
+
+def _refused_by_supplier(
+    connector: SupplierConnector, row: Any, exc: PermanentError, task_id: str | None
+) -> str:
+    reason, kind = str(exc), refusal_kind(str(exc))
+    if kind == "other":
+        # Some refusals carry no reason (OwnerClan's createOrder errors are reduced to their
+        # codes, since their text may echo the receiver): the product tells why.
+        found = _diagnose(connector, row, get_settings().orders.price_tolerance_pct)
+        if found is not None:
+            kind, reason = found[0], f"{reason}; the supplier's product now: {found[1]}"
+    return _refuse(row, reason, task_id, kind)
 
 
 def _json(value: Any) -> str:
@@ -537,9 +758,8 @@ def give_up_forwarding(order_ids: Sequence[int], error: str, task_id: str | None
         "`dropship orders retry ID` looks the order key up before buying"
     )
     with db.session_scope() as session:
-        for order_id in dict.fromkeys(int(i) for i in order_ids):
-            row = session.execute(_ORDER, {"id": order_id}).first()
-            if row is None or row.status != "forwarding":
+        for row in session.execute(_ORDERS, {"ids": sorted({int(i) for i in order_ids})}).all():
+            if row.status != "forwarding":
                 continue
             _set_purchase(session, row.order_key, "failed", last_error=reason[:ERROR_MAX])
             _set_order(session, row, "failed", reason, "forward_gave_up", task_id)

@@ -318,6 +318,32 @@ def ensure_market_account(session: Session, name: str) -> int:
     )
 
 
+_EVENT = text(
+    "INSERT INTO order_events (order_id, ordered_at, kind, from_status, to_status, "
+    "detail, task_id) VALUES (:o, :t, :k, :f, :s, CAST(:d AS jsonb), :task)"
+)
+
+
+def _event_params(
+    order_id: int,
+    ordered_at: datetime,
+    kind: str,
+    from_status: str | None,
+    to_status: str | None,
+    detail: dict[str, Any] | None,
+    task_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "o": order_id,
+        "t": ordered_at,
+        "k": kind,
+        "f": from_status,
+        "s": to_status,
+        "d": json.dumps(detail or {}, ensure_ascii=False),
+        "task": task_id,
+    }
+
+
 def record_event(
     session: Session,
     order_id: int,
@@ -330,19 +356,8 @@ def record_event(
 ) -> None:
     """One ``order_events`` row. ``detail`` holds ids, codes and reasons only (no buyer data)."""
     session.execute(
-        text(
-            "INSERT INTO order_events (order_id, ordered_at, kind, from_status, to_status, "
-            "detail, task_id) VALUES (:o, :t, :k, :f, :s, CAST(:d AS jsonb), :task)"
-        ),
-        {
-            "o": order_id,
-            "t": ordered_at,
-            "k": kind,
-            "f": from_status,
-            "s": to_status,
-            "d": json.dumps(detail or {}, ensure_ascii=False),
-            "task": task_id,
-        },
+        _EVENT,
+        _event_params(order_id, ordered_at, kind, from_status, to_status, detail, task_id),
     )
 
 
@@ -423,6 +438,22 @@ _EXISTING = text(
     WHERE o.account_id = :a
     """
 )
+# The stored items whose market status or claim changed, read again FOR UPDATE in id order (as
+# forwarding locks its batches): the status the update below starts from is the current one
+# until this chunk commits. Without the lock a forward committing ``forwarding``/``forwarded``
+# between the read and the update was overwritten with the stale status (an order left ``new``
+# or ``forwarding`` with its purchase placed). Unchanged items (most of an overlapping re-read)
+# are not locked, so forwards of them never wait for the sweep.
+_CHANGED = text(
+    """
+    SELECT o.id, o.ordered_at, o.market_order_id, o.market_item_id, o.status, o.raw_status,
+           o.market_claim
+    FROM orders o
+    WHERE o.id = ANY(:ids) AND o.ordered_at = ANY(:ts)
+    ORDER BY o.id
+    FOR UPDATE OF o
+    """
+)
 
 _INSERT_COLUMNS = (
     "account_id",
@@ -487,8 +518,45 @@ def _insert_items(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
     return attempt()
 
 
+@dataclass
+class _Writes:
+    """A chunk's market-status updates and events, each sent as one executemany."""
+
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def event(
+        self,
+        order_id: int,
+        ordered_at: datetime,
+        kind: str,
+        from_status: str | None,
+        to_status: str | None,
+        detail: dict[str, Any] | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        self.events.append(
+            _event_params(order_id, ordered_at, kind, from_status, to_status, detail, task_id)
+        )
+
+    def write(self, session: Session) -> None:
+        if self.updates:
+            session.execute(_MARKET_CHANGE, self.updates)
+        if self.events:
+            session.execute(_EVENT, self.events)
+
+
+_MARKET_CHANGE = text(
+    "UPDATE orders SET raw_status = :raw, market_claim = :claim, status = :status, "
+    "status_reason = CASE WHEN :changed THEN :reason "
+    "WHEN status = 'new' AND :open THEN NULL ELSE status_reason END, "
+    "closed_at = CASE WHEN :closing THEN now() ELSE closed_at END, "
+    "updated_at = now() WHERE id = :id AND ordered_at = :t"
+)
+
+
 def _apply_market_change(
-    session: Session, existing: Any, row: dict[str, Any], result: SweepResult
+    writes: _Writes, existing: Any, row: dict[str, Any], result: SweepResult
 ) -> None:
     """An item stored before: keep the market's status and claim; act where they mean
     something for us (a cancellation before shipment; an order that got paid)."""
@@ -503,14 +571,7 @@ def _apply_market_change(
     elif meaning == "cancelled" and existing.status in PRE_SHIPMENT_STATUSES:
         # Bought or being bought: the purchase must be cancelled first.
         status, reason = "cancel_requested", f"cancelled at the market ({row['raw_status']})"
-    session.execute(
-        text(
-            "UPDATE orders SET raw_status = :raw, market_claim = :claim, status = :status, "
-            "status_reason = CASE WHEN :changed THEN :reason "
-            "WHEN status = 'new' AND :open THEN NULL ELSE status_reason END, "
-            "closed_at = CASE WHEN :closing THEN now() ELSE closed_at END, "
-            "updated_at = now() WHERE id = :id AND ordered_at = :t"
-        ),
+    writes.updates.append(
         {
             "raw": row["raw_status"],
             "claim": row["market_claim"],
@@ -521,10 +582,9 @@ def _apply_market_change(
             "reason": reason,
             "id": existing.id,
             "t": existing.ordered_at,
-        },
+        }
     )
-    record_event(
-        session,
+    writes.event(
         existing.id,
         existing.ordered_at,
         "market_status",
@@ -565,14 +625,31 @@ def _store_chunk(
     }
     result.seen += len(rows)
     fresh = [row for key, row in rows.items() if key not in existing]
-    for key, row in rows.items():
-        if key in existing:
-            _apply_market_change(session, existing[key], row, result)
-    if not fresh:
-        return
+    changed = [
+        e
+        for key, e in existing.items()
+        if (e.raw_status, e.market_claim) != (rows[key]["raw_status"], rows[key]["market_claim"])
+    ]
+    if changed:
+        existing.update(
+            ((e.market_order_id, e.market_item_id, e.ordered_at), e)
+            for e in session.execute(
+                _CHANGED,
+                {"ids": [e.id for e in changed], "ts": list({e.ordered_at for e in changed})},
+            ).all()
+        )
+    writes = _Writes()
+    for e in changed:
+        key = (e.market_order_id, e.market_item_id, e.ordered_at)
+        _apply_market_change(writes, existing[key], rows[key], result)
+    inserted = (
+        _insert_items(session, [{c: row[c] for c in _INSERT_COLUMNS} for row in fresh])
+        if fresh
+        else []
+    )
     forwardable = FORWARDABLE_RAW_STATUSES
-    for r in _insert_items(session, [{c: row[c] for c in _INSERT_COLUMNS} for row in fresh]):
-        record_event(session, r.id, r.ordered_at, "ingested", None, r.status)
+    for r in inserted:
+        writes.event(r.id, r.ordered_at, "ingested", None, r.status)
         result.new += 1
         if r.status == "unmatched":
             result.unmatched += 1
@@ -581,6 +658,7 @@ def _store_chunk(
         elif r.status == "new" and r.raw_status in forwardable.get(r.market, ()):
             result.forward.append(int(r.id))
             result.acknowledge.append(int(r.id))
+    writes.write(session)
 
 
 def sweep_account(
@@ -874,30 +952,26 @@ def acknowledge_orders(
                 except PermanentError as one:
                     refused[unit] = str(one)
     done = [r for r in rows if str(r.market_order_id) not in refused]
+    writes = _Writes()
+    for r in rows:
+        if str(r.market_order_id) in refused:
+            error = {"error": refused[str(r.market_order_id)][:500]}
+            writes.event(
+                r.id, r.ordered_at, "acknowledge_failed", r.status, r.status, error, task_id
+            )
+        else:
+            writes.event(r.id, r.ordered_at, "acknowledged", r.status, r.status, {}, task_id)
     with db.session_scope() as session:
-        for r in rows:
-            if str(r.market_order_id) in refused:
-                record_event(
-                    session,
-                    r.id,
-                    r.ordered_at,
-                    "acknowledge_failed",
-                    r.status,
-                    r.status,
-                    {"error": refused[str(r.market_order_id)][:500]},
-                    task_id,
-                )
-        for r in done:
+        if done:
+            # Only acknowledged_at: the status is the forwarding flow's, never written here.
             session.execute(
                 text(
                     "UPDATE orders SET acknowledged_at = now(), updated_at = now() "
                     "WHERE id = :id AND ordered_at = :t AND acknowledged_at IS NULL"
                 ),
-                {"id": r.id, "t": r.ordered_at},
+                [{"id": r.id, "t": r.ordered_at} for r in sorted(done, key=lambda r: r.id)],
             )
-            record_event(
-                session, r.id, r.ordered_at, "acknowledged", r.status, r.status, {}, task_id
-            )
+        writes.write(session)
     if refused:
         shown = ", ".join(sorted(refused)[:20])
         raise PermanentError(

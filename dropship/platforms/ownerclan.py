@@ -31,8 +31,11 @@ Every query this module can send is listed by :func:`documents` and validated in
 * Purchase orders: our order key travels in ``note``. ``place_order`` first looks the key up
   with ``allOrders(note: key)`` (no dates: OwnerClan's default window, the last 90 days) and only
   creates when nothing exists, so a redelivered task never buys twice; ``createOrder`` itself is
-  sent once. Tracking comes from the order products' ``shippingCompanyCode``,
-  ``trackingNumber`` and ``shippedDate``.
+  sent once. ``place_orders`` does the same for a forward batch with one aliased look-up
+  (:func:`notes_query`, 20 keys a call) before its creates. Tracking comes from the order
+  products' ``shippingCompanyCode``, ``trackingNumber`` and ``shippedDate``, read with the same
+  aliased look-up. ``note`` matches by substring: only exact matches count, and a key whose
+  answer has a next page is paged through alone.
 
 Account settings: credentials ``username``/``password``; options ``auth_url`` (default
 ``{base_url}/auth``; production: ``https://auth.ownerclan.com/auth``), ``graphql_path`` (default
@@ -56,6 +59,7 @@ import jwt
 
 from dropship.errors import (
     ConfigurationError,
+    DropshipError,
     PermanentError,
     RateLimitedError,
     TransientError,
@@ -81,7 +85,8 @@ log = logging.getLogger(__name__)
 SUPPLIER = "ownerclan"
 MAX_PAGE_SIZE = 1000  # OwnerClan rejects first > 1000
 TOKEN_REFRESH_MARGIN_S = 300.0
-SHIPMENT_KEYS_PER_QUERY = 20
+NOTE_KEYS_PER_QUERY = 20  # aliased allOrders(note:) per request
+CREATES_PER_CALL = 20  # aliased createOrder per request (option orders_per_create_call)
 # Sanity bounds: a value outside them is a supplier data error, rejected with a reason.
 MAX_COST_KRW = 100_000_000
 MAX_STOCK = 1_000_000
@@ -132,14 +137,24 @@ CREATE_ORDER_MUTATION = (
 CANCEL_ORDER_MUTATION = "mutation CancelOrder($key: ID!) { cancelOrder(key: $key) { key status } }"
 
 
-def shipments_query(count: int) -> str:
-    """One ``allOrders`` per key, as GraphQL aliases: one call for up to 20 keys."""
+def notes_query(count: int) -> str:
+    """One ``allOrders(note:)`` per key, as GraphQL aliases: one call for up to 20 keys (the
+    purchase look-up of a forward batch and the tracking sweep both send it)."""
     params = ", ".join(f"$n{i}: String!" for i in range(count))
     fields = " ".join(
-        f"o{i}: allOrders(note: $n{i}, first: 100) {{ edges {{ node {{ {ORDER_FIELDS} }} }} }}"
+        f"o{i}: allOrders(note: $n{i}, first: 100) {{ pageInfo {{ hasNextPage endCursor }} "
+        f"edges {{ node {{ {ORDER_FIELDS} }} }} }}"
         for i in range(count)
     )
-    return f"query Shipments({params}) {{ {fields} }}"
+    return f"query OrdersByNotes({params}) {{ {fields} }}"
+
+
+def creates_mutation(count: int) -> str:
+    """``count`` ``createOrder`` mutations as aliases in one document (GraphQL executes a
+    mutation's root fields one after another, in order)."""
+    params = ", ".join(f"$i{i}: OrderInput!" for i in range(count))
+    fields = " ".join(f"c{i}: createOrder(input: $i{i}) {{ {ORDER_FIELDS} }}" for i in range(count))
+    return f"mutation CreateOrders({params}) {{ {fields} }}"
 
 
 def documents() -> list[str]:
@@ -150,7 +165,8 @@ def documents() -> list[str]:
         ORDERS_BY_NOTE_QUERY,
         CREATE_ORDER_MUTATION,
         CANCEL_ORDER_MUTATION,
-        *(shipments_query(n) for n in range(1, SHIPMENT_KEYS_PER_QUERY + 1)),
+        *(notes_query(n) for n in range(1, NOTE_KEYS_PER_QUERY + 1)),
+        *(creates_mutation(n) for n in range(2, CREATES_PER_CALL + 1)),
     ]
 
 
@@ -193,6 +209,11 @@ class OwnerClanConnector(SupplierConnectorBase):
                 f" got {start!r}"
             ) from None
         self.history_start = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        self.creates_per_call = int(
+            min(
+                CREATES_PER_CALL, self._number_option("orders_per_create_call", CREATES_PER_CALL, 1)
+            )
+        )
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._token_lock = threading.Lock()
@@ -261,6 +282,21 @@ class OwnerClanConnector(SupplierConnectorBase):
     ) -> dict[str, Any]:
         """Run one GraphQL operation; its ``data`` or a clear error. ``echo_errors=False`` keeps
         the server's messages out of our exception (they may echo input such as addresses)."""
+        body = self._post(query, variables, operation=operation, idempotent=idempotent)
+        errors = body.get("errors")
+        if errors:
+            raise PermanentError(
+                f"ownerclan {operation} failed: {_error_text(errors, echo_errors)}"
+            )
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise TransientError(f"ownerclan {operation}: response has no data")
+        return data
+
+    def _post(
+        self, query: str, variables: dict[str, Any], *, operation: str, idempotent: bool
+    ) -> dict[str, Any]:
+        """One GraphQL request; the answer's JSON object (``data`` and ``errors`` as sent)."""
         payload = {"query": query, "variables": variables}
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {self._bearer(force_refresh=attempt == 2)}"}
@@ -280,18 +316,9 @@ class OwnerClanConnector(SupplierConnectorBase):
         if not isinstance(body, dict):
             raise PermanentError(f"ownerclan {operation}: response is not a JSON object")
         errors = body.get("errors")
-        if errors:
-            if _rate_limited(errors):  # OwnerClan answers "Too many requests" with HTTP 200
-                raise RateLimitedError(
-                    f"ownerclan {operation}: too many requests", RATE_LIMIT_RETRY_S
-                )
-            raise PermanentError(
-                f"ownerclan {operation} failed: {_error_text(errors, echo_errors)}"
-            )
-        data = body.get("data")
-        if not isinstance(data, dict):
-            raise TransientError(f"ownerclan {operation}: response has no data")
-        return data
+        if errors and _rate_limited(errors):  # OwnerClan answers "Too many requests" with 200
+            raise RateLimitedError(f"ownerclan {operation}: too many requests", RATE_LIMIT_RETRY_S)
+        return body
 
     # ------------------------------------------------------------------ products
 
@@ -443,12 +470,154 @@ class OwnerClanConnector(SupplierConnectorBase):
         # allOrders(note) matches by substring: keep exact matches only.
         return [o for o in orders if o.get("note") == note]
 
+    def orders_by_notes(self, keys: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The orders carrying each key as their ``note`` (exact matches), one aliased query per
+        :data:`NOTE_KEYS_PER_QUERY` keys. ``note`` matches by substring, so a key can have more
+        than one page of near matches (``coupang:1:12`` is inside ``coupang:1:123``): such a key
+        is paged through on its own."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), NOTE_KEYS_PER_QUERY):
+            chunk = unique[start : start + NOTE_KEYS_PER_QUERY]
+            data = self._graphql(
+                notes_query(len(chunk)),
+                {f"n{i}": key for i, key in enumerate(chunk)},
+                operation="allOrders(notes)",
+            )
+            for i, key in enumerate(chunk):
+                connection = data.get(f"o{i}")
+                if not isinstance(connection, dict):
+                    raise PermanentError("ownerclan allOrders: answer has no connection object")
+                info = connection.get("pageInfo")
+                if isinstance(info, dict) and info.get("hasNextPage"):
+                    found[key] = self._orders_by_note(key)
+                else:
+                    found[key] = [o for o in _order_nodes(connection) if o.get("note") == key]
+        return found
+
     def place_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
         existing = self._orders_by_note(request.order_key)
         if existing:
             log.info("ownerclan: order %s already placed; not buying again", request.order_key)
             return _order_result(request.order_key, existing, already_existed=True)
         return self._create_order(request)
+
+    def place_orders(
+        self, requests: Sequence[PurchaseOrderRequest]
+    ) -> list[PurchaseOrderResult | DropshipError]:
+        """:meth:`place_order` for a batch: one aliased look-up of every key first (a call per
+        20 keys instead of one per order), then the keys not found are created,
+        ``orders_per_create_call`` aliased ``createOrder`` per request (:meth:`_create_many`).
+        The answer lists, in request order, each request's result or its error (a refusal, or a
+        lost answer whose outcome the next look-up tells). A failed look-up raises: nothing
+        was created. Once the API says "too many requests" the remaining creates are not
+        sent; they get the same error."""
+        found = self.orders_by_notes([r.order_key for r in requests])
+        results: dict[int, PurchaseOrderResult | DropshipError] = {}
+        todo: list[int] = []
+        for i, request in enumerate(requests):
+            existing = found.get(request.order_key)
+            if existing:
+                log.info("ownerclan: order %s already placed; not buying again", request.order_key)
+                results[i] = _order_result(request.order_key, existing, already_existed=True)
+            else:
+                todo.append(i)
+        limited: RateLimitedError | None = None
+        while todo:
+            chunk, todo = todo[: self.creates_per_call], todo[self.creates_per_call :]
+            if limited is not None:
+                results.update((i, limited) for i in chunk)
+                continue
+            try:
+                answers = self._create_many([requests[i] for i in chunk])
+            except RateLimitedError as exc:
+                limited = exc
+                answers = [exc] * len(chunk)
+            results.update(zip(chunk, answers, strict=True))
+        return [results[i] for i in range(len(requests))]
+
+    def _create_many(
+        self, requests: Sequence[PurchaseOrderRequest]
+    ) -> list[PurchaseOrderResult | DropshipError]:
+        """Create each request's purchase (none of them exists), as aliases of one mutation.
+        An alias answered with orders is placed; one with its own error was refused (codes
+        only: the text may echo the receiver). Any other alias, or every one after a lost
+        answer, has an unknown outcome: the keys are looked up once more and the ones still
+        missing are created one per call. A document refused as a whole (a server that takes
+        one mutation per request) is sent again one ``createOrder`` per call, and so is every
+        later batch of this connector."""
+        answers: dict[int, PurchaseOrderResult | DropshipError] = {}
+        inputs: list[tuple[int, dict[str, Any]]] = []
+        for i, request in enumerate(requests):
+            try:
+                inputs.append((i, self._order_input(request)))
+            except (PermanentError, TransientError) as exc:
+                answers[i] = exc
+        unknown: list[int] = []
+        if len(inputs) == 1:
+            ((i, _),) = inputs
+            answers[i] = self._create_one(requests[i])
+        elif inputs:
+            body: dict[str, Any] | None
+            try:
+                body = self._post(
+                    creates_mutation(len(inputs)),
+                    {f"i{k}": value for k, (_, value) in enumerate(inputs)},
+                    operation="createOrder",
+                    idempotent=False,
+                )
+            except RateLimitedError:
+                raise
+            except TransientError:
+                body = None  # the answer was lost: every outcome is unknown
+            errors = [e for e in (body or {}).get("errors") or [] if isinstance(e, dict)]
+            if body is not None and errors and not any(e.get("path") for e in errors):
+                log.warning(
+                    "ownerclan: %d createOrder in one request refused (%s); one per request "
+                    "from now on",
+                    len(inputs),
+                    _error_text(errors, False),
+                )
+                self.creates_per_call = 1
+                for i, _ in inputs:
+                    answers[i] = self._create_one(requests[i])
+                return [answers[i] for i in range(len(requests))]
+            data = (body or {}).get("data")
+            by_alias = {str(e["path"][0]): e for e in errors if e.get("path")}
+            for k, (i, _) in enumerate(inputs):
+                node = data.get(f"c{k}") if isinstance(data, dict) else None
+                if isinstance(node, list) and node:
+                    created = [o for o in node if isinstance(o, dict)]
+                    answers[i] = _order_result(
+                        requests[i].order_key, created, already_existed=False
+                    )
+                elif f"c{k}" in by_alias:
+                    answers[i] = PermanentError(
+                        f"ownerclan createOrder failed: {_error_text([by_alias[f'c{k}']], False)}"
+                    )
+                else:
+                    unknown.append(i)
+        if unknown:
+            try:
+                found = self.orders_by_notes([requests[i].order_key for i in unknown])
+            except TransientError as exc:
+                answers.update((i, exc) for i in unknown)
+            else:
+                for i in unknown:
+                    key = requests[i].order_key
+                    if found.get(key):
+                        answers[i] = _order_result(key, found[key], already_existed=True)
+                    else:
+                        answers[i] = self._create_one(requests[i])
+        return [answers[i] for i in range(len(requests))]
+
+    def _create_one(self, request: PurchaseOrderRequest) -> PurchaseOrderResult | DropshipError:
+        try:
+            return self._create_order(request)
+        except RateLimitedError:
+            raise
+        except (PermanentError, TransientError) as exc:
+            return exc
 
     def _option_values(self, line: PurchaseOrderLine) -> list[str]:
         """The option of a line as OwnerClan's ``optionAttributes``: the attribute values in the
@@ -479,8 +648,7 @@ class OwnerClanConnector(SupplierConnectorBase):
             )
         return chosen.value.split("/")
 
-    def _create_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
-        """``createOrder``, sent once and without a look-up: callers use :meth:`place_order`."""
+    def _order_input(self, request: PurchaseOrderRequest) -> dict[str, Any]:
         receiver = request.receiver
         recipient: dict[str, Any] = {
             "name": receiver.name,
@@ -507,9 +675,13 @@ class OwnerClanConnector(SupplierConnectorBase):
             order_input["sellerNote"] = request.note
         if receiver.message:
             order_input["ordererNote"] = receiver.message
+        return order_input
+
+    def _create_order(self, request: PurchaseOrderRequest) -> PurchaseOrderResult:
+        """``createOrder``, sent once and without a look-up: callers use :meth:`place_order`."""
         data = self._graphql(
             CREATE_ORDER_MUTATION,
-            {"input": order_input},
+            {"input": self._order_input(request)},
             operation="createOrder",
             idempotent=False,
             echo_errors=False,
@@ -524,22 +696,11 @@ class OwnerClanConnector(SupplierConnectorBase):
         )
 
     def get_shipments(self, order_keys: Sequence[str]) -> list[ShipmentInfo]:
-        shipments: list[ShipmentInfo] = []
-        keys = list(dict.fromkeys(order_keys))
         # Several keys per request with GraphQL aliases: one call per 20 keys, not per key.
-        for start in range(0, len(keys), SHIPMENT_KEYS_PER_QUERY):
-            chunk = keys[start : start + SHIPMENT_KEYS_PER_QUERY]
-            data = self._graphql(
-                shipments_query(len(chunk)),
-                {f"n{i}": key for i, key in enumerate(chunk)},
-                operation="allOrders(shipments)",
-            )
-            for i, key in enumerate(chunk):
-                connection = data.get(f"o{i}")
-                if not isinstance(connection, dict):
-                    raise PermanentError("ownerclan allOrders: answer has no connection object")
-                for order in _order_nodes(connection):
-                    shipments += _shipments_of(key, order)
+        shipments: list[ShipmentInfo] = []
+        for key, orders in self.orders_by_notes(order_keys).items():
+            for order in orders:
+                shipments += _shipments_of(key, order)
         return shipments
 
     def cancel_order(self, order_key: str, reason: str = "") -> bool:
@@ -819,4 +980,11 @@ def _shipments_of(order_key: str, order: dict[str, Any]) -> list[ShipmentInfo]:
     return shipments
 
 
-__all__ = ["OwnerClanConnector", "bounded_raw", "documents", "normalise_item", "shipments_query"]
+__all__ = [
+    "OwnerClanConnector",
+    "bounded_raw",
+    "creates_mutation",
+    "documents",
+    "normalise_item",
+    "notes_query",
+]

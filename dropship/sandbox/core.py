@@ -194,6 +194,9 @@ class FaultConfig:
     # usual and silently not applied (counter ``dropped_suspensions``). Each dropped request
     # lowers it by one. The overselling bug a client must catch by reading the listing back.
     drop_suspensions: int = 0
+    # OwnerClan: refuse a mutation document with more than one root field, as a server that
+    # takes one mutation per request would (an error without a path: nothing executed).
+    one_mutation_per_request: bool = False
 
     RATE_FIELDS: ClassVar[tuple[str, ...]] = (
         "error_rate",
