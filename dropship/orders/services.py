@@ -839,7 +839,7 @@ def forwardable_order_ids(
     return [int(i) for i in rows]
 
 
-# The forward flow's per-key advisory lock (dropship.orders.forwarding._lock), as pg_locks shows
+# The forward flow's per-key advisory lock (dropship.orders.forwarding._lock_all), as pg_locks shows
 # a bigint key: classid holds the high 32 bits, objid the low ones.
 _FORWARD_LOCK_HELD = """
     EXISTS (SELECT 1 FROM pg_locks l

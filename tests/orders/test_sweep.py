@@ -344,7 +344,7 @@ def test_a_purchase_left_placing_by_a_dead_worker_comes_back_before_the_stale_pe
     period; a purchase whose forward lock is held (a worker is placing it right now) or that
     recorded a transient error (its task is retrying: after 6 claims its backoff may be 128 s)
     is left alone until that retry is overdue."""
-    from dropship.orders.forwarding import _lock, _unlock
+    from dropship.orders.forwarding import _lock_all, _unlock_all
 
     account = "coupang_main"
     market_orders(sandbox, account, catalog.skus[(account, "plain")], count=3)
@@ -383,11 +383,11 @@ def test_a_purchase_left_placing_by_a_dead_worker_comes_back_before_the_stale_pe
         )
     dead, live, retrying = ids
     with rules_db.connect() as holder:
-        assert _lock(holder, keys[live])  # a live worker placing it right now
+        assert _lock_all(holder, [keys[live]])  # a live worker placing it right now
         try:
             swept = services.sweep_account(account, make_connector)
         finally:
-            _unlock(holder, keys[live])
+            _unlock_all(holder, [keys[live]])
     assert swept.forward == [dead]
     assert swept.abandoned_tasks == [f"task-{dead}"]
     # Touched as it is published: not again on the next sweep while its new task waits; the
