@@ -141,7 +141,9 @@ class Beat:
 
     def __init__(self, broker_url: str) -> None:
         exchange = Exchange("dropship", type="direct")
-        self.app = Celery("chaos-beat", broker=broker_url)
+        # Not the current app: later tests' AsyncResult(...) without an app must still find
+        # the project's app and its result backend.
+        self.app = Celery("chaos-beat", broker=broker_url, set_as_current=False)
         self.app.conf.update(
             task_queues=[Queue(n, exchange, routing_key=n) for n in QUEUE_NAMES],
             task_routes=TASK_ROUTES,
