@@ -164,7 +164,7 @@ def test_budgets_are_the_documented_ones() -> None:
     from dropship.celery_app import DropshipTask
 
     assert DropshipTask.max_retries == 8
-    assert DropshipTask.max_rate_limit_retries == 100
+    assert DropshipTask.max_rate_limit_retries == 1000
 
 
 @pytest.mark.parametrize(
