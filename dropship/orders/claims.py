@@ -42,6 +42,7 @@ from dropship import db
 from dropship.errors import OrderingNotSupportedError, PermanentError, TransientError
 from dropship.orders.common import (
     BEFORE_SHIPMENT,
+    FORWARD_LOCK_PREFIX,
     ConnectorFactory,
     default_factory,
     record_events,
@@ -300,7 +301,7 @@ def cancel_one(
         ).scalar()
     if key is None:
         return "busy"
-    lock = f"dropship.forward:{key}"
+    lock = f"{FORWARD_LOCK_PREFIX}{key}"  # the forward flow's lock: one holder per key
     with db.get_engine().connect() as conn:
         got = conn.execute(
             text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))"), {"k": lock}

@@ -24,6 +24,10 @@ from dropship.settings import get_settings
 ConnectorFactory = Callable[[str], Any]
 
 # Order statuses before the supplier shipped: a cancellation can still stop the purchase.
+# Name prefix of the per-order-key advisory lock: forwarding takes it for a whole batch,
+# the cancellation flow for one key, and the order sweep reads it in pg_locks to tell an
+# abandoned purchase from one being placed right now.
+FORWARD_LOCK_PREFIX = "dropship.forward:"
 BEFORE_SHIPMENT = ("new", "unmatched", "forwarding", "forwarded", "awaiting_placement", "failed")
 
 

@@ -61,6 +61,7 @@ from dropship.errors import (
     PermanentError,
     TransientError,
 )
+from dropship.orders.common import FORWARD_LOCK_PREFIX
 from dropship.orders.matching import ListingIndex
 from dropship.orders.services import FORWARDABLE_RAW_STATUSES, record_event
 from dropship.platforms.interfaces import (
@@ -150,19 +151,14 @@ def request_listing_suspension(session: Session, product_id: int, reason: str) -
 # --------------------------------------------------------------------------- locking
 
 
-def _lock_name(key: str) -> str:
-    # The same lock the cancellation flow takes (dropship.orders.claims): one holder per key.
-    return f"dropship.forward:{key}"
-
-
 def _lock_all(conn: Connection, keys: Sequence[str]) -> set[str]:
     """Try the session-level advisory lock of every key in one statement; the keys got."""
     got = conn.execute(
         text(
             "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
-            "WHERE pg_try_advisory_lock(hashtextextended('dropship.forward:' || k, 0))"
+            "WHERE pg_try_advisory_lock(hashtextextended(CAST(:prefix AS text) || k, 0))"
         ),
-        {"keys": list(keys)},
+        {"keys": list(keys), "prefix": FORWARD_LOCK_PREFIX},
     ).scalars()
     held = {str(k) for k in got}
     conn.commit()
@@ -175,10 +171,10 @@ def _unlock_all(conn: Connection, keys: Sequence[str]) -> None:
     if keys:
         conn.execute(
             text(
-                "SELECT pg_advisory_unlock(hashtextextended('dropship.forward:' || k, 0)) "
+                "SELECT pg_advisory_unlock(hashtextextended(CAST(:prefix AS text) || k, 0)) "
                 "FROM unnest(CAST(:keys AS text[])) AS k"
             ),
-            {"keys": list(keys)},
+            {"keys": list(keys), "prefix": FORWARD_LOCK_PREFIX},
         )
     conn.commit()
 

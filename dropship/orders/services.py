@@ -42,6 +42,7 @@ from dropship import db
 from dropship.errors import MissingPartitionError, PermanentError, TransientError
 from dropship.maintenance.partitions import Month, ensure_partitions
 from dropship.ops.memory import batch_rows
+from dropship.orders.common import FORWARD_LOCK_PREFIX
 from dropship.orders.matching import ListingIndex, Match
 from dropship.orders.models import Order, OrderEvent
 from dropship.platforms.interfaces import MarketConnector, MarketOrder, MarketOrderItem
@@ -841,12 +842,12 @@ def forwardable_order_ids(
 
 # The forward flow's per-key advisory lock (dropship.orders.forwarding._lock_all), as pg_locks shows
 # a bigint key: classid holds the high 32 bits, objid the low ones.
-_FORWARD_LOCK_HELD = """
+_FORWARD_LOCK_HELD = f"""
     EXISTS (SELECT 1 FROM pg_locks l
             WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
               AND ((l.classid::bigint << 32) | l.objid::bigint)
-                  = hashtextextended('dropship.forward:' || o.order_key, 0))
+                  = hashtextextended('{FORWARD_LOCK_PREFIX}' || o.order_key, 0))
 """
 
 
