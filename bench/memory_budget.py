@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,7 +44,13 @@ import requests
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from bench.collect import bench_env, fresh_database, start_sandbox  # noqa: E402
+from bench.collect import (  # noqa: E402
+    bench_env,
+    fresh_database,
+    start_image_store,
+    start_sandbox,
+    stop_image_store,
+)
 from bench.orders import arrive, publish_loop, setup_catalog  # noqa: E402
 
 
@@ -226,8 +231,6 @@ def one_case(label: str, extra: dict[str, str], args: argparse.Namespace) -> dic
     never meet the next)."""
     import redis
 
-    from dropship.images.server import ImageServer
-
     admin_url, url = fresh_database(args.database_url)
     sandbox, base_url = start_sandbox(args.products)
     # The order flow needs a moving clock (Naver's payment delay, tracking after a delay).
@@ -237,14 +240,11 @@ def one_case(label: str, extra: dict[str, str], args: argparse.Namespace) -> dic
     requests.post(
         f"{base_url}/_sandbox/suppliers", json={"tracking_delay_s": 5.0}, timeout=5
     ).raise_for_status()
-    store_dir = Path(tempfile.mkdtemp(prefix="dropship-bench-memory-images-"))
-    image_server = ImageServer(store_dir).start()
+    image_server, store_dir, image_env = start_image_store()
     env = bench_env(base_url, url, args.redis_url)
     env["DROPSHIP_MEMORY_BUDGET"] = args.budget
     env["DROPSHIP_LOG_LEVEL"] = "INFO"  # the workers' "ready." line and autoscale decisions
-    env["DROPSHIP_IMAGES__STORE"] = "local"
-    env["DROPSHIP_IMAGES__LOCAL_DIR"] = str(store_dir)
-    env["DROPSHIP_IMAGES__PUBLIC_BASE_URL"] = image_server.base_url
+    env.update(image_env)
     os.environ.update(env)
     from sqlalchemy import create_engine, pool
 
@@ -262,7 +262,7 @@ def one_case(label: str, extra: dict[str, str], args: argparse.Namespace) -> dic
         redis.Redis.from_url(args.redis_url).flushdb()
         return run_case(label, {**env, **extra}, url, base_url, args)
     finally:
-        image_server.stop()
+        stop_image_store(image_server, store_dir)
         sandbox.terminate()
         sandbox.wait(30)
         db.reset_engine()

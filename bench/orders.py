@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -49,7 +48,14 @@ import requests
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from bench.collect import Worker, bench_env, fresh_database, start_sandbox  # noqa: E402
+from bench.collect import (  # noqa: E402
+    Worker,
+    bench_env,
+    fresh_database,
+    start_image_store,
+    start_sandbox,
+    stop_image_store,
+)
 
 MARKET_ACCOUNTS = {"coupang": "coupang_main", "naver": "naver_main"}
 BATCH = 25  # orders per admin call
@@ -342,15 +348,9 @@ def main() -> int:
     ).raise_for_status()
     env = bench_env(base_url, url, args.redis_url)
     env["DROPSHIP_ORDERS__PRICE_CHECK"] = "false"  # same supplier calls as the naive script
-    # Registration needs processed images in a store the markets can fetch from (the Coupang
-    # sandbox downloads every vendorPath): a local store served over HTTP, as `dropship up` does.
-    from dropship.images.server import ImageServer
-
-    store_dir = Path(tempfile.mkdtemp(prefix="dropship-bench-orders-images-"))
-    image_server = ImageServer(store_dir).start()
-    env["DROPSHIP_IMAGES__STORE"] = "local"
-    env["DROPSHIP_IMAGES__LOCAL_DIR"] = str(store_dir)
-    env["DROPSHIP_IMAGES__PUBLIC_BASE_URL"] = image_server.base_url
+    # Registration needs processed images the markets can fetch (see start_image_store).
+    image_server, store_dir, image_env = start_image_store()
+    env.update(image_env)
     os.environ.update(env)
     from dropship import migrate
     from dropship.celery_app import app
@@ -387,6 +387,7 @@ def main() -> int:
         result["naive"] = naive_script(base_url, listed, args.naive_orders, args.rate)
         print(f"naive: {result['naive']}", flush=True)
     finally:
+        stop_image_store(image_server, store_dir)
         sandbox.terminate()
         sandbox.wait(30)
         from dropship import db
