@@ -105,7 +105,7 @@ def setup_catalog(url: str, base_url: str, catalog: int) -> list[tuple[str, str]
         process_products(pending_product_ids())
         for account in MARKET_ACCOUNTS.values():
             register_sweep.delay(account).forget()
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + float(os.environ.get("BENCH_SETUP_TIMEOUT_S", "300"))
         while True:
             # Coupang listed (the naive script buys there), nothing in flight.
             row = conn.execute(
@@ -117,7 +117,16 @@ def setup_catalog(url: str, base_url: str, catalog: int) -> list[tuple[str, str]
             if row[0] and not row[1]:
                 break
             if time.monotonic() > deadline:
-                raise SystemExit("registration did not finish")
+                states = conn.execute(
+                    "SELECT a.platform, l.status, left(coalesce(l.error, ''), 200), count(*) "
+                    "FROM listings l JOIN accounts a ON a.id = l.account_id GROUP BY 1, 2, 3"
+                ).fetchall()
+                blocks = conn.execute(
+                    "SELECT account, code, count(*) FROM listing_blocks GROUP BY 1, 2"
+                ).fetchall()
+                raise SystemExit(
+                    f"registration did not finish: listings {states}, blocked {blocks}"
+                )
             time.sleep(0.5)
         listed = conn.execute(
             "SELECT a.platform, l.external_sku FROM listings l JOIN accounts a ON a.id = "
@@ -248,6 +257,8 @@ def naive_script(
 ) -> dict[str, Any]:
     """One order per sweep-and-call round trip: read the open orders, buy the first one not
     bought yet, repeat (a simple script's loop), on Coupang only."""
+    if count <= 0:
+        return {"orders": 0, "placed": 0, "skipped": "--naive-orders 0"}
     from dropship.platforms.interfaces import BuyerInfo, PurchaseOrderLine, PurchaseOrderRequest
     from dropship.platforms.registry import connector_for
 

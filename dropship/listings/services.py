@@ -1,7 +1,8 @@
 """The register flow: sellable products become listings on each market account, exactly once.
 
 * :func:`plan_registrations` (the sweep, per market account): selects products not yet listed on
-  the account (``FOR UPDATE SKIP LOCKED``, so two sweeps never evaluate the same products),
+  the account (one sweep per account at a time by an advisory lock; the products share-locked,
+  so sweeps of different accounts run side by side and a collect merge waits for them),
   evaluates them with the catalog rules (:mod:`dropship.listings.rules`), and claims a
   ``listings`` row per listable product (status ``claimed``, our key in ``external_sku``, the
   sale price, market category and option prices). It commits, then returns the listing ids to
@@ -106,6 +107,14 @@ def plan_registrations(
     blocked = 0
     with db.session_scope() as session:
         account_id = ensure_account(session, market_account)
+        # One sweep per account at a time (a second waits, then finds these products listed).
+        # The products are only share-locked: sweeps of different accounts evaluate the same
+        # products at once (an exclusive SKIP LOCKED made one account's sweep skip every
+        # product another account's sweep held), while a collect merge updating them waits.
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"dropship.register_sweep:{account_id}"},
+        )
         candidates = [
             int(pid)
             for pid in session.execute(
@@ -116,7 +125,7 @@ def plan_registrations(
                       AND NOT EXISTS (SELECT 1 FROM listings l
                                       WHERE l.product_id = p.id AND l.account_id = :a)
                     ORDER BY p.id LIMIT :limit
-                    FOR UPDATE OF p SKIP LOCKED
+                    FOR SHARE OF p SKIP LOCKED
                     """
                 ),
                 {"a": account_id, "limit": limit},

@@ -176,6 +176,69 @@ def test_same_batch_delivered_twice_at_once(
     assert sku_counts(sandbox, skus) == [1] * 6
 
 
+def _sweeps_at_once(
+    accounts: list[str], monkeypatch: pytest.MonkeyPatch, hold_s: float
+) -> list[dict[str, Any]]:
+    """Run ``plan_registrations`` for each account in its own thread, the first one held inside
+    its transaction (in the rule evaluation) for up to ``hold_s`` or until every sweep has
+    reached the evaluation too."""
+    evaluate = services.evaluate_products
+    arrived = threading.Semaphore(0)
+    first = threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        arrived.release()
+        if not first.is_set():
+            first.set()
+            deadline = time.monotonic() + hold_s
+            while time.monotonic() < deadline and arrived._value < len(accounts):
+                time.sleep(0.05)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(services, "evaluate_products", held)
+    results: dict[int, dict[str, Any]] = {}
+    errors: list[BaseException] = []
+
+    def sweep(i: int, account: str) -> None:
+        try:
+            results[i] = services.plan_registrations(account)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sweep, args=(0, accounts[0]))]
+    threads[0].start()
+    assert first.wait(30)
+    threads += [
+        threading.Thread(target=sweep, args=(i, a)) for i, a in enumerate(accounts[1:], start=1)
+    ]
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return [results[i] for i in range(len(accounts))]
+
+
+def test_sweeps_of_two_accounts_at_once_both_claim_every_product(
+    catalog: dict[str, list[int]], rules_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each market account's beat sweep runs in its own worker process: one must not skip the
+    # products the other is evaluating (it listed nothing on its account until a later beat).
+    first, second = _sweeps_at_once(["coupang_main", "naver_main"], monkeypatch, hold_s=10)
+    assert (first["claimed"], second["claimed"]) == (6, 6)
+    for account in ("coupang_main", "naver_main"):
+        assert sorted(listing_rows(rules_db, account)) == sorted(catalog["sellable"])
+
+
+def test_two_sweeps_of_one_account_at_once_claim_each_product_once(
+    catalog: dict[str, list[int]], rules_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = _sweeps_at_once(["coupang_main", "coupang_main"], monkeypatch, hold_s=1)
+    assert (first["claimed"], second["claimed"]) == (6, 0)
+    assert second["publish"] == []
+    assert sorted(listing_rows(rules_db, "coupang_main")) == sorted(catalog["sellable"])
+
+
 @pytest.mark.parametrize("platform", ["coupang", "naver"])
 def test_lost_responses_never_duplicate_a_listing(
     sandbox: SandboxFixture,  # noqa: F811
