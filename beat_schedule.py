@@ -41,9 +41,10 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "options": {"expires": 25},
     },
     # --- orders (queue high): pull new and changed orders per market account, store and match
-    # them, then publish forwards and acknowledgements (and re-publish lost forwards).
+    # them, then publish forwards and acknowledgements (and re-publish lost forwards). One
+    # sweep task per account, each in its own worker process.
     "orders-sweep": {
-        "task": "tasks.orders.sweep_orders",
+        "task": "tasks.orders.sweep_order_accounts",
         "schedule": 60.0,
         "options": {"expires": 55},
     },

@@ -133,7 +133,8 @@ class Worker:
         args = [
             sys.executable, "-m", "celery", "-A", "dropship.celery_app", "worker",
             "-Q", queues, "-c", str(concurrency), "-n", f"bench-{uuid.uuid4().hex[:6]}@%h",
-            "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
+            "--loglevel", os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"),
+            "--without-gossip", "--without-mingle",
             "-I", "bench.collect_naive",
         ]  # fmt: skip
         self.log = log

@@ -15,9 +15,9 @@ a fresh database (dropped at the end) and a sandbox process of its own, starts `
    registered on ``coupang_main`` and ``naver_main`` (the workers do the collect and register);
 2. then, with the OwnerClan catalog back at ``--products``, runs a full collect of each supplier
    at once while real order traffic goes through the order flow: sandbox market orders arriving
-   at ``--order-rate`` per second (half Coupang, half Naver), ``sweep_orders`` published every
-   ``--sweep-interval`` s (acknowledge, ``forward_order`` to OwnerClan) and ``tracking_sweep``
-   every 10 s, each expiring before the next is due as beat's entries do, all on
+   at ``--order-rate`` per second (half Coupang, half Naver), ``sweep_order_accounts``
+   published every ``--sweep-interval`` s (acknowledge, ``forward_order`` to OwnerClan) and
+   ``tracking_sweep`` every 10 s, each expiring before the next is due as beat's entries do, all on
    ``worker-high``;
 3. samples the RSS and PSS of both worker trees (main processes and pool children) every 0.2 s
    from the start of set-up until the collect is over, and counts the orders by state.

@@ -14,8 +14,8 @@ tasks, then:
    second (half Coupang, half Naver, admin endpoints in small batches; the arrival time of an
    order is the moment its batch was created). One worker process tree on queue ``high``
    (``--concurrency`` processes) does the work; this script only publishes what beat would:
-   ``sweep_orders`` every ``--sweep-interval`` s and ``tracking_sweep`` every
-   ``--tracking-interval`` s. Measured: purchase
+   ``sweep_order_accounts`` (one ``sweep_orders`` per account) every ``--sweep-interval`` s
+   and ``tracking_sweep`` every ``--tracking-interval`` s. Measured: purchase
    orders per second (orders / (last purchase placed - first arrival)), arrival-to-purchase
    latency p50/p95/p99 (``purchase_orders.placed_at`` minus arrival), and the time until every
    order's tracking is at its market (``dispatched``).
@@ -151,11 +151,18 @@ def post_orders(base_url: str, market: str, sku: str, count: int) -> list[str]:
     return [str(i) for i in answer.json()["productOrderIds"]]
 
 
+# Naver lists a product order from its payment, which the sandbox puts 3 s after the order
+# (paymentDate): nothing can be bought before it.
+NAVER_PAYMENT_AFTER_S = 3.0
+
+
 def arrive(
     base_url: str, listed: list[tuple[str, str]], total: int, rate: float
-) -> tuple[dict[str, float], float]:
-    """Create ``total`` orders at ``rate``/s in batches; unit id -> wall-clock arrival."""
+) -> tuple[dict[str, float], float, dict[str, str]]:
+    """Create ``total`` orders at ``rate``/s in batches; unit id -> wall-clock arrival, the
+    seconds it took, unit id -> market."""
     arrivals: dict[str, float] = {}
+    markets: dict[str, str] = {}
     started = time.time()
     sent = 0
     n = 0
@@ -169,9 +176,69 @@ def arrive(
         count = min(BATCH, total - sent)
         at = time.time()
         for unit in post_orders(base_url, market, sku, count):
+            if unit in arrivals:
+                raise SystemExit(f"unit id {unit} given twice (by {markets[unit]} and {market})")
             arrivals[unit] = at
+            markets[unit] = market
         sent += count
-    return arrivals, time.time() - started
+    return arrivals, time.time() - started, markets
+
+
+class CpuMeter:
+    """CPU seconds used by each part of the pipeline while it runs: the sandbox process, each
+    worker tree, and the PostgreSQL backends connected to the bench database (sampled every
+    0.5 s; a process's CPU since the previous sample is added to its part). On a machine other
+    jobs share, CPU per order is the steadier figure: wall-clock rates move with their load."""
+
+    def __init__(self, url: str, parts: dict[str, int]) -> None:
+        self.url = url
+        self.parts = parts  # part -> root pid (its children count too)
+        self.used: dict[str, float] = {p: 0.0 for p in [*parts, "postgres"]}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _pids(self, conn: psycopg.Connection[Any]) -> dict[int, str]:
+        pids: dict[int, str] = {}
+        for part, root in self.parts.items():
+            try:
+                proc = psutil.Process(root)
+                for p in [proc, *proc.children(recursive=True)]:
+                    pids[p.pid] = part
+            except psutil.Error:
+                continue
+        database = self.url.rsplit("/", 1)[1]
+        for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ):
+            pids[int(pid)] = "postgres"
+        return pids
+
+    def _sample(self, conn: psycopg.Connection[Any]) -> None:
+        for pid, part in self._pids(conn).items():
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            now = t.user + t.system
+            self.used[part] += now - self._last.get(pid, now)
+            self._last[pid] = now
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            self._sample(conn)  # a baseline: CPU before the start is not counted
+            while not self._stop.wait(0.5):
+                self._sample(conn)
+            self._sample(conn)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(10)
+        return {part: round(seconds, 2) for part, seconds in self.used.items()}
 
 
 def publish_loop(
@@ -181,11 +248,11 @@ def publish_loop(
     expires before the next one is due, as beat's entries do (a busy worker then skips the
     sweeps it could not start in time instead of running a backlog of them)."""
     from tasks.fulfilment import tracking_sweep
-    from tasks.orders import sweep_orders
+    from tasks.orders import sweep_order_accounts
 
     next_tracking = 0.0
     while not stop.is_set():
-        sweep_orders.apply_async(expires=0.9 * interval if expire else None).forget()
+        sweep_order_accounts.apply_async(expires=0.9 * interval if expire else None).forget()
         if time.monotonic() >= next_tracking:
             tracking_sweep.apply_async(expires=0.9 * tracking_interval if expire else None).forget()
             next_tracking = time.monotonic() + tracking_interval
@@ -193,15 +260,21 @@ def publish_loop(
 
 
 def project_path(
-    url: str, base_url: str, listed: list[tuple[str, str]], args: argparse.Namespace
+    url: str,
+    base_url: str,
+    listed: list[tuple[str, str]],
+    args: argparse.Namespace,
+    meter: CpuMeter,
 ) -> dict[str, Any]:
     stop = threading.Event()
     publisher = threading.Thread(
         target=publish_loop, args=(stop, args.sweep_interval, args.tracking_interval)
     )
     publisher.start()
+    meter.start()
+    cpu: dict[str, float] = {}
     try:
-        arrivals, arrive_s = arrive(base_url, listed, args.orders, args.rate)
+        arrivals, arrive_s, markets = arrive(base_url, listed, args.orders, args.rate)
         print(f"{len(arrivals)} orders arrived in {arrive_s:.1f} s", flush=True)
         placed: dict[str, float] = {}
         deadline = time.monotonic() + args.timeout
@@ -217,6 +290,7 @@ def project_path(
                     break
                 time.sleep(1)
             purchases_done = time.time()
+            cpu = meter.stop()  # arrival to the last purchase: the rate's window
             while time.monotonic() < deadline:
                 row = conn.execute(
                     "SELECT count(*) FROM orders WHERE status = 'dispatched'"
@@ -231,11 +305,31 @@ def project_path(
             statuses: dict[str, int] = dict(
                 conn.execute("SELECT status, count(*) FROM orders GROUP BY 1").fetchall()
             )
+            stray = conn.execute(
+                "SELECT market, market_order_id, status FROM orders "
+                "WHERE NOT (market_order_id = ANY(%s))",
+                (list(arrivals),),
+            ).fetchall()
     finally:
         stop.set()
         publisher.join()
     first = min(arrivals.values())
     latencies = [placed[u] - arrivals[u] for u in placed]
+    by_market: dict[str, dict[str, float]] = {}
+    for market in sorted(set(markets.values())):
+        mine = [placed[u] - arrivals[u] for u in placed if markets[u] == market]
+        # From the moment the market lists the order for us (Naver: its payment).
+        payable = [x - (NAVER_PAYMENT_AFTER_S if market == "naver" else 0.0) for x in mine]
+        by_market[market] = {
+            "orders": len(mine),
+            "p50_s": percentile(mine, 0.50),
+            "p95_s": percentile(mine, 0.95),
+            "p95_from_payment_s": percentile(payable, 0.95),
+        }
+    listed_latencies = [
+        placed[u] - arrivals[u] - (NAVER_PAYMENT_AFTER_S if markets[u] == "naver" else 0.0)
+        for u in placed
+    ]
     last_placed = max(placed.values()) if placed else purchases_done
     assert dispatched is not None
     return {
@@ -246,9 +340,21 @@ def project_path(
         "p50_s": percentile(latencies, 0.50),
         "p95_s": percentile(latencies, 0.95),
         "p99_s": percentile(latencies, 0.99),
+        # From the moment the market lists the order (Naver: its payment, 3 s after the order).
+        "p50_from_listed_s": percentile(listed_latencies, 0.50),
+        "p95_from_listed_s": percentile(listed_latencies, 0.95),
+        "p99_from_listed_s": percentile(listed_latencies, 0.99),
         "dispatched": int(dispatched[0]),
         "all_tracked_after_s": (float(dispatched[1]) - first) if dispatched[1] else None,
         "statuses": statuses,
+        "by_market": by_market,
+        # Order rows the run did not create (should be none).
+        "stray_orders": [tuple(map(str, r)) for r in stray[:5]],
+        # CPU seconds of each part from the first arrival to the last purchase, and per order.
+        "cpu_s": cpu,
+        "cpu_ms_per_order": {
+            part: round(1000 * seconds / max(1, len(placed)), 2) for part, seconds in cpu.items()
+        },
     }
 
 
@@ -390,7 +496,10 @@ def main() -> int:
             high.wait_ready(app)
             listed = setup_catalog(url, base_url, args.catalog)
             print(f"{len(listed)} listings", flush=True)
-            result["project"] = project_path(url, base_url, listed, args)
+            meter = CpuMeter(
+                url, {"sandbox": sandbox.pid, "high worker": high.proc.pid, "bulk": bulk.proc.pid}
+            )
+            result["project"] = project_path(url, base_url, listed, args, meter)
             print(f"project: {result['project']}", flush=True)
         finally:
             high.stop()
@@ -416,6 +525,8 @@ def print_table(r: dict[str, Any]) -> None:
     print("| path | orders | placed | orders/s | p50 s | p95 s | p99 s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, row in (("sweep + batched forwards (workers)", p), ("one order per round trip", n)):
+        if "orders_per_s" not in row:
+            continue  # not run (--naive-orders 0)
         print(
             f"| {label} | {row['orders']} | {row['placed']} | {row['orders_per_s']:.1f} | "
             f"{row['p50_s']:.2f} | {row['p95_s']:.2f} | {row['p99_s']:.2f} |"
@@ -424,6 +535,12 @@ def print_table(r: dict[str, Any]) -> None:
         f"\nall tracking at the markets {p['all_tracked_after_s']} s after the first arrival; "
         f"statuses {p['statuses']}"
     )
+    print(
+        f"from the market listing the order (Naver: payment): p50 {p['p50_from_listed_s']:.2f} s, "
+        f"p95 {p['p95_from_listed_s']:.2f} s, p99 {p['p99_from_listed_s']:.2f} s"
+    )
+    print(f"CPU ms per order placed (first arrival to last purchase): {p['cpu_ms_per_order']}")
+    print(f"by market: {p['by_market']}; stray order rows: {p['stray_orders']}")
 
 
 if __name__ == "__main__":

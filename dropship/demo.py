@@ -301,9 +301,9 @@ def operate_sheets(box: Sandbox, state: DemoState) -> None:
 
 def publish_sweeps() -> None:
     from tasks.fulfilment import claims_sweep, sheets_sweep, tracking_sweep
-    from tasks.orders import sweep_orders
+    from tasks.orders import sweep_order_accounts
 
-    for task in (sweep_orders, sheets_sweep, tracking_sweep, claims_sweep):
+    for task in (sweep_order_accounts, sheets_sweep, tracking_sweep, claims_sweep):
         task.delay().forget()
 
 

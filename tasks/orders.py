@@ -3,8 +3,9 @@
 Arguments and results are ids and counts only: Flower shows both, and receivers' personal data
 never leaves the ``orders`` rows. From a shell::
 
-    from tasks.orders import sweep_orders, forward_order, retry_order
-    sweep_orders.delay()                  # every market account (beat does this every minute)
+    from tasks.orders import sweep_order_accounts, sweep_orders, forward_order, retry_order
+    sweep_order_accounts.delay()          # one sweep task per account (beat, every minute)
+    sweep_orders.delay()                  # every market account in turn, results together
     sweep_orders.delay("coupang_main")
     forward_order.delay([101, 102])       # order item ids; idempotent per order key
     retry_order.delay(101)                # a failed or unmatched item, one call
@@ -16,6 +17,7 @@ returning); the sweep also re-publishes items whose forward task was lost, once 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from dropship.celery_app import DropshipTask, app
@@ -38,6 +40,21 @@ def publish_forwards(order_ids: Sequence[int], batch_size: int | None = None) ->
     for start in range(0, len(ids), size):
         forward_order.delay(ids[start : start + size])
     return (len(ids) + size - 1) // size
+
+
+@app.task(bind=True, name="tasks.orders.sweep_order_accounts")
+def sweep_order_accounts(self: DropshipTask) -> list[str]:
+    """Publish one ``sweep_orders`` per market account (beat's order sweep): each account's
+    sweep runs in its own worker process, so a slow or large market does not hold back the
+    other's new orders, as one task sweeping the accounts in turn did. The per-account tasks
+    carry this task's expiry. Returns the accounts."""
+    names = _market_accounts()
+    expires = self.request.expires
+    if isinstance(expires, str):
+        expires = datetime.fromisoformat(expires)
+    for name in names:
+        sweep_orders.apply_async((name,), expires=expires)
+    return names
 
 
 @app.task(bind=True, name="tasks.orders.sweep_orders")

@@ -194,6 +194,7 @@ class _Unit:
     item_ids: list[str]
     carrier: str
     tracking_number: str
+    group_id: str | None = None
 
     def upload(self) -> TrackingUpload:
         return TrackingUpload(
@@ -201,6 +202,7 @@ class _Unit:
             market_item_ids=tuple(self.item_ids),
             carrier=self.carrier,
             tracking_number=self.tracking_number,
+            market_group_id=self.group_id,
         )
 
 
@@ -210,8 +212,8 @@ def _ready_units(limit: int) -> tuple[list[_Unit], list[tuple[list[tuple[int, da
         rows = session.execute(
             text(
                 "SELECT o.id, o.ordered_at, o.account_id, a.name AS account, a.platform, "
-                "o.market_order_id, o.market_item_id, o.carrier, o.tracking_number "
-                "FROM orders o JOIN accounts a ON a.id = o.account_id "
+                "o.market_order_id, o.market_item_id, o.market_group_id, o.carrier, "
+                "o.tracking_number FROM orders o JOIN accounts a ON a.id = o.account_id "
                 "WHERE o.status = 'shipped' AND (o.status_reason IS NULL OR "
                 "o.updated_at < now() - make_interval(secs => :retry)) "
                 "ORDER BY o.shipped_at LIMIT :limit"
@@ -272,6 +274,7 @@ def _ready_units(limit: int) -> tuple[list[_Unit], list[tuple[list[tuple[int, da
                         [r.market_item_id for r in items if r.market_item_id],
                         first.carrier,
                         first.tracking_number,
+                        first.market_group_id,
                     )
                 )
     return units, unsplittable

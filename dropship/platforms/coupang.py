@@ -35,7 +35,7 @@ import hmac
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -51,6 +51,7 @@ from dropship.platforms.http import PlatformHttp
 from dropship.platforms.interfaces import (
     BuyerInfo,
     ClaimKind,
+    KnownOrderStates,
     MarketClaim,
     MarketListingRequest,
     MarketListingResult,
@@ -660,9 +661,15 @@ class CoupangConnector:
 
     # ------------------------------------------------------------------ orders
 
-    def iter_orders(self, changed_since: datetime, until: datetime) -> Iterator[MarketOrder]:
+    def iter_orders(
+        self,
+        changed_since: datetime,
+        until: datetime,
+        known: KnownOrderStates | None = None,
+    ) -> Iterator[MarketOrder]:
         """Order sheets ordered in ``[changed_since, until)`` in the configured statuses, each
-        once per call. Raises :class:`TransientError` on a malformed record (never skips one)."""
+        once per call. Raises :class:`TransientError` on a malformed record (never skips one).
+        ``known`` is not used: a sheet is the whole order already, no detail read to save."""
         common.check_window(MARKET, changed_since, until)
         seen: set[str] = set()
         window_start = changed_since
@@ -784,13 +791,33 @@ class CoupangConnector:
         is refused (``INVALID_STATUS``, ``retryRequired: false``). Every box's order sheet is read
         first anyway (it carries the ``orderId`` and vendor items the upload needs), so a box
         that already shows this invoice number is skipped, and an unknown outcome of the upload
-        itself is resolved by reading the states again instead of re-sending."""
+        itself is resolved by reading the states again instead of re-sending.
+
+        An upload that carries the box's ``orderId`` (``market_group_id``) and its vendor items,
+        as the order sweep stored them, is sent without that first read: one call for up to 50
+        boxes instead of 51. Coupang's answer per box decides then; a refused box is read once
+        (an earlier upload that got through shows our invoice: done), and a refusal says the
+        box's state."""
         dtos_by_box: dict[int, list[dict[str, Any]]] = {}
         wanted_invoice: dict[int, str] = {}
         for upload in uploads:
             if not upload.tracking_number:
                 raise PermanentError(f"coupang {upload.market_order_id}: empty tracking number")
             code = carrier_code(upload.carrier)
+            if upload.market_group_id and upload.market_item_ids:
+                box_id = int(upload.market_order_id)
+                if box_id in wanted_invoice:
+                    raise PermanentError(
+                        f"coupang shipment box {box_id}: more than one tracking upload in one "
+                        f"call (split shipping is not supported)"
+                    )
+                known = {"shipmentBoxId": box_id, "orderId": upload.market_group_id}
+                wanted_invoice[box_id] = upload.tracking_number
+                dtos_by_box[box_id] = [
+                    invoice_dto(known, int(item), code, upload.tracking_number)
+                    for item in upload.market_item_ids
+                ]
+                continue
             sheet = self._order_sheet(upload.market_order_id)
             box_id = int(sheet["shipmentBoxId"])
             if box_id in wanted_invoice:
@@ -873,7 +900,7 @@ class CoupangConnector:
                 continue  # refused as INVALID_STATUS because an earlier upload got through
             failure = _BoxFailure.of(box_id, result, status)
             if failure.code in _PERMANENT_INVOICE_CODES:
-                failure = _BoxFailure(failure.box_id, failure.code, False)
+                failure = replace(failure, retry=False)
             failures.append(failure)
         return failures
 
@@ -1069,14 +1096,16 @@ class _BoxFailure:
     box_id: int
     code: str
     retry: bool
+    # The box's state as read after the refusal (None: not read, or unknown to Coupang).
+    status: str | None = None
 
     @classmethod
     def of(cls, box_id: int, result: _BoxResult | None, status: str | None) -> _BoxFailure:
         if result is None:
-            return cls(box_id, "NOT_ANSWERED", True)
+            return cls(box_id, "NOT_ANSWERED", True, status)
         if status is None and result.code == "NOT_FOUND_SHIPMENT_BOX":
             return cls(box_id, result.code, False)  # unknown to Coupang: retrying cannot help
-        return cls(box_id, result.code, result.retry_required)
+        return cls(box_id, result.code, result.retry_required, status)
 
 
 def acknowledgement_body(vendor_id: str, box_ids: Sequence[Any]) -> dict[str, Any]:
@@ -1148,7 +1177,10 @@ def _raise_for_box_failures(what: str, failures: Sequence[_BoxFailure]) -> None:
     may succeed on a retry, PermanentError otherwise."""
     if not failures:
         return
-    shown = ", ".join(f"{f.box_id} ({f.code or 'refused'})" for f in failures[:20])
+    shown = ", ".join(
+        f"{f.box_id} ({f.code or 'refused'}{', box is ' + f.status if f.status else ''})"
+        for f in failures[:20]
+    )
     more = f" (+{len(failures) - 20} more)" if len(failures) > 20 else ""
     message = f"coupang {what} failed for shipment boxes {shown}{more}"
     raise (TransientError if all(f.retry for f in failures) else PermanentError)(message)

@@ -440,11 +440,29 @@ class MarketOrder:
 
 
 @dataclass(frozen=True)
+class OrderChange:
+    """What a market's change list says of one order before its details are read (Naver's
+    ``last-changed-statuses`` entry: product order status and claim status)."""
+
+    market_order_id: str
+    status: str
+    claim: str | None
+
+
+# Given a page of changes, the ids whose stored items already have exactly that status and
+# claim: a sweep re-reading its overlap need not read their details again.
+KnownOrderStates = Callable[[Sequence[OrderChange]], Collection[str]]
+
+
+@dataclass(frozen=True)
 class TrackingUpload:
     market_order_id: str
     market_item_ids: tuple[str, ...]
     carrier: str
     tracking_number: str
+    # The customer's whole order at the market (Coupang ``orderId``), as the order sweep stored
+    # it: with it and the item ids a Coupang upload needs no read of the box first.
+    market_group_id: str | None = None
 
 
 ClaimKind = Literal["cancel", "return", "exchange"]
@@ -509,8 +527,16 @@ class MarketConnector(Protocol):
         """Every listing of this account on the market, following the paging (reconciliation)."""
         ...
 
-    def iter_orders(self, changed_since: datetime, until: datetime) -> Iterator[MarketOrder]:
-        """Orders created or changed in ``[changed_since, until)``, following the paging."""
+    def iter_orders(
+        self,
+        changed_since: datetime,
+        until: datetime,
+        known: KnownOrderStates | None = None,
+    ) -> Iterator[MarketOrder]:
+        """Orders created or changed in ``[changed_since, until)``, following the paging.
+        Where the market lists changes before their details (Naver), ``known`` is asked per
+        page which of them are stored unchanged; those are neither read nor yielded. A market
+        whose list already holds whole orders (Coupang) yields them all and ignores it."""
         ...
 
     def acknowledge(self, market_order_ids: Iterable[str]) -> None:

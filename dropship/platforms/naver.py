@@ -46,6 +46,7 @@ from dropship.platforms.http import AuthRejectedError, PlatformHttp
 from dropship.platforms.interfaces import (
     BuyerInfo,
     ClaimKind,
+    KnownOrderStates,
     ListingSaleState,
     MarketClaim,
     MarketListingRequest,
@@ -55,6 +56,7 @@ from dropship.platforms.interfaces import (
     MarketOrder,
     MarketOrderItem,
     OptionStock,
+    OrderChange,
     Page,
     TrackingUpload,
     option_stock_for,
@@ -621,9 +623,19 @@ class NaverConnector:
 
     # ------------------------------------------------------------------ orders
 
-    def iter_orders(self, changed_since: datetime, until: datetime) -> Iterator[MarketOrder]:
+    def iter_orders(
+        self,
+        changed_since: datetime,
+        until: datetime,
+        known: KnownOrderStates | None = None,
+    ) -> Iterator[MarketOrder]:
         """Product orders last changed in ``[changed_since, until)``, each once per call.
-        Raises :class:`TransientError` on a malformed record (never skips one)."""
+        Raises :class:`TransientError` on a malformed record (never skips one).
+
+        With ``known``, a page's changes whose product order status and claim status (both in
+        the change entry, file id 46062719477) the caller already stores are not queried for
+        details: a sweep re-reading its overlap every second would otherwise read every order
+        of the last minutes again, one ``query`` call per 300."""
         common.check_window(MARKET, changed_since, until)
         seen: set[str] = set()
         window_start = changed_since
@@ -639,6 +651,19 @@ class NaverConnector:
                         continue  # delivered twice (page overlap)
                     fresh[product_order_id] = change
                 seen.update(fresh)
+                if known is not None and fresh:
+                    stored = known(
+                        [
+                            OrderChange(
+                                market_order_id=product_order_id,
+                                # An entry without a status never matches: its details are read.
+                                status=str(change.get("productOrderStatus") or ""),
+                                claim=common.str_or_none(change.get("claimStatus")),
+                            )
+                            for product_order_id, change in fresh.items()
+                        ]
+                    )
+                    fresh = {k: v for k, v in fresh.items() if k not in stored}
                 yield from self._details(fresh)
             window_start = window_end
 

@@ -196,7 +196,7 @@ class ProductOrder:
     claim_requested_at: datetime | None = None
 
     def change(self) -> dict[str, Any]:
-        return {
+        entry: dict[str, Any] = {
             "productOrderId": self.product_order_id,
             "orderId": self.order_id,
             "lastChangedDate": naver_time(self.changed_at),
@@ -205,6 +205,22 @@ class ProductOrder:
             "paymentDate": naver_time(self.ordered_at + timedelta(seconds=3)),
             "receiverAddressChanged": False,
         }
+        # claimType/claimStatus are part of the entry when the product order has a claim
+        # (last-changed-statuses schema, file id 46062719477), the same as its detail says.
+        claim_type, claim_status = self.claim()
+        if claim_type:
+            entry["claimType"] = claim_type
+        if claim_status:
+            entry["claimStatus"] = claim_status
+        return entry
+
+    def claim(self) -> tuple[str | None, str | None]:
+        """(claimType, claimStatus): a claim made through the admin endpoint, else one a test
+        set on the product."""
+        return (
+            self.claim_type or self.product.get("claimType"),
+            self.claim_status or self.product.get("claimStatus"),
+        )
 
     def detail(self) -> dict[str, Any]:
         return {
@@ -223,9 +239,8 @@ class ProductOrder:
                 **self.product,
                 "shippingAddress": dict(self.receiver),
                 "shippingMemo": "부재 시 경비실에 맡겨주세요",
-                # A claim made through the admin endpoint, else one a test set on the product.
-                "claimType": self.claim_type or self.product.get("claimType"),
-                "claimStatus": self.claim_status or self.product.get("claimStatus"),
+                "claimType": self.claim()[0],
+                "claimStatus": self.claim()[1],
             },
             "delivery": dict(self.delivery) if self.delivery else None,
             **self._claim_detail(),

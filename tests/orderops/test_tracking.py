@@ -35,14 +35,15 @@ def naver_order(box: SandboxFixture, items: int) -> list[str]:
     return ids
 
 
-def coupang_box(box: SandboxFixture) -> tuple[str, str]:
+def coupang_box(box: SandboxFixture) -> tuple[str, str, str]:
+    """(shipment box id, its vendor item id, its orderId) of a new INSTRUCT box."""
     (box_id,) = sandbox_post(box, "coupang/orders", {"count": 1, "status": "INSTRUCT"})[
         "shipmentBoxIds"
     ]
     sheet = next(
         o for o in sandbox_get(box, "coupang/orders")["orders"] if o["shipmentBoxId"] == box_id
     )
-    return str(box_id), str(sheet["orderItems"][0]["vendorItemId"])
+    return str(box_id), str(sheet["orderItems"][0]["vendorItemId"]), str(sheet["orderId"])
 
 
 def naver_delivery(box: SandboxFixture, product_order_id: str) -> dict[str, Any] | None:
@@ -64,17 +65,22 @@ def test_tracking_sweep_ships_partially_and_dispatches_once(
     sandbox.configure_suppliers(catalog_sizes={"ownerclan": 40}, tracking_delay_s=60)
     sku = ownerclan_item(make_connector)
     first, second = naver_order(sandbox, items=2)
-    box_id, vendor_item = coupang_box(sandbox)
+    box_id, vendor_item, coupang_order = coupang_box(sandbox)
     a = add_order(ops_db, "naver_main", "naver", first, first, market_group_id="G1")
     b = add_order(ops_db, "naver_main", "naver", second, second, market_group_id="G1")
-    c = add_order(ops_db, "coupang_main", "coupang", box_id, vendor_item)
+    # As the order sweep stores it: with the box's orderId, so the upload reads no sheet.
+    c = add_order(
+        ops_db, "coupang_main", "coupang", box_id, vendor_item, market_group_id=coupang_order
+    )
     buy(make_connector, a["key"], sku)
     buy(make_connector, c["key"], sku)
     sandbox.advance_clock(60)  # a and c shipped at the supplier; b is bought only now
     buy(make_connector, b["key"], sku)
 
+    sheet_reads = sandbox.counts()["calls"].get("coupang", {}).get("ordersheets.get", 0)
     result = tracking_sweep.delay().get(timeout=60)
     assert result["shipped"] == 2 and result["dispatched"] == 2, (result, high_worker.log()[-3000:])
+    assert sandbox.counts()["calls"]["coupang"].get("ordersheets.get", 0) == sheet_reads
     row_a, row_b, row_c = (order_row(ops_db, o["key"]) for o in (a, b, c))
     assert (row_a["status"], row_b["status"], row_c["status"]) == (
         "dispatched",
@@ -124,7 +130,7 @@ def test_coupang_box_waits_for_all_items_and_refuses_split_tracking(
 ) -> None:
     """Two items of one Coupang box: nothing is uploaded while one has not shipped; with two
     different tracking numbers the box is left to an operator with the reason."""
-    box_id, vendor_item = coupang_box(sandbox)
+    box_id, vendor_item, _ = coupang_box(sandbox)  # stored without its orderId: read first
     x = add_order(
         ops_db,
         "coupang_main",

@@ -134,7 +134,7 @@ class Beat:
     skipped, as beat's tick would be."""
 
     TASKS = (
-        "tasks.orders.sweep_orders",
+        "tasks.orders.sweep_order_accounts",
         "tasks.fulfilment.tracking_sweep",
         "tasks.fulfilment.claims_sweep",
     )

@@ -201,6 +201,80 @@ def test_a_unit_the_market_refuses_to_acknowledge_does_not_hold_back_the_others(
     assert status[units[1]] == "cancelled"
 
 
+def test_a_naver_re_read_reads_the_details_of_changed_orders_only(
+    sandbox: SandboxFixture,
+    catalog: Catalog,
+    make_connector: Callable[[str], Any],
+    rules_db: Engine,
+) -> None:
+    from dropship.sandbox.naver import NaverWorld
+
+    def detail_calls() -> int:
+        return int(sandbox.counts()["calls"]["naver"].get("product-orders.query", 0))
+
+    units = market_orders(sandbox, "naver_main", catalog.skus[("naver_main", "plain")], count=4)
+    first = services.sweep_account("naver_main", make_connector)
+    assert (first.new, first.unchanged) == (4, 0)
+    # Every sweep re-reads its overlap: the stored, unchanged ones are not queried again.
+    before = detail_calls()
+    again = services.sweep_account("naver_main", make_connector)
+    assert (again.seen, again.unchanged, again.new) == (0, 4, 0)
+    assert detail_calls() == before
+    # A claim on one (its status stays PAYED: only the claim status tells it apart) and a
+    # status change on another are read, stored and acted on; the other two are not read.
+    world = NaverWorld(sandbox.state)
+    with sandbox.state.lock:
+        claimed = world.store.product_orders[units[0]]
+        claimed.claim_type, claimed.claim_status = "CANCEL", "CANCEL_REQUEST"
+        world._bump(claimed, "CLAIM_REQUESTED")
+        cancelled = world.store.product_orders[units[1]]
+        cancelled.status = "CANCELED"
+        world._bump(cancelled, "CLAIM_COMPLETED")
+    time.sleep(0.01)  # past the 1 ms the inclusive window end leaves to the next sweep
+    third = services.sweep_account("naver_main", make_connector)
+    assert (third.seen, third.unchanged, third.updated) == (2, 2, 2)
+    assert detail_calls() == before + 1
+    rows = {r["market_order_id"]: r for r in order_rows(rules_db, "naver_main")}
+    assert rows[units[0]]["status"] == "cancel_requested"
+    assert rows[units[0]]["market_claim"] == "CANCEL_REQUEST"
+    assert rows[units[1]]["status"] == "cancelled"
+    assert [rows[u]["status"] for u in units[2:]] == ["new", "new"]
+
+
+def test_an_order_in_a_month_without_partition_is_stored_after_creating_it(
+    sandbox: SandboxFixture,
+    catalog: Catalog,
+    make_connector: Callable[[str], Any],
+    rules_db: Engine,
+) -> None:
+    from dropship.maintenance.partitions import Month
+
+    def partitions() -> list[str]:
+        with rules_db.connect() as conn:
+            return list(
+                conn.execute(
+                    text(
+                        "SELECT inhrelid::regclass::text FROM pg_inherits "
+                        "WHERE inhparent = 'orders'::regclass"
+                    )
+                ).scalars()
+            )
+
+    # This month without its partition, as if beat's monthly job had not run: the insert is
+    # refused, the partition created, the insert retried, nothing lost.
+    month = Month.of(datetime.now(UTC)).table
+    if month in partitions():
+        with rules_db.begin() as conn:
+            conn.execute(text(f"ALTER TABLE orders DETACH PARTITION {month}"))
+            conn.execute(text(f"DROP TABLE {month}"))
+    assert month not in partitions()
+    units = market_orders(sandbox, "coupang_main", catalog.skus[("coupang_main", "plain")], 3)
+    result = services.sweep_account("coupang_main", make_connector)
+    assert result.new == 3
+    assert {r["market_order_id"] for r in order_rows(rules_db, "coupang_main")} == set(units)
+    assert month in partitions()
+
+
 def test_a_cancel_request_before_shipment_is_marked_for_the_cancellation_flow(
     sandbox: SandboxFixture,
     catalog: Catalog,

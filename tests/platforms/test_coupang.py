@@ -600,6 +600,36 @@ def test_repeated_invoice_upload_converges_and_a_different_invoice_is_refused(
         coupang.upload_tracking([TrackingUpload(str(box_id), (), "롯데택배", "320000000002")])
 
 
+def test_an_upload_with_the_stored_order_id_sends_without_reading_the_boxes(
+    sandbox: Any, coupang: CoupangConnector
+) -> None:
+    ids = [str(i) for i in add_orders(sandbox, 3)]
+    coupang.acknowledge(ids[:2])  # the third stays ACCEPT: not ready for an invoice
+    sheets = sandbox_orders(sandbox)
+
+    def upload(box: str, number: str) -> TrackingUpload:
+        items = tuple(str(i["vendorItemId"]) for i in sheets[box]["orderItems"])
+        return TrackingUpload(
+            box, items, "CJ대한통운", number, market_group_id=str(sheets[box]["orderId"])
+        )
+
+    reads = calls(sandbox, "ordersheets.get")
+    coupang.upload_tracking([upload(ids[0], "660000000001"), upload(ids[1], "660000000002")])
+    assert calls(sandbox, "ordersheets.get") == reads  # no read: one call for both boxes
+    assert calls(sandbox, "orders.invoices") == 1
+    after = sandbox_orders(sandbox)
+    assert [after[i]["invoiceNumber"] for i in ids[:2]] == ["660000000001", "660000000002"]
+    # A task's retry after a lost answer: refused as already done, read, seen as ours.
+    coupang.upload_tracking([upload(ids[0], "660000000001")])
+    assert sandbox.counts()["coupang_invoices"][ids[0]] == 1
+    # Refusals name the box and the state it is in.
+    with pytest.raises(PermanentError, match=f"{ids[2]} \\(INVALID_STATUS, box is ACCEPT\\)"):
+        coupang.upload_tracking([upload(ids[2], "660000000003")])
+    with pytest.raises(PermanentError, match=f"{ids[0]} \\(INVALID_STATUS, box is DEPARTURE\\)"):
+        coupang.upload_tracking([upload(ids[0], "660000000009")])
+    assert after[ids[2]]["status"] == "ACCEPT"
+
+
 def test_acknowledging_an_unknown_box_names_it(sandbox: Any, coupang: CoupangConnector) -> None:
     (box_id,) = add_orders(sandbox, 1)
     with pytest.raises(PermanentError, match="999999 \\(NOT_FOUND_SHIPMENT_BOX\\)") as caught:

@@ -1,7 +1,9 @@
-"""The supplier sandbox's modification-time index against the rule it stands in for."""
+"""The supplier sandbox's indexes (modification time, order notes) against the rules they stand
+in for."""
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 from dropship.sandbox.core import SandboxConfig, SandboxState
@@ -59,3 +61,24 @@ def test_a_sell_out_moves_updated_at_so_an_incremental_window_sees_it() -> None:
     assert [i.index for i in got] == [17, 230]
     assert all(i.soldout and i.stock == 0 for i in got)
     assert [i.index for i in got] == _brute_force(world, 0, sold_at - 1000, None)
+
+
+def test_note_search_finds_what_a_contains_filter_over_every_order_finds() -> None:
+    # allOrders(note:) reads "note contains"; the joined-notes search must return exactly the
+    # orders (and positions) a plain scan does, also as orders arrive between searches and for
+    # fragments that span the separator between two notes.
+    state = SandboxState(SandboxConfig(seed=3))
+    world = SupplierWorld(state)
+    rng = random.Random(5)
+    notes = ["DS1-1", "DS1-12", "DS1-123", "xDS1-1y", "", "DS2-1", "DS1-1DS1-1"]
+    fragments = ["DS1-1", "DS1-12", "1-1", "DS", "", "DS1-123", "zzz", "1\x00D", "-1DS1"]
+    for round_ in range(4):
+        for _ in range(40):
+            world.create_order("ownerclan", rng.choice(notes), [], {}, "OC{serial}")
+        everything = world.orders("ownerclan")
+        for fragment in fragments:
+            expected = [(p, o.key) for p, o in enumerate(everything) if fragment in (o.note or "")]
+            if "\x00" in fragment:
+                expected = []  # no stored note holds a NUL
+            found = [(p, o.key) for p, o in world.orders_noting("ownerclan", fragment)]
+            assert found == expected, (round_, fragment)
