@@ -46,7 +46,7 @@ def test_cancellations_before_and_after_shipment(
     sandbox.configure_suppliers(catalog_sizes={"ownerclan": 40}, tracking_delay_s=3600)
     sku = ownerclan_item(make_connector)
     # 1. Coupang, bought at OwnerClan, not shipped: the purchase is cancelled, then the box.
-    box_id, vendor_item = coupang_box(sandbox)
+    box_id, vendor_item, _ = coupang_box(sandbox)
     bought = add_order(ops_db, "coupang_main", "coupang", box_id, vendor_item)
     buy(make_connector, bought["key"], sku)
     # 2. Naver, not bought yet: nothing to cancel at a supplier, the market cancel is approved.
