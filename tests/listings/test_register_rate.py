@@ -83,10 +83,17 @@ def test_a_rate_limit_wait_stops_the_batch(
     client = redis_lib.Redis.from_url(redis_url)
     try:
         ids = services.plan_registrations("coupang_main")["publish"]
-        with pytest.raises(RateLimitedError):
+        with pytest.raises(RateLimitedError) as caught:
             services.register_listings(
                 "coupang_main", ids, lambda a: connector_for(a, slow, redis_client=client)
             )
+        # One listing done before the wait: the retry's rate-limit budget starts again.
+        assert caught.value.progressed
+        with pytest.raises(RateLimitedError) as again:
+            services.register_listings(
+                "coupang_main", ids, lambda a: connector_for(a, slow, redis_client=client)
+            )
+        assert not again.value.progressed  # nothing done: this wait counts against the budget
     finally:
         client.close()
     statuses = sorted(
