@@ -207,7 +207,13 @@ def _unfinished_keys(session: Session, run_id: int) -> list[str]:
 
 
 def _refresh_run_counts(session: Session, run_id: int) -> None:
-    """Run counts from the slice rows: recomputed, so a slice that runs twice counts once."""
+    """Run counts from the slice rows: recomputed, so a slice that runs twice counts once.
+
+    The run row is locked first, by its own statement: two slices finishing at once would
+    otherwise each sum the slice rows as of their UPDATE's snapshot, taken before the other
+    committed, and the second writer would store counts without the first slice (READ
+    COMMITTED re-reads only the locked row after the wait, not the subquery)."""
+    session.execute(text("SELECT 1 FROM collect_runs WHERE id = :r FOR UPDATE"), {"r": run_id})
     session.execute(
         text(
             "UPDATE collect_runs r SET heartbeat_at = clock_timestamp(), slices_done = c.done, "

@@ -88,14 +88,34 @@ CROSS JOIN LATERAL (
 """
 
 
+_ANY_STORED = """
+SELECT EXISTS (
+    SELECT 1 FROM products
+    WHERE supplier = %s AND source_fingerprint IS NOT NULL AND status <> 'gone'
+)
+"""
+
+
 def known_fingerprints(
     conn: psycopg.Connection[Any], supplier: str
 ) -> Callable[[Sequence[tuple[str, str]]], set[tuple[str, str]]]:
     """The look-up a fingerprinting connector calls once per batch (one indexed query on the
-    products key; memory holds one batch, never the stored fingerprints of a catalog)."""
+    products key; memory holds one batch, never the stored fingerprints of a catalog).
+
+    The first call asks whether the supplier has any stored fingerprint at all; when it has
+    none (a first collect) no batch is looked up: a first run of 100,000 records spent about
+    a tenth of its slice time on look-ups that could not match. A fingerprint stored by
+    another run meanwhile is only missed, so a record is parsed that need not be (never the
+    other way round)."""
     prefix = len(stored_fingerprint(""))
+    any_stored: list[bool] = []
 
     def known(pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not any_stored:
+            row = conn.execute(_ANY_STORED, (supplier,), prepare=False).fetchone()
+            any_stored.append(bool(row and row[0]))
+        if not any_stored[0]:
+            return set()
         skus = [sku for sku, _ in pairs]
         stored = [stored_fingerprint(fp) for _, fp in pairs]
         with conn.cursor() as cur:

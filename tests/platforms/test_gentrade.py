@@ -254,7 +254,11 @@ def test_plan_slices_full_and_incremental(
 ) -> None:
     sandbox.configure_suppliers(catalog_sizes={"gentrade": 120})
     conn = connector(make_connector)
-    assert conn.plan_slices() == [CollectSlice("feed")]
+    # A full run: one read of the whole document per shard (default 2).
+    assert conn.plan_slices() == [
+        CollectSlice("feed:0/2", {"shard": 0, "shards": 2}),
+        CollectSlice("feed:1/2", {"shard": 1, "shards": 2}),
+    ]
     since = datetime.combine(opendate(SEED, 5), datetime.min.time(), KST)
     window, runout = conn.plan_slices(since)
     assert window.params["opendate_s"] == str(opendate(SEED, 5))
