@@ -132,7 +132,9 @@ _COMMENTS = re.compile(rb"<!--.*?-->", re.DOTALL)
 # DOCTYPE (never read: records are parsed without it, so its entities cannot expand).
 _PROLOGUE_MISC = re.compile(rb"<\?.*?\?>|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-_CONTROL_RAW = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# The bytes _CONTROL finds, deleted by bytes.translate: a shorter result means the record has
+# one (a C loop, several times faster than a regex scan of the record).
+_CONTROL_RAW = bytes(b for b in range(0x20) if b not in b"\t\n\r")
 # Encodings in which a byte below 0x20 is always that control character (never part of a
 # multi-byte sequence), so _CONTROL_RAW on the undecoded record finds exactly what _CONTROL
 # finds in its text.
@@ -146,6 +148,10 @@ _CP949_LABELS = frozenset(
     {"euc-kr", "euc_kr", "euckr", "cp949", "ms949", "uhc", "windows-949", "x-windows-949",
      "ks_c_5601-1987", "ks_c_5601", "ksc5601", "korean", "csksc56011987"}
 )  # fmt: skip
+
+
+def _has_control_bytes(data: bytes) -> bool:
+    return len(data.translate(None, _CONTROL_RAW)) != len(data)
 
 
 def _escape_raw(data: bytes, encoding: str) -> str:
@@ -716,7 +722,7 @@ class FeedReader:
             text = self._decode(data)
             control = (
                 _CONTROL.search(text)
-                if not self._control_in_bytes or _CONTROL_RAW.search(data)
+                if not self._control_in_bytes or _has_control_bytes(data)
                 else None
             )
             if control:
@@ -912,8 +918,17 @@ def parse_options(element: Any, buyprice: int, stock: int) -> tuple[tuple[Produc
         if label in labels:
             raise _RecordError(f"option row {number}: duplicate label {label[:60]!r}")
         labels.add(label)
-        price = _price(price_text, f"option row {number} price")
-        _number(consumer_text, f"option row {number} consumer price", required=False)
+        # The common case (plain digits in range) without building the error labels.
+        price_digits = price_text.strip()
+        if price_digits.isdigit() and price_digits.isascii():
+            price = int(price_digits)
+            if not MIN_PRICE <= price <= MAX_PRICE:
+                price = _price(price_text, f"option row {number} price")  # raises
+        else:
+            price = _price(price_text, f"option row {number} price")
+        consumer_digits = consumer_text.strip()
+        if consumer_digits and not (consumer_digits.isdigit() and consumer_digits.isascii()):
+            _number(consumer_text, f"option row {number} consumer price", required=False)
         options.append(
             ProductOption(
                 name=name,
