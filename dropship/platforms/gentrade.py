@@ -30,8 +30,10 @@ next ``<product>`` parses normally. Memory is bounded by one record (at most
 ``max_record_bytes``), whatever the catalog size (``bench/gentrade_memory.py``).
 
 Account settings: credentials ``id`` and ``key`` (sent as ``id``/``m_skey``); options
-``assumed_stock`` (stock of an on-sale product, default 10) and ``shipping_fee`` (KRW, default 0:
-the feed carries no shipping fee).
+``assumed_stock`` (stock of an on-sale product, default 10), ``shipping_fee`` (KRW, default 0:
+the feed carries no shipping fee) and ``feed_shards`` (default 2: a full collect is that many
+slices, each reading the whole document and parsing the products of its shard of codes; see
+:meth:`GentradeConnector.plan_slices` and :meth:`FeedReader._owned`).
 """
 
 from __future__ import annotations
