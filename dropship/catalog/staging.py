@@ -139,6 +139,27 @@ def _json(value: Any) -> str:
     return text.replace("\\u0000", "\\ufffd") if "\\u0000" in text else text
 
 
+# The images and options of every staged product go through this: CPython's C encoder made
+# once, with no check for circular references (a product document is lists of strings and flat
+# dicts). ``JSONEncoder.encode`` builds a new C encoder on every call, which was half of the
+# ~4 us of encoding a product. The text is byte for byte that of ``_json`` (content hashes and
+# fingerprints do not change; tests/catalog/test_staging_checks.py compares them).
+_C_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_DOCUMENT_ENCODER = (
+    _C_MAKE_ENCODER(None, str, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    if _C_MAKE_ENCODER is not None
+    else None
+)
+
+
+def document_json(value: list[Any]) -> str:
+    """``_json`` of a product document part (a list of strings or of flat dicts)."""
+    if _DOCUMENT_ENCODER is None:
+        return _json(value)
+    text = "".join(_DOCUMENT_ENCODER(value, 0))
+    return text.replace("\\u0000", "\\ufffd") if "\\u0000" in text else text
+
+
 def bounded_raw(raw: Any, max_bytes: int) -> str:
     """The raw payload as JSON, or, when longer than ``max_bytes``, a marker with its prefix:
     one oversized record cannot bloat the reject table or the transaction."""
@@ -312,7 +333,7 @@ def copy_slice(
                 counts.rejected += 1
             else:
                 images, options = product_document(record)
-                images_json, options_json = _json(images), _json(options)
+                images_json, options_json = document_json(images), document_json(options)
                 products.append(
                     (
                         run_id,
