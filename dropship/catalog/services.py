@@ -474,6 +474,17 @@ SELECT
 FROM up LEFT JOIN old ON old.id = up.id
 """
 
+# Done slices with fewer staging rows than the records they counted (each record, parsed or
+# not, is one staging row until the merge deletes them).
+_LOST_STAGING = """
+SELECT s.slice_key FROM collect_run_slices s
+LEFT JOIN (
+    SELECT slice_key, count(*) AS n FROM staging_products WHERE run_id = :r GROUP BY slice_key
+) staged ON staged.slice_key = s.slice_key
+WHERE s.run_id = :r AND s.status = 'done' AND coalesce(staged.n, 0) < coalesce(s.records, 0)
+ORDER BY s.slice_key
+"""
+
 # Products of the supplier this run did not see (neither staged nor rejected): before anything
 # is marked gone the connector rechecks them (``recheck_missing``), because some listings leave
 # products out (Domeggook omits sold-out items) or can miss one changed while the run read.
@@ -581,6 +592,18 @@ def merge_run(
         if failed and not done:
             reasons = _failed_reasons(session, run_id)
             _fail_locked(session, run_id, f"every slice failed: {reasons}")
+            return {"run_id": run_id, "status": "failed"}
+        lost = session.execute(text(_LOST_STAGING), {"r": run_id}).scalars().all()
+        if lost:
+            # staging_products is UNLOGGED: a database crash empties it while the slices stay
+            # done. Merging what is left would mark the missing products gone.
+            shown = ", ".join(lost[:5]) + (" ..." if len(lost) > 5 else "")
+            _fail_locked(
+                session,
+                run_id,
+                f"staged rows of {len(lost)} done slices are missing ({shown}): the database "
+                "lost its unlogged staging table (a crash or restart?); collect again",
+            )
             return {"run_id": run_id, "status": "failed"}
         # Two runs of one supplier (two accounts, or a retried merge) never merge at once.
         _lock_key(session, f"dropship.collect.merge:{run.supplier}")

@@ -194,3 +194,32 @@ def test_a_failed_shard_leaves_the_run_partial_or_failed_and_nothing_gone(
         services.run_slice(run_id, key, make_connector)
     counts = services.merge_run(run_id, make_connector)
     assert (counts["status"], counts["gone"]) == ("succeeded", 10)
+
+
+def test_a_run_whose_staged_rows_were_lost_fails_instead_of_marking_them_gone(
+    frozen_world_clock: SandboxFixture, collect_db: Engine, make_connector: Any
+) -> None:
+    """staging_products is UNLOGGED: a database crash between the slices and the merge empties
+    it while the slices stay done. The merge must not take that for a catalog gone empty."""
+    sandbox = frozen_world_clock
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 120})
+    for lose in (False, True):
+        run_id = services.open_run("gentrade", ACCOUNT)["run_id"]
+        keys = services.plan_run(run_id, make_connector)
+        for key in keys:
+            services.run_slice(run_id, key, make_connector)
+        if lose:  # what crash recovery does to an unlogged table
+            with collect_db.begin() as conn:
+                conn.execute(
+                    text("DELETE FROM staging_products WHERE run_id = :r AND slice_key = :k"),
+                    {"r": run_id, "k": keys[1]},
+                )
+        counts = services.merge_run(run_id, make_connector)
+        if not lose:
+            assert counts["status"] == "succeeded" and counts["inserted"] == 120
+    run = services.get_run(run_id)
+    assert run["status"] == "failed" and "feed:1/2" in run["error"], run
+    assert "unlogged staging" in run["error"]
+    rows = product_rows(collect_db, "gentrade")
+    assert len(rows) == 120 and all(p["status"] != "gone" for p in rows.values())
+    assert staging_count(collect_db) == 0
