@@ -468,7 +468,7 @@ class FeedReader:
         if self._known is None:
             for item in self._owned():
                 if isinstance(item, _Work):
-                    yield from self._emit(item)
+                    yield from self._emit(item) if item.contested else self._record(item)
                 else:
                     yield item
             return
@@ -524,13 +524,10 @@ class FeedReader:
         fingerprint: str | None = None,
         unchanged: tuple[str, str] | None = None,
     ) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
-        """:meth:`_record`, except that a contested record (see :meth:`_owned`) is yielded
-        only by its owner; the other shards leave it out of their counts too. (Their
+        """:meth:`_record` for a contested record (see :meth:`_owned`): yielded only by its
+        owner; the other shards leave it out of their counts too. (Their
         duplicate check may note its code: harmless, a code is only ever yielded by its own
         shard.)"""
-        if not work.contested:
-            yield from self._record(work, fingerprint=fingerprint, unchanged=unchanged)
-            return
         counts = (self.products, self.rejects, self.unparsed)
         self._record_code = None
         results = list(self._record(work, fingerprint=fingerprint, unchanged=unchanged))
@@ -597,10 +594,12 @@ class FeedReader:
                 yield item
                 continue
             key = keys.get(index)
+            # (_emit only for a contested record: one generator less for every other one)
+            emit = self._emit if item.contested else self._record
             if key is not None and key in known:
-                yield from self._emit(item, unchanged=key)
+                yield from emit(item, unchanged=key)
             else:
-                yield from self._emit(item, fingerprint=key[1] if key else None)
+                yield from emit(item, fingerprint=key[1] if key else None)
 
     def _fingerprint(self, data: bytes) -> str:
         """BLAKE2b-128 of the record's bytes and of everything else its parse depends on."""
