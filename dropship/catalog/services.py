@@ -207,7 +207,13 @@ def _unfinished_keys(session: Session, run_id: int) -> list[str]:
 
 
 def _refresh_run_counts(session: Session, run_id: int) -> None:
-    """Run counts from the slice rows: recomputed, so a slice that runs twice counts once."""
+    """Run counts from the slice rows: recomputed, so a slice that runs twice counts once.
+
+    The run row is locked first, by its own statement: two slices finishing at once would
+    otherwise each sum the slice rows as of their UPDATE's snapshot, taken before the other
+    committed, and the second writer would store counts without the first slice (READ
+    COMMITTED re-reads only the locked row after the wait, not the subquery)."""
+    session.execute(text("SELECT 1 FROM collect_runs WHERE id = :r FOR UPDATE"), {"r": run_id})
     session.execute(
         text(
             "UPDATE collect_runs r SET heartbeat_at = clock_timestamp(), slices_done = c.done, "
@@ -468,6 +474,17 @@ SELECT
 FROM up LEFT JOIN old ON old.id = up.id
 """
 
+# Done slices that counted records but have no staging row left. A crash resets an UNLOGGED
+# table as a whole, so one probe of the staging index per slice finds it (counting the rows
+# instead would read the whole staging heap of the run inside the merge).
+_LOST_STAGING = """
+SELECT s.slice_key FROM collect_run_slices s
+WHERE s.run_id = :r AND s.status = 'done' AND coalesce(s.records, 0) > 0
+  AND NOT EXISTS (
+      SELECT 1 FROM staging_products t WHERE t.run_id = s.run_id AND t.slice_key = s.slice_key)
+ORDER BY s.slice_key
+"""
+
 # Products of the supplier this run did not see (neither staged nor rejected): before anything
 # is marked gone the connector rechecks them (``recheck_missing``), because some listings leave
 # products out (Domeggook omits sold-out items) or can miss one changed while the run read.
@@ -575,6 +592,18 @@ def merge_run(
         if failed and not done:
             reasons = _failed_reasons(session, run_id)
             _fail_locked(session, run_id, f"every slice failed: {reasons}")
+            return {"run_id": run_id, "status": "failed"}
+        lost = session.execute(text(_LOST_STAGING), {"r": run_id}).scalars().all()
+        if lost:
+            # staging_products is UNLOGGED: a database crash empties it while the slices stay
+            # done. Merging what is left would mark the missing products gone.
+            shown = ", ".join(lost[:5]) + (" ..." if len(lost) > 5 else "")
+            _fail_locked(
+                session,
+                run_id,
+                f"the staged rows of {len(lost)} done slices are gone ({shown}): the database "
+                "lost its unlogged staging table (a crash or restart?); collect again",
+            )
             return {"run_id": run_id, "status": "failed"}
         # Two runs of one supplier (two accounts, or a retried merge) never merge at once.
         _lock_key(session, f"dropship.collect.merge:{run.supplier}")

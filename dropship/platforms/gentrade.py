@@ -30,8 +30,10 @@ next ``<product>`` parses normally. Memory is bounded by one record (at most
 ``max_record_bytes``), whatever the catalog size (``bench/gentrade_memory.py``).
 
 Account settings: credentials ``id`` and ``key`` (sent as ``id``/``m_skey``); options
-``assumed_stock`` (stock of an on-sale product, default 10) and ``shipping_fee`` (KRW, default 0:
-the feed carries no shipping fee).
+``assumed_stock`` (stock of an on-sale product, default 10), ``shipping_fee`` (KRW, default 0:
+the feed carries no shipping fee) and ``feed_shards`` (default 2: a full collect is that many
+slices, each reading the whole document and parsing the products of its shard of codes; see
+:meth:`GentradeConnector.plan_slices` and :meth:`FeedReader._owned`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import hashlib
 import http.client
 import logging
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -86,6 +89,10 @@ MAX_RECORD_BYTES = 1024 * 1024
 RAW_BYTES = 4096  # what an InvalidRecord keeps of the record
 MAX_PROLOGUE_BYTES = 64 * 1024
 DEFAULT_ASSUMED_STOCK = 10
+# A full run reads the document once per shard, each read parsing a share of the products
+# (one per core of a 2-core worker host); more shards only download the document more often.
+DEFAULT_FEED_SHARDS = 2
+MAX_FEED_SHARDS = 16
 MAX_STOCK = 1_000_000
 MIN_PRICE, MAX_PRICE = 1, 100_000_000  # KRW; 0 or above 100 million is a data error
 # Part of every source fingerprint: bump it with any change to what a record's bytes are parsed
@@ -127,7 +134,9 @@ _COMMENTS = re.compile(rb"<!--.*?-->", re.DOTALL)
 # DOCTYPE (never read: records are parsed without it, so its entities cannot expand).
 _PROLOGUE_MISC = re.compile(rb"<\?.*?\?>|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>", re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-_CONTROL_RAW = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# The bytes _CONTROL finds, deleted by bytes.translate: a shorter result means the record has
+# one (a C loop, several times faster than a regex scan of the record).
+_CONTROL_RAW = bytes(b for b in range(0x20) if b not in b"\t\n\r")
 # Encodings in which a byte below 0x20 is always that control character (never part of a
 # multi-byte sequence), so _CONTROL_RAW on the undecoded record finds exactly what _CONTROL
 # finds in its text.
@@ -141,6 +150,10 @@ _CP949_LABELS = frozenset(
     {"euc-kr", "euc_kr", "euckr", "cp949", "ms949", "uhc", "windows-949", "x-windows-949",
      "ks_c_5601-1987", "ks_c_5601", "ksc5601", "korean", "csksc56011987"}
 )  # fmt: skip
+
+
+def _has_control_bytes(data: bytes) -> bool:
+    return len(data.translate(None, _CONTROL_RAW)) != len(data)
 
 
 def _escape_raw(data: bytes, encoding: str) -> str:
@@ -184,6 +197,16 @@ class _Work:
     unit: _Unit
     closes_needed: int
     ends: list[int]
+    # Sharded reads: set when the record's owner is known only once it is parsed (no code
+    # readable from its start tag): every shard parses it, only the owner yields it.
+    contested: bool = False
+    # The code read from the start tag (_code_hint), once looked up ("" = not yet).
+    hint: str | None = ""
+
+    def code_hint(self) -> str | None:
+        if self.hint == "":
+            self.hint = _code_hint(self.unit.data)
+        return self.hint
 
 
 class _SeenCodes:
@@ -246,8 +269,14 @@ class FeedReader:
         known: KnownFingerprints | None = None,
         batch_records: int = FINGERPRINT_BATCH_RECORDS,
         batch_bytes: int = FINGERPRINT_BATCH_BYTES,
+        shard: int = 0,
+        shards: int = 1,
     ) -> None:
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard {shard} is not one of 0..{shards - 1}")
         self._chunks = iter(chunks)
+        self.shard = shard
+        self.shards = shards
         self.assumed_stock = assumed_stock
         self.shipping_fee = shipping_fee
         self.max_record_bytes = max_record_bytes
@@ -273,6 +302,9 @@ class FeedReader:
         # multi-byte sequence of the document's encodings can contain a byte below 0x20: true
         # of UTF-8 and CP949/EUC-KR, whose trail bytes are 0x41..0xFE.
         self._control_in_bytes = False
+        # The code of the record being turned into one (parsed, or taken as unchanged), for
+        # the owner of a contested record.
+        self._record_code: str | None = None
 
     # ---- bytes -> units
 
@@ -434,9 +466,9 @@ class FeedReader:
 
     def __iter__(self) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
         if self._known is None:
-            for item in self._work():
+            for item in self._owned():
                 if isinstance(item, _Work):
-                    yield from self._record(item)
+                    yield from self._emit(item) if item.contested else self._record(item)
                 else:
                     yield item
             return
@@ -444,7 +476,7 @@ class FeedReader:
         # looked up at once, then the batch is yielded in document order.
         batch: list[_Work | InvalidRecord] = []
         size = 0
-        for item in self._work():
+        for item in self._owned():
             batch.append(item)
             if isinstance(item, _Work):
                 size += len(item.unit.data)
@@ -453,12 +485,66 @@ class FeedReader:
                 batch, size = [], 0
         yield from self._resolve(batch)
 
+    def _owned(self) -> Iterator[_Work | InvalidRecord]:
+        """:meth:`_work` restricted to this reader's shard (all of it when ``shards`` is 1).
+
+        Every shard splits the whole document (cheap: byte searches), so they all see the same
+        records, but each parses only its own: a record whose code can be read from its start
+        tag belongs to shard ``feed_shard(code)``, so every copy of a code, duplicates
+        included, lands in one shard and the duplicate check works as in a whole read. A
+        reject that belongs to no record (stray content, an unclosed, cut or oversized record)
+        is shard 0's. A record without a readable code is *contested*: every shard parses it
+        and only its owner yields it (:meth:`_emit`): shard ``feed_shard(code)`` for a product
+        or a duplicate of ``code``, shard 0 for any other reject. So a product written as
+        ``code="&#53;00001"`` is still checked against the other copies of ``500001``.
+        The code is read from the bytes only where that gives the code the parser reads
+        (:attr:`_control_in_bytes`: CP949, EUC-KR, UTF-8, ASCII, in which the bytes of ``<``,
+        quotes, ``=`` and blanks are always those characters); in any other encoding every
+        record is contested (correct, each shard parsing everything)."""
+        for item in self._work():
+            if self.shards == 1:
+                yield item
+            elif isinstance(item, InvalidRecord):
+                if self.shard == 0:
+                    yield item
+                else:
+                    self.rejects -= 1  # shard 0 reports it
+            else:
+                code = item.code_hint() if self._control_in_bytes else None
+                if code is None:
+                    item.contested = True
+                    yield item
+                elif feed_shard(code, self.shards) == self.shard:
+                    yield item
+
+    def _emit(
+        self,
+        work: _Work,
+        *,
+        fingerprint: str | None = None,
+        unchanged: tuple[str, str] | None = None,
+    ) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
+        """:meth:`_record` for a contested record (see :meth:`_owned`): yielded only by its
+        owner; the other shards leave it out of their counts too. (Their
+        duplicate check may note its code: harmless, a code is only ever yielded by its own
+        shard.)"""
+        counts = (self.products, self.rejects, self.unparsed)
+        self._record_code = None
+        results = list(self._record(work, fingerprint=fingerprint, unchanged=unchanged))
+        code = self._record_code
+        owner = feed_shard(code, self.shards) if code is not None else 0
+        if owner == self.shard:
+            yield from results
+        else:
+            self.products, self.rejects, self.unparsed = counts
+
     def _work(self) -> Iterator[_Work | InvalidRecord]:
         """The document as record units to parse and the rejects between them, in order."""
         pending: list[_Unit] = []  # records without </product>, held back one step
         for unit in self._units():
             if unit.kind != "record":
-                yield from self._flush(pending, "unclosed")
+                if pending:
+                    yield from self._flush(pending, "unclosed")
                 yield self._reject_unit(unit)
                 continue
             ends = [m.end() for m in _CLOSE.finditer(unit.data)]
@@ -480,8 +566,9 @@ class FeedReader:
                 ends = [len(head) + end for end in ends]  # the held-back parts have no close
                 closes_needed = take + 1
             else:
-                yield from self._flush(pending, "unclosed")
-                pending = []
+                if pending:  # (no generator per record for the common case)
+                    yield from self._flush(pending, "unclosed")
+                    pending = []
                 closes_needed = 1
             yield _Work(unit, closes_needed, ends)
         yield from self._flush(pending, "truncated" if self.truncated else "unclosed")
@@ -498,7 +585,7 @@ class FeedReader:
         keys: dict[int, tuple[str, str]] = {}
         for index, item in enumerate(batch):
             if isinstance(item, _Work) and item.closes_needed == 1 and len(item.ends) == 1:
-                code = _code_hint(item.unit.data)
+                code = item.code_hint()
                 if code is not None:
                     keys[index] = (code, self._fingerprint(item.unit.data[: item.ends[0]]))
         known = set(self._known(list(keys.values()))) if keys else set()
@@ -507,10 +594,12 @@ class FeedReader:
                 yield item
                 continue
             key = keys.get(index)
+            # (_emit only for a contested record: one generator less for every other one)
+            emit = self._emit if item.contested else self._record
             if key is not None and key in known:
-                yield from self._record(item, unchanged=key)
+                yield from emit(item, unchanged=key)
             else:
-                yield from self._record(item, fingerprint=key[1] if key else None)
+                yield from emit(item, fingerprint=key[1] if key else None)
 
     def _fingerprint(self, data: bytes) -> str:
         """BLAKE2b-128 of the record's bytes and of everything else its parse depends on."""
@@ -548,6 +637,7 @@ class FeedReader:
         the record ends at the expected close and the rest is stray content (one reject).
         ``unchanged`` (code, fingerprint): the record is not parsed (see :meth:`_resolve`)."""
         unit, closes_needed, ends = work.unit, work.closes_needed, work.ends
+        self._record_code = None
         # ends: where each </product> of unit.data ends (the caller checked there is one)
         end = ends[-1]
         result: SupplierProduct | InvalidRecord | UnchangedRecord
@@ -558,6 +648,8 @@ class FeedReader:
         if len(ends) > closes_needed and isinstance(result, InvalidRecord):
             self.rejects -= 1  # that attempt is not reported
             end = ends[closes_needed - 1]
+            # _record_code stays that of the first attempt if it parsed (a duplicate whole
+            # unit): the owner of a contested record must not depend on a shard's seen codes.
             result = self._parse(unit.offset, unit.data[:end])
         tail = unit.data[end:]
         yield result
@@ -617,6 +709,7 @@ class FeedReader:
     def _unchanged(
         self, offset: int, data: bytes, code: str, fingerprint: str
     ) -> UnchangedRecord | InvalidRecord:
+        self._record_code = code
         if not self._seen.add(code):
             return self._duplicate(code, offset, data)
         self.products += 1
@@ -630,7 +723,7 @@ class FeedReader:
             text = self._decode(data)
             control = (
                 _CONTROL.search(text)
-                if not self._control_in_bytes or _CONTROL_RAW.search(data)
+                if not self._control_in_bytes or _has_control_bytes(data)
                 else None
             )
             if control:
@@ -650,22 +743,43 @@ class FeedReader:
             )
         except _RecordError as exc:
             return self._invalid(_code_hint(data), str(exc), offset, data)
+        if self._record_code is None:  # a product or a duplicate: its code's shard
+            self._record_code = product.supplier_sku
         if not self._seen.add(product.supplier_sku):
             return self._duplicate(product.supplier_sku, offset, data)
         self.products += 1
         return product
 
 
-_CODE_HINT = re.compile(rb"""<product\s[^>]*?\bcode\s*=\s*["']([^"'<>]{1,64})["']""")
+# The start tag's attributes are walked one by one (a quoted value is skipped whole), so the
+# code found is that of the attribute named exactly ``code``, as the XML parser reads it: not
+# ``x-code``, not ``code=`` written inside another attribute's value.
+_CODE_HINT = re.compile(
+    rb"""<product(?:\s+[^\s=<>"'/]+\s*=\s*(?:"[^"<]*"|'[^'<]*'))*?"""
+    rb"""\s+code\s*=\s*(?:"([^"<]*)"|'([^'<]*)')"""
+)
+# _VALID_CODE around blanks (what str.strip() removes in ASCII), on the bytes: the same test
+# as decoding, stripping and matching, without the decoding.
+_VALID_CODE_BYTES = re.compile(rb"[\s\x1c-\x1f]*([0-9A-Za-z_-]{1,64})[\s\x1c-\x1f]*")
 
 
 def _code_hint(data: bytes) -> str | None:
-    """The ``code`` attribute read from the raw bytes, for a record that cannot be parsed."""
+    """The ``code`` attribute read from the raw bytes (a record that cannot be parsed, its
+    fingerprint key, its shard). ``None`` unless it is a valid code written plainly (no
+    character reference): then it is the code the parser reads (see :meth:`FeedReader._owned`
+    for the encodings in which that holds)."""
     match = _CODE_HINT.match(data)
     if match is None:
         return None
-    code = match.group(1).decode("ascii", "replace").strip()
-    return code if _VALID_CODE.fullmatch(code) else None
+    value = match.group(1) if match.group(1) is not None else match.group(2)
+    valid = _VALID_CODE_BYTES.fullmatch(value)
+    return valid.group(1).decode("ascii") if valid else None
+
+
+def feed_shard(code: str, shards: int) -> int:
+    """The shard of a sharded full read (``feed_shards``) that owns product ``code``: CRC-32
+    of the code's bytes, the same in every process (unlike ``hash()``, salted per process)."""
+    return zlib.crc32(code.encode("utf-8")) % shards if shards > 1 else 0
 
 
 def iter_feed(
@@ -675,22 +789,29 @@ def iter_feed(
     shipping_fee: int = 0,
     max_record_bytes: int = MAX_RECORD_BYTES,
     known: KnownFingerprints | None = None,
+    shard: int = 0,
+    shards: int = 1,
 ) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
     """Every record of a Zentrade product document given as byte chunks (see
     :class:`FeedReader`); a truncated document ends with an :class:`InvalidRecord` for the cut
     product and then raises :class:`TransientError`. With ``known``, records whose stored
-    fingerprint matches come as :class:`UnchangedRecord`, unparsed."""
+    fingerprint matches come as :class:`UnchangedRecord`, unparsed. With ``shards`` > 1 only
+    the records of shard ``shard`` (:meth:`FeedReader._owned`); a document-level fault (not a
+    product document, truncated) raises in every shard."""
     reader = FeedReader(
         chunks,
         assumed_stock=assumed_stock,
         shipping_fee=shipping_fee,
         max_record_bytes=max_record_bytes,
         known=known,
+        shard=shard,
+        shards=shards,
     )
     yield from reader
     if reader.truncated:
+        where = f" (shard {shard + 1} of {shards})" if shards > 1 else ""
         raise TransientError(
-            f"gentrade feed truncated after {reader.products} products: no </zentrade>"
+            f"gentrade feed truncated after {reader.products} products{where}: no </zentrade>"
         )
 
 
@@ -798,8 +919,17 @@ def parse_options(element: Any, buyprice: int, stock: int) -> tuple[tuple[Produc
         if label in labels:
             raise _RecordError(f"option row {number}: duplicate label {label[:60]!r}")
         labels.add(label)
-        price = _price(price_text, f"option row {number} price")
-        _number(consumer_text, f"option row {number} consumer price", required=False)
+        # The common case (plain digits in range) without building the error labels.
+        price_digits = price_text.strip()
+        if price_digits.isdigit() and price_digits.isascii():
+            price = int(price_digits)
+            if not MIN_PRICE <= price <= MAX_PRICE:
+                price = _price(price_text, f"option row {number} price")  # raises
+        else:
+            price = _price(price_text, f"option row {number} price")
+        consumer_digits = consumer_text.strip()
+        if consumer_digits and not (consumer_digits.isdigit() and consumer_digits.isascii()):
+            _number(consumer_text, f"option row {number} consumer price", required=False)
         options.append(
             ProductOption(
                 name=name,
@@ -953,19 +1083,21 @@ def parse_order_document(content: bytes) -> list[ZentradeOrder]:
 # --------------------------------------------------------------------------- connector
 
 
-def _int_option(account: AccountSettings, key: str, default: int, maximum: int) -> int:
+def _int_option(
+    account: AccountSettings, key: str, default: int, maximum: int, minimum: int = 0
+) -> int:
     value = account.option(key)
     if value is None or value == "":
         return default
     try:
         number = int(value)
     except ValueError:
-        number = -1
-    if not 0 <= number <= maximum:
+        number = minimum - 1
+    if not minimum <= number <= maximum:
         raise ConfigurationError(
             f"account {account.name!r} (gentrade): option {key} must be a whole number within "
-            f"0..{maximum}; set DROPSHIP_PLATFORMS__ACCOUNTS__{account.name.upper()}__OPTIONS__"
-            f"{key.upper()}"
+            f"{minimum}..{maximum}; set DROPSHIP_PLATFORMS__ACCOUNTS__{account.name.upper()}__"
+            f"OPTIONS__{key.upper()}"
         )
     return number
 
@@ -987,6 +1119,9 @@ class GentradeConnector(SupplierConnectorBase):
         self.chunk_bytes = chunk_bytes
         self.assumed_stock = _int_option(account, "assumed_stock", DEFAULT_ASSUMED_STOCK, MAX_STOCK)
         self.shipping_fee = _int_option(account, "shipping_fee", 0, MAX_PRICE)
+        self.feed_shards = _int_option(
+            account, "feed_shards", DEFAULT_FEED_SHARDS, MAX_FEED_SHARDS, minimum=1
+        )
 
     def _auth(self) -> dict[str, str]:
         return {"id": self.account.secret("id"), "m_skey": self.account.secret("key")}
@@ -994,12 +1129,22 @@ class GentradeConnector(SupplierConnectorBase):
     # ------------------------------------------------------------------ catalog
 
     def plan_slices(self, since: datetime | None = None) -> list[CollectSlice]:
-        """A full run is one streamed read of the whole document. An incremental run reads the
-        products that went on sale in the window (``opendate_s``..``opendate_e``, whole KST days,
-        both required by the API) and the sold-out list (``runout=1``): the document has no
-        change time, so price changes of older products are only seen by a full run."""
+        """A full run reads the whole document once per shard (account option
+        ``feed_shards``, default 2): slice ``feed:i/n`` streams it all but parses and stages
+        only the products whose code is in shard ``i`` (:func:`feed_shard`), so the parse, the
+        cost of a first run, is spread over the workers; ``feed_shards=1`` is one slice
+        ``feed``. An incremental run reads the products that went on sale in the window
+        (``opendate_s``..``opendate_e``, whole KST days, both required by the API) and the
+        sold-out list (``runout=1``): the document has no change time, so price changes of
+        older products are only seen by a full run."""
         if since is None:
-            return [CollectSlice("feed")]
+            shards = self.feed_shards
+            if shards == 1:
+                return [CollectSlice("feed")]
+            return [
+                CollectSlice(f"feed:{i}/{shards}", {"shard": i, "shards": shards})
+                for i in range(shards)
+            ]
         start = since.astimezone(KST).date()
         end = max(start, datetime.now(KST).date())
         return [
@@ -1013,7 +1158,8 @@ class GentradeConnector(SupplierConnectorBase):
     def iter_slice(self, piece: CollectSlice) -> Iterator[SupplierProduct | InvalidRecord]:
         # Without ``known`` the reader yields no UnchangedRecord.
         return cast(
-            Iterator[SupplierProduct | InvalidRecord], self._read(self._slice_params(piece))
+            Iterator[SupplierProduct | InvalidRecord],
+            self._read(self._slice_params(piece), shard=self._shard(piece)),
         )
 
     def iter_slice_fingerprinted(
@@ -1022,7 +1168,23 @@ class GentradeConnector(SupplierConnectorBase):
         """``iter_slice``, but a record whose bytes a stored product was parsed from comes as
         an :class:`UnchangedRecord` (see :meth:`FeedReader._resolve`): the document is still
         read whole, only the parse is skipped."""
-        return self._read(self._slice_params(piece), known)
+        return self._read(self._slice_params(piece), known, self._shard(piece))
+
+    @staticmethod
+    def _shard(piece: CollectSlice) -> tuple[int, int]:
+        """(shard, shards) of a slice; (0, 1) for a whole read. A slice keeps the shard count
+        it was planned with, whatever the account option says when it runs."""
+        try:
+            shard = int(piece.params.get("shard", 0))
+            shards = int(piece.params.get("shards", 1))
+        except (TypeError, ValueError):
+            shard, shards = -1, 0
+        if not 0 <= shard < shards <= MAX_FEED_SHARDS:
+            raise PermanentError(
+                f"gentrade slice {piece.key!r}: shard {piece.params.get('shard')!r} of "
+                f"{piece.params.get('shards')!r} is not a valid feed shard"
+            )
+        return shard, shards
 
     @staticmethod
     def _slice_params(piece: CollectSlice) -> dict[str, str]:
@@ -1035,11 +1197,16 @@ class GentradeConnector(SupplierConnectorBase):
     def iter_products(
         self, since: datetime | None = None
     ) -> Iterator[SupplierProduct | InvalidRecord]:
-        for piece in self.plan_slices(since):
+        # One process reading everything gains nothing from shards: one read, in order.
+        pieces = [CollectSlice("feed")] if since is None else self.plan_slices(since)
+        for piece in pieces:
             yield from self.iter_slice(piece)
 
     def _read(
-        self, params: dict[str, str], known: KnownFingerprints | None = None
+        self,
+        params: dict[str, str],
+        known: KnownFingerprints | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[SupplierProduct | InvalidRecord | UnchangedRecord]:
         response = self.http.get(FEED_PATH, params={**self._auth(), **params}, stream=True)
         try:
@@ -1048,6 +1215,8 @@ class GentradeConnector(SupplierConnectorBase):
                 assumed_stock=self.assumed_stock,
                 shipping_fee=self.shipping_fee,
                 known=known,
+                shard=shard[0],
+                shards=shard[1],
             )
         finally:
             response.close()  # also when the caller stops early: give the connection back

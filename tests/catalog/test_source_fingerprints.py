@@ -303,12 +303,36 @@ def test_setting_off_parses_every_record(
     assert (len(parses), third["unparsed"]) == (0, 30)
 
 
+def store_fingerprint(conn: psycopg.Connection[Any], sku: str, fingerprint: str) -> None:
+    conn.execute(
+        "INSERT INTO products (supplier, supplier_sku, name, price, source_fingerprint) "
+        "VALUES ('gentrade', %s, 'x', 1, %s)",
+        (sku, staging.stored_fingerprint(fingerprint)),
+    )
+    conn.commit()
+
+
+def test_no_batch_is_looked_up_while_no_fingerprint_is_stored(collect_db: Engine) -> None:
+    """A first collect asks once whether the supplier has any stored fingerprint, and looks no
+    batch up when it has none. A fingerprint stored meanwhile is only missed (the record is
+    parsed), never taken for one that is not there."""
+    url = collect_db.url.render_as_string(hide_password=False).replace("+psycopg", "")
+    with psycopg.connect(url) as conn:
+        known = staging.known_fingerprints(conn, "gentrade")
+        assert known([("1", "1:x")]) == set()
+        store_fingerprint(conn, "1", "1:x")
+        assert known([("1", "1:x")]) == set()  # decided at the first batch of the slice
+        again = staging.known_fingerprints(conn, "gentrade")  # the next slice
+        assert again([("1", "1:x"), ("1", "1:z"), ("2", "1:x")]) == {("1", "1:x")}
+
+
 def test_the_lookup_is_never_prepared(collect_db: Engine) -> None:
     """A prepared look-up keeps the generic plan PostgreSQL made for it on that connection, one
     made while products was empty (a scan per probe) until the table is analyzed: the first
     re-run after a first run took seconds per batch. It is planned on every call instead."""
     url = collect_db.url.render_as_string(hide_password=False).replace("+psycopg", "")
     with psycopg.connect(url) as conn:
+        store_fingerprint(conn, "stored", "1:y")  # or no batch is looked up at all
         known = staging.known_fingerprints(conn, "gentrade")
         for n in range(10):
             assert known([(f"{n}", "1:x")]) == set()

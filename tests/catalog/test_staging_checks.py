@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dropship.catalog.staging import INT32_MAX, _problem
+from dropship.catalog.staging import INT32_MAX, _json, _problem, document_json
 from dropship.platforms.interfaces import ProductOption, SupplierProduct
 
 
@@ -60,3 +60,26 @@ def test_each_out_of_range_amount_is_named(field: str, amount: int) -> None:
 )
 def test_a_nul_in_any_text_field_is_a_problem(change: dict[str, Any]) -> None:
     assert _problem(product(**change)) == "a text field contains a NUL character"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [],
+        ["https://img/1.jpg", 'a"b\\c', "줄\n바꿈\t탭", "\x00nul\x1f", "\u2028\ud7a3", ""],
+        [
+            {
+                "name": "색상",
+                "value": '빨강 "진한"',
+                "price_delta": -500,
+                "stock": 0,
+                "supplier_option_code": None,
+            },
+            {"name": "x\x00", "value": "", "price_delta": 2**40, "stock": 3, "flag": True},
+        ],
+    ],
+)
+def test_document_json_is_the_text_of_the_general_encoder(value: list[Any]) -> None:
+    # Content hashes are computed over this text: the fast encoder must give the same bytes.
+    assert document_json(value) == _json(value)
+    assert "\\u0000" not in document_json(value)

@@ -21,12 +21,19 @@ import redis as redis_lib
 import requests
 from pydantic import SecretStr
 
-from dropship.errors import ConfigurationError, OrderingNotSupportedError, TransientError
+from dropship.errors import (
+    ConfigurationError,
+    OrderingNotSupportedError,
+    PermanentError,
+    TransientError,
+)
 from dropship.platforms.config import AccountSettings, PlatformSettings
 from dropship.platforms.gentrade import (
     KST,
+    FeedReader,
     GentradeConnector,
     InvalidRecord,
+    feed_shard,
     iter_feed,
 )
 from dropship.platforms.http import AuthRejectedError, PlatformHttp
@@ -37,6 +44,7 @@ from dropship.platforms.interfaces import (
     PurchaseOrderLine,
     PurchaseOrderRequest,
     SupplierProduct,
+    UnchangedRecord,
 )
 from dropship.platforms.registry import build_connector
 from dropship.sandbox.credentials import SANDBOX_CREDENTIALS
@@ -254,7 +262,11 @@ def test_plan_slices_full_and_incremental(
 ) -> None:
     sandbox.configure_suppliers(catalog_sizes={"gentrade": 120})
     conn = connector(make_connector)
-    assert conn.plan_slices() == [CollectSlice("feed")]
+    # A full run: one read of the whole document per shard (default 2).
+    assert conn.plan_slices() == [
+        CollectSlice("feed:0/2", {"shard": 0, "shards": 2}),
+        CollectSlice("feed:1/2", {"shard": 1, "shards": 2}),
+    ]
     since = datetime.combine(opendate(SEED, 5), datetime.min.time(), KST)
     window, runout = conn.plan_slices(since)
     assert window.params["opendate_s"] == str(opendate(SEED, 5))
@@ -658,3 +670,181 @@ def test_world_opendates_are_in_the_year_before_the_epoch() -> None:
     now = datetime.now(UTC)
     items = list(iter_catalog(SEED, "gentrade", 3, now=now, price_drift=0, soldout_rate=0))
     assert b"</zentrade>" in b"".join(render_feed(items, SEED, now=datetime.now(UTC)))
+
+
+# --------------------------------------------------------------------------- feed shards
+
+
+def _hostile_sandbox_document(size: int, every: int) -> bytes:
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    items = iter_catalog(42, "gentrade", size, now=now, price_drift=0.0, soldout_rate=0.1)
+    return b"".join(render_feed(items, 42, now=now, hostile_every=every))
+
+
+# Records whose owner cannot be told from a plain reading of the bytes, each next to the record
+# it collides with: a code written with a character reference (a copy of product 21, and a
+# product of its own, 4242), attributes that mention ``code`` without being it, a start tag
+# without any code, and a duplicate of a plain code.
+TRICKY = (
+    record("21"),
+    # A copy of 21 with a </product> inside its CDATA: the whole unit parses (into a duplicate
+    # in 21's shard, into a product in the others), so 21's shard cuts the record at the first
+    # </product> and rejects it. Its owner is 21's shard whatever each shard has seen.
+    record("&#50;1", extra="<content><![CDATA[ x</product> ]]></content>"),
+    record("&#50;1"),  # the same code 21 again: a duplicate, whichever shard reads it
+    record("&#52;242"),  # product 4242, readable only by parsing
+    record("4242"),  # ...so this one is its duplicate
+    '<product x-code="31" code="32">' + record("0").split(">", 1)[1],  # product 32, not 31
+    "<product a=\"code='41'\" code='42'>" + record("0").split(">", 1)[1],  # product 42
+    record("42"),  # duplicate of the one above
+    record("51").replace(' code="51"', ""),  # no code: shard 0's reject
+    record("61") + "stray text\n",  # stray content after a record: its record's owner
+    record("71").replace("</product>", ""),  # unclosed: shard 0's
+    record("81"),
+    record("81", price="0"),  # duplicate code that is also broken: a reject either way
+)
+
+
+def _key(record: Any) -> tuple[Any, ...]:
+    if isinstance(record, InvalidRecord):
+        return ("reject", record.supplier_sku, record.reason, json.dumps(record.raw))
+    return (type(record).__name__, record.supplier_sku, record)
+
+
+def _read_shards(document: bytes, shards: int, chunk: int, **kwargs: Any) -> list[list[Any]]:
+    return [
+        list(FeedReader(chunked(document, chunk), shard=shard, shards=shards, **kwargs))
+        for shard in range(shards)
+    ]
+
+
+@pytest.mark.parametrize(("shards", "chunk"), [(2, 65_536), (3, 4093), (5, 997)])
+def test_feed_shards_read_every_record_exactly_once(shards: int, chunk: int) -> None:
+    hostile = _hostile_sandbox_document(600, every=9)
+    document = hostile.replace(b"</zentrade>", doc(*TRICKY, head=b"").rstrip(b"\n"))
+    whole = list(FeedReader(chunked(document, chunk)))
+    assert sum(isinstance(r, InvalidRecord) for r in whole) > len(HOSTILE_KINDS)
+    parts = _read_shards(document, shards, chunk)
+    # The shards together are the whole read, record for record: nothing twice, nothing lost.
+    assert Counter(_key(r) for part in parts for r in part) == Counter(_key(r) for r in whole)
+    codes = [r.supplier_sku for r in whole if isinstance(r, SupplierProduct)]
+    assert len(codes) == len(set(codes)) and {"21", "4242", "32", "42", "81"} <= set(codes)
+    assert "31" not in codes and "41" not in codes
+    duplicates = 0
+    for shard, part in enumerate(parts):
+        assert part, f"shard {shard} read nothing"
+        for r in part:
+            if isinstance(r, SupplierProduct):
+                assert feed_shard(r.supplier_sku, shards) == shard
+            elif r.reason.startswith("duplicate product code"):
+                duplicates += 1  # with the copy it repeats, so the check could see it
+                assert feed_shard(r.supplier_sku, shards) == shard
+            elif "no </product>" in r.reason or "no code attribute" in r.reason:
+                assert shard == 0, r  # no code to tell its shard
+    assert duplicates == sum(
+        1 for r in whole if isinstance(r, InvalidRecord) and r.reason.startswith("duplicate")
+    )
+    assert duplicates >= 3
+
+
+def test_feed_shards_count_and_fingerprint_per_shard() -> None:
+    document = _hostile_sandbox_document(400, every=7)
+    asked_whole: list[tuple[str, str]] = []
+    whole = list(
+        FeedReader(iter([document]), known=lambda pairs: asked_whole.extend(pairs) or set())
+    )
+    stored = {
+        (r.supplier_sku, r.source_fingerprint) for r in whole if isinstance(r, SupplierProduct)
+    }
+    asked: list[tuple[str, str]] = []
+
+    def known(pairs: Any) -> set[tuple[str, str]]:
+        asked.extend(pairs)
+        return {pair for pair in pairs if pair in stored}
+
+    readers = [
+        FeedReader(chunked(document, 8191), shard=shard, shards=2, known=known)
+        for shard in range(2)
+    ]
+    parts = [list(reader) for reader in readers]
+    # Each shard asks only for its own records, and gets back only its own as unchanged.
+    assert Counter(asked) == Counter(asked_whole) and len(asked) > len(stored)
+    unchanged = [r for part in parts for r in part if isinstance(r, UnchangedRecord)]
+    assert sorted(r.supplier_sku for r in unchanged) == sorted(sku for sku, _ in stored)
+    rejects = [r for part in parts for r in part if isinstance(r, InvalidRecord)]
+    assert Counter(_key(r) for r in rejects) == Counter(
+        _key(r) for r in whole if isinstance(r, InvalidRecord)
+    )
+    for reader, part in zip(readers, parts, strict=True):
+        assert (
+            reader.products == reader.unparsed == sum(isinstance(r, UnchangedRecord) for r in part)
+        )
+        assert reader.rejects == sum(isinstance(r, InvalidRecord) for r in part)
+
+
+def test_feed_shards_in_an_encoding_whose_bytes_cannot_be_routed() -> None:
+    # Not ASCII-transparent as far as the reader knows: every record is parsed by every shard
+    # and still yielded by its owner only.
+    head = b'<?xml version="1.0" encoding="iso-8859-15"?>\n<zentrade version="ZENTRADE XML 1.0">\n'
+    records = [record(str(n)).replace("스마일뺏지", "smile") for n in range(1, 40)]
+    document = doc(*records, records[5], record("&#55;").replace("스마일뺏지", "x"), head=head)
+    whole = list(iter_feed([document]))
+    parts = _read_shards(document, 3, 50)
+    assert Counter(_key(r) for part in parts for r in part) == Counter(_key(r) for r in whole)
+    assert sum(isinstance(r, InvalidRecord) for r in whole) == 2
+
+
+def test_feed_shards_document_faults_fail_every_shard() -> None:
+    cut = doc(record("1"), record("2"), record("3")[:50], end=False)
+    rejects = []
+    for shard in range(3):
+        seen: list[Any] = []
+        with pytest.raises(TransientError, match=rf"truncated .*shard {shard + 1} of 3"):
+            for r in iter_feed(chunked(cut), shard=shard, shards=3):
+                seen.append(r)
+        rejects += [r for r in seen if isinstance(r, InvalidRecord)]
+    (reject,) = rejects  # the cut record: one reject, from shard 0
+    assert "truncated" in reject.reason
+    for body in (b"", b"<html>error</html>"):
+        for shard in range(2):
+            with pytest.raises(TransientError, match="not a <zentrade>"):
+                list(iter_feed([body], shard=shard, shards=2))
+    with pytest.raises(ValueError, match="shard 2"):
+        FeedReader([b""], shard=2, shards=2)
+
+
+def test_feed_shards_option_plans_the_slices(
+    sandbox: Any, connector_settings: PlatformSettings, redis_url: str
+) -> None:
+    sandbox.configure_suppliers(catalog_sizes={"gentrade": 90})
+    account = connector_settings.accounts["gentrade_main"]
+    client = redis_lib.Redis.from_url(redis_url)
+
+    def with_shards(value: str) -> GentradeConnector:
+        custom = account.model_copy(update={"options": {"feed_shards": value}})
+        conn = build_connector(custom, connector_settings, client)
+        assert isinstance(conn, GentradeConnector)
+        return conn
+
+    try:
+        assert with_shards("1").plan_slices() == [CollectSlice("feed")]
+        three = with_shards("3")
+        pieces = three.plan_slices()
+        assert [p.key for p in pieces] == ["feed:0/3", "feed:1/3", "feed:2/3"]
+        read = [products(three.iter_slice(CollectSlice.from_json(p.to_json()))) for p in pieces]
+        codes = [p.supplier_sku for part in read for p in part]
+        assert sorted(codes) == sorted(product_code(i) for i in range(90))
+        assert all(read)  # 90 codes spread over three shards
+        # An incremental run and a whole read (iter_products) are not sharded.
+        since = datetime.now(KST) - timedelta(days=1)
+        assert [p.key for p in three.plan_slices(since)][1] == "runout"
+        assert [p.supplier_sku for p in products(three.iter_products())] == [
+            product_code(i) for i in range(90)
+        ]
+        for bad in ("0", "17", "two"):
+            with pytest.raises(ConfigurationError, match="OPTIONS__FEED_SHARDS"):
+                with_shards(bad)
+        with pytest.raises(PermanentError, match="not a valid feed shard"):
+            list(three.iter_slice(CollectSlice("feed:3/3", {"shard": 3, "shards": 3})))
+    finally:
+        client.close()
