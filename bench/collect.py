@@ -394,7 +394,12 @@ def main() -> int:
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--naive-products", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--skip-source", action="store_true", help="skip the source-only read")
+    parser.add_argument(
+        "--skip-source",
+        action="store_true",
+        help="skip the source-only read (it also warms the sandbox's document cache: without "
+        "it the first collect includes the sandbox generating the feed)",
+    )
     args = parser.parse_args()
 
     admin_url, url = fresh_database(args.database_url)
