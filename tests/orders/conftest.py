@@ -191,3 +191,37 @@ def order_rows(engine: Engine, account: str | None = None) -> list[dict[str, Any
 def purchase_counts(box: SandboxFixture, keys: list[str]) -> list[int]:
     bought = box.counts()["purchase_orders"]
     return [int(bought.get(k, 0)) for k in keys]
+
+
+def listed_catalog(
+    engine: Engine,
+    make_connector: Callable[[str], Any],  # noqa: F811
+    *,
+    optioned: bool = True,
+) -> Catalog:
+    """A sandbox OwnerClan product without options ("plain") and, with ``optioned``, one with
+    at least two ("optioned"), stored and listed on both markets."""
+    picks: dict[str, Callable[[SupplierProduct], bool]] = {
+        "plain": lambda p: sellable(p) and not p.options
+    }
+    if optioned:
+        picks["optioned"] = lambda p: sellable(p) and len(p.options) >= 2
+    products = {
+        name: insert_product(engine, sandbox_items(make_connector, pick, 1)[0])
+        for name, pick in picks.items()
+    }
+    return list_products(engine, make_connector, products)
+
+
+def swept(
+    box: SandboxFixture,
+    make_connector: Callable[[str], Any],  # noqa: F811
+    account: str,
+    sku: str,
+    n: int,
+) -> list[int]:
+    """``n`` new orders of ``sku`` at the market, swept: the ids to forward."""
+    from dropship.orders import services
+
+    market_orders(box, account, sku, count=n)
+    return services.sweep_account(account, make_connector).forward

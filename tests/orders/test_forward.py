@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from dropship.errors import TransientError
-from dropship.orders import forwarding, services
+from dropship.orders import forwarding
 from dropship.sandbox.suppliers import SupplierWorld
 from dropship.settings import get_settings
 from tests.orders.conftest import (
@@ -21,11 +21,12 @@ from tests.orders.conftest import (
     SandboxFixture,
     insert_product,
     list_products,
-    market_orders,
+    listed_catalog,
     order_rows,
     purchase_counts,
     sandbox_items,
     sellable,
+    swept,
 )
 
 Factory = Callable[[str], Any]
@@ -38,20 +39,7 @@ def suppliers(make_connector: Factory) -> Factory:
 
 @pytest.fixture
 def catalog(rules_db: Engine, accounts: None, make_connector: Factory) -> Catalog:
-    plain = sandbox_items(make_connector, lambda p: sellable(p) and not p.options, 1)[0]
-    optioned = sandbox_items(make_connector, lambda p: sellable(p) and len(p.options) >= 2, 1)[0]
-    products = {
-        "plain": insert_product(rules_db, plain),
-        "optioned": insert_product(rules_db, optioned),
-    }
-    return list_products(rules_db, make_connector, products)
-
-
-def swept(
-    box: SandboxFixture, make_connector: Factory, account: str, sku: str, n: int
-) -> list[int]:
-    market_orders(box, account, sku, count=n)
-    return services.sweep_account(account, make_connector).forward
+    return listed_catalog(rules_db, make_connector)
 
 
 def forward_until_done(ids: list[int], suppliers: Factory, rounds: int = 15) -> None:

@@ -25,11 +25,12 @@ from tests.orders.conftest import (
     SandboxFixture,
     insert_product,
     list_products,
-    market_orders,
+    listed_catalog,
     order_rows,
     purchase_counts,
     sandbox_items,
     sellable,
+    swept,
 )
 
 Factory = Callable[[str], Any]
@@ -54,15 +55,7 @@ def suppliers(make_connector: Factory) -> Factory:
 def catalog(
     no_price_check: None, rules_db: Engine, accounts: None, make_connector: Factory
 ) -> Catalog:
-    plain = sandbox_items(make_connector, lambda p: sellable(p) and not p.options, 1)[0]
-    return list_products(rules_db, make_connector, {"plain": insert_product(rules_db, plain)})
-
-
-def swept(
-    box: SandboxFixture, make_connector: Factory, account: str, sku: str, n: int
-) -> list[int]:
-    market_orders(box, account, sku, count=n)
-    return services.sweep_account(account, make_connector).forward
+    return listed_catalog(rules_db, make_connector, optioned=False)
 
 
 def keys_of(engine: Engine, ids: list[int]) -> list[str]:

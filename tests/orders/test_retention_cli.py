@@ -19,13 +19,10 @@ from tests.catalog.conftest import worker_env
 from tests.orders.conftest import (
     Catalog,
     SandboxFixture,
-    insert_product,
-    list_products,
+    listed_catalog,
     market_orders,
     order_rows,
     purchase_counts,
-    sandbox_items,
-    sellable,
 )
 
 runner = CliRunner()
@@ -37,8 +34,7 @@ def dropship(*args: str) -> Result:
 
 @pytest.fixture
 def catalog(rules_db: Engine, accounts: None, make_connector: Callable[[str], Any]) -> Catalog:
-    plain = sandbox_items(make_connector, lambda p: sellable(p) and not p.options, 1)[0]
-    return list_products(rules_db, make_connector, {"plain": insert_product(rules_db, plain)})
+    return listed_catalog(rules_db, make_connector, optioned=False)
 
 
 PII = ("receiver_name", "receiver_phone", "receiver_address", "receiver_zipcode")

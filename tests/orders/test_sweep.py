@@ -19,12 +19,9 @@ from dropship.orders import services
 from tests.orders.conftest import (
     Catalog,
     SandboxFixture,
-    insert_product,
-    list_products,
+    listed_catalog,
     market_orders,
     order_rows,
-    sandbox_items,
-    sellable,
 )
 
 
@@ -32,13 +29,7 @@ from tests.orders.conftest import (
 def catalog(
     rules_db: Engine, accounts: None, make_connector: Callable[[str], Any], sandbox: SandboxFixture
 ) -> Catalog:
-    plain = sandbox_items(make_connector, lambda p: sellable(p) and not p.options, 1)[0]
-    optioned = sandbox_items(make_connector, lambda p: sellable(p) and len(p.options) >= 2, 1)[0]
-    products = {
-        "plain": insert_product(rules_db, plain),
-        "optioned": insert_product(rules_db, optioned),
-    }
-    return list_products(rules_db, make_connector, products)
+    return listed_catalog(rules_db, make_connector)
 
 
 @pytest.mark.parametrize("account", ["coupang_main", "naver_main"])

@@ -19,13 +19,10 @@ from tests.conftest import WorkerProcess, start_worker, stop_worker
 from tests.orders.conftest import (
     Catalog,
     SandboxFixture,
-    insert_product,
-    list_products,
+    listed_catalog,
     market_orders,
     order_rows,
     purchase_counts,
-    sandbox_items,
-    sellable,
 )
 
 pytestmark = pytest.mark.worker
@@ -33,13 +30,7 @@ pytestmark = pytest.mark.worker
 
 @pytest.fixture
 def catalog(rules_db: Engine, accounts: None, make_connector: Callable[[str], Any]) -> Catalog:
-    plain = sandbox_items(make_connector, lambda p: sellable(p) and not p.options, 1)[0]
-    optioned = sandbox_items(make_connector, lambda p: sellable(p) and len(p.options) >= 2, 1)[0]
-    return list_products(
-        rules_db,
-        make_connector,
-        {"plain": insert_product(rules_db, plain), "optioned": insert_product(rules_db, optioned)},
-    )
+    return listed_catalog(rules_db, make_connector)
 
 
 def wait_until(
